@@ -1,0 +1,197 @@
+"""The ``lse`` command: synthesise, train, embed, build and serve cohorts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lse_panel.config import REPO_ROOT, SETTINGS
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from lse_panel.build import synthesise_bundle
+
+    start = time.perf_counter()
+    path = synthesise_bundle(
+        args.out,
+        n_subjects=args.subjects,
+        seed=args.seed,
+        mri_shape=tuple(args.mri_shape),
+        overwrite=args.overwrite,
+        progress=True,
+    )
+    print(f"wrote {args.subjects:,} subjects to {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from lse_panel.model.training import train_model
+
+    kwargs = {"seed": args.seed, "mri_shape": tuple(args.mri_shape), "progress": True}
+    for name in ("n_train", "epochs", "latent_dim", "batch_size"):
+        value = getattr(args, name)
+        if value is not None:
+            kwargs[name] = value
+    path = train_model(args.out, **kwargs)
+    print(f"model written to {path}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from lse_panel.model.embedding import embed_bundle
+
+    figures = embed_bundle(args.bundle, args.model, batch_size=args.batch_size, progress=True)
+    print(figures)
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from lse_panel.build import build_cohort
+
+    build_cohort(
+        args.out,
+        n_subjects=args.subjects,
+        seed=args.seed,
+        model=args.model,
+        projections=tuple(args.projections),
+        progress=True,
+    )
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> list[str]:
+    """The ``panel serve`` command line that ``lse serve`` runs (kept separate so tests can read it)."""
+    app = REPO_ROOT / "apps" / "explorer.py"
+    setup = REPO_ROOT / "apps" / "setup.py"
+    command = [
+        sys.executable, "-m", "panel", "serve", str(app),
+        "--setup", str(setup),
+        "--address", args.address,
+        "--port", str(args.port),
+        "--num-procs", str(args.num_procs),
+        "--allow-websocket-origin", f"{'localhost' if args.address == '127.0.0.1' else args.address}:{args.port}",
+        "--allow-websocket-origin", f"{args.address}:{args.port}",
+        "--args", str(Path(args.bundle).resolve()),
+    ]
+    if args.show:
+        command.insert(5, "--show")
+    return command
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    bundle = Path(args.bundle)
+    if not (bundle / "manifest.json").exists():
+        if not args.build_if_missing:
+            print(
+                f"error: {bundle} is not a built bundle. Build it with `lse build --out {bundle}`, "
+                "or pass --build-if-missing.",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"{bundle} is missing: building the demo cohort ({args.subjects:,} subjects) first.")
+        from lse_panel.build import build_cohort
+
+        build_cohort(bundle, n_subjects=args.subjects, seed=args.seed, model=args.model, progress=True)
+    command = serve_command(args)
+    env = dict(os.environ, LSE_BUNDLE=str(bundle.resolve()))
+    print("serving:", shlex.join(command))
+    print(f"open http://{args.address}:{args.port}/explorer")
+    return subprocess.call(command, env=env)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    scripts = sorted((REPO_ROOT / "tests" / "benchmarks").glob("bench_*.py"))
+    if args.only:
+        scripts = [s for s in scripts if args.only in s.name]
+    status = 0
+    for script in scripts:
+        print(f"== {script.name}", flush=True)
+        status |= subprocess.call([sys.executable, str(script)])
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_shape(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--mri-shape", type=int, nargs=3, default=list(SETTINGS.mri_shape),
+            metavar=("FRAMES", "HEIGHT", "WIDTH"), help="MRI cine shape (default: %(default)s)",
+        )
+
+    p = sub.add_parser("synth", help="write a synthetic cohort bundle (phenotypes; raw data is regenerated on demand)")
+    p.add_argument("--subjects", type=int, default=SETTINGS.demo_subjects, help="cohort size (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=SETTINGS.seed, help="generator seed (default: %(default)s)")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    add_shape(p)
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("train", help="train the cross-modal autoencoder on synthetic data")
+    p.add_argument("--out", type=Path, required=True, help="model directory (model.pt, config.json, MODEL_CARD.md)")
+    p.add_argument("--bundle", type=Path, help="(optional) bundle whose modality shapes the model must match")
+    p.add_argument("--seed", type=int, default=SETTINGS.seed, help="training seed (default: %(default)s)")
+    p.add_argument("--n-train", dest="n_train", type=int, help="training subjects")
+    p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument("--latent-dim", dest="latent_dim", type=int, help="latent size per modality")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="batch size")
+    add_shape(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("embed", help="encode every subject of a bundle (ecg, mri and fused latents)")
+    p.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    p.add_argument("--model", type=Path, default=SETTINGS.demo_model, help="model directory (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=SETTINGS.embed_batch_size, help="subjects per batch (default: %(default)s)")
+    p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("build", help="from nothing to a servable bundle: synthesise, embed, cross-fit, project")
+    p.add_argument("--subjects", type=int, default=SETTINGS.demo_subjects, help="cohort size (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=SETTINGS.seed, help="seed (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=SETTINGS.demo_bundle, help="bundle directory (default: %(default)s)")
+    p.add_argument("--model", type=Path, default=SETTINGS.demo_model, help="model directory (default: %(default)s)")
+    p.add_argument(
+        "--projections", nargs="+", default=list(SETTINGS.projection_methods),
+        help="projection methods (default: %(default)s)",
+    )
+    p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser("serve", help="serve the explorer on a bundle (wraps `panel serve`)")
+    p.add_argument("bundle", type=Path, nargs="?", default=SETTINGS.demo_bundle, help="bundle directory (default: %(default)s)")
+    p.add_argument("--port", type=int, default=SETTINGS.port, help="port (default: %(default)s)")
+    p.add_argument("--address", default=SETTINGS.address, help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--num-procs", type=int, default=SETTINGS.num_procs, help="server processes (default: %(default)s)")
+    p.add_argument("--build-if-missing", action="store_true", help="build the bundle first if it does not exist")
+    p.add_argument("--subjects", type=int, default=SETTINGS.demo_subjects, help="cohort size if building (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=SETTINGS.seed, help="seed if building (default: %(default)s)")
+    p.add_argument("--model", type=Path, default=SETTINGS.demo_model, help="model if building (default: %(default)s)")
+    p.add_argument("--show", action="store_true", help="open a browser")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("bench", help="run the benchmark scripts and print their figures")
+    p.add_argument("--only", help="run only scripts whose name contains this")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from lse_panel.cohort.schema import BundleError
+
+    try:
+        return int(args.func(args) or 0)
+    except (BundleError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished steps are kept and a rerun resumes.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Cohort bundles: schema, on-disk I/O, validation and data adaptors."""

@@ -1,0 +1,486 @@
+"""Read, write and validate cohort bundles: a manifest plus memory-mappable ``.npy`` columns.
+
+Layout of a bundle directory::
+
+    manifest.json                      schema version, sizes, what every file is
+    ids.npy                            subject ids (int64 or fixed-width unicode), unique
+    phenotypes/<name>.npy              one column each: float32 (continuous) or int8 codes
+    latents/<kind>.npy                 (n, dim) float32, one block per latent kind
+    projections/<kind>__<method>.npy   (n, 2) float32 coordinates
+    predictions/<kind>/<phenotype>.npy cross-fitted predictions, float32
+    subgroups.json                     saved subgroups (ids and the rule that made them)
+
+Every column is an uncompressed ``.npy`` so ``np.load(mmap_mode="r")`` shares one physical
+copy between all ``panel serve`` processes on a host. The manifest is always written last and
+atomically (temporary name, then ``os.replace``): a file the manifest does not name is
+invisible, so an interrupted step never leaves a bundle that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from lse_panel.cohort.schema import (
+    SCHEMA_VERSION,
+    BundleError,
+    Modality,
+    PhenotypeSpec,
+    modality_from_json,
+)
+
+MANIFEST = "manifest.json"
+
+
+def _fix_hint(path: Path) -> str:
+    return f"Rebuild it (`lse build --out {path}`) or restore the file from a backup."
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` through a temporary file so readers never see half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and ``os.replace`` (atomic on POSIX)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+class Cohort:
+    """A cohort held as columns: the data adaptor every analysis and view reads from.
+
+    Built either from a bundle on disk (:func:`open_bundle`, columns memory-mapped and
+    read-only) or from arrays in memory (:meth:`Cohort.from_arrays`, for tests and notebooks).
+    Analysis code asks it for arrays by name, never for files, so a Dask-backed adaptor can
+    stand in later without touching the views.
+    """
+
+    def __init__(
+        self,
+        *,
+        ids: np.ndarray,
+        phenotypes: dict[str, np.ndarray],
+        phenotype_specs: dict[str, PhenotypeSpec],
+        modalities: dict[str, Modality] | None = None,
+        latents: dict[str, np.ndarray] | None = None,
+        projections: dict[str, np.ndarray] | None = None,
+        predictions: dict[str, dict[str, np.ndarray]] | None = None,
+        manifest: dict[str, Any] | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self.ids = ids
+        self._phenotypes = phenotypes
+        self.phenotype_specs = phenotype_specs
+        self.modalities = modalities or {}
+        self.latents = latents or {}
+        self.projections = projections or {}
+        self.predictions = predictions or {}
+        self.manifest = manifest or {}
+        self.path = path
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_arrays(
+        cls,
+        ids: np.ndarray,
+        phenotypes: pd.DataFrame,
+        phenotype_specs: dict[str, PhenotypeSpec],
+        **kwargs: Any,
+    ) -> Cohort:
+        """Build an in-memory cohort, validated exactly like one read from disk."""
+        cohort = cls(
+            ids=np.asarray(ids),
+            phenotypes={name: np.asarray(phenotypes[name]) for name in phenotype_specs},
+            phenotype_specs=dict(phenotype_specs),
+            **kwargs,
+        )
+        cohort.validate()
+        return cohort
+
+    # -- access -------------------------------------------------------------------------
+    @property
+    def n_subjects(self) -> int:
+        return int(len(self.ids))
+
+    def phenotype(self, name: str) -> np.ndarray:
+        try:
+            return self._phenotypes[name]
+        except KeyError:
+            raise KeyError(
+                f"no phenotype {name!r}; this cohort has: {', '.join(self._phenotypes)}"
+            ) from None
+
+    @property
+    def phenotypes(self) -> pd.DataFrame:
+        """All phenotype columns as a DataFrame that shares (does not copy) the arrays."""
+        return pd.DataFrame(self._phenotypes, copy=False)
+
+    def latent(self, kind: str) -> np.ndarray:
+        try:
+            return self.latents[kind]
+        except KeyError:
+            raise KeyError(
+                f"no latent kind {kind!r}; this cohort has: {', '.join(self.latents) or 'none'}. "
+                "Run `lse embed` (or `lse build`) to add latents."
+            ) from None
+
+    def projection(self, key: str) -> np.ndarray:
+        """2-D coordinates of the projection ``"<latent kind>/<method>"``."""
+        try:
+            return self.projections[key]
+        except KeyError:
+            raise KeyError(
+                f"no projection {key!r}; this cohort has: {', '.join(self.projections) or 'none'}. "
+                "Run `lse build` to compute projections."
+            ) from None
+
+    def prediction_tasks(self) -> dict[str, str]:
+        """Phenotype → 'regression' or 'classification' for every stored prediction."""
+        tasks: dict[str, str] = {}
+        for per_kind in self.manifest.get("predictions", {}).values():
+            for name, meta in per_kind.items():
+                tasks[name] = meta["task"]
+        if not tasks:
+            for per_kind in self.predictions.values():
+                for name in per_kind:
+                    spec = self.phenotype_specs[name]
+                    tasks[name] = "regression" if spec.type == "continuous" else "classification"
+        return tasks
+
+    def raw_source(self) -> Any:
+        """An object whose ``raw(ids)`` regenerates or reads each subject's raw modalities."""
+        raw = self.manifest.get("raw") or {}
+        if raw.get("source") == "synthetic":
+            from lse_panel.synth import SyntheticCohort
+
+            return SyntheticCohort.from_json(raw)
+        return None
+
+    # -- validation ---------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check the invariants every view relies on; raise :class:`BundleError` naming the fix."""
+        where = str(self.path / "ids.npy") if self.path else "ids"
+        n = self.n_subjects
+        if self.ids.ndim != 1:
+            raise BundleError(f"{where}: subject ids must be one-dimensional, got shape {self.ids.shape}.")
+        if self.ids.dtype.kind not in "iuU":
+            raise BundleError(
+                f"{where}: subject ids have dtype {self.ids.dtype}; expected integers or strings. "
+                "Convert the id column to int64 or str before building the bundle."
+            )
+        unique, counts = np.unique(self.ids, return_counts=True)
+        if len(unique) != n:
+            dupes = unique[counts > 1][:5].tolist()
+            raise BundleError(
+                f"{where}: {n - len(unique)} duplicate subject id(s), e.g. {dupes}. "
+                "Each subject must appear once: deduplicate the input table and rebuild."
+            )
+        for name, spec in self.phenotype_specs.items():
+            values = self._phenotypes.get(name)
+            where = self._where("phenotypes", name)
+            if values is None:
+                raise BundleError(f"{where}: phenotype {name!r} is declared but has no column.")
+            self._check_column(where, values, (n,), spec.dtype)
+            if spec.type != "continuous":
+                codes = np.asarray(values)
+                if codes.size and (codes.min() < -1 or codes.max() >= len(spec.categories)):
+                    raise BundleError(
+                        f"{where}: codes outside 0..{len(spec.categories) - 1} for categories "
+                        f"{list(spec.categories)} (-1 means missing). Recode the column."
+                    )
+        for kind, block in self.latents.items():
+            where = self._where("latents", kind)
+            if block.ndim != 2 or block.shape[0] != n:
+                raise BundleError(
+                    f"{where}: latent block has shape {block.shape}; expected ({n}, dim). "
+                    "Re-run `lse embed` for this bundle."
+                )
+            self._check_column(where, block, block.shape, "float32")
+        for key, coords in self.projections.items():
+            where = self._where("projections", key.replace("/", "__"))
+            self._check_column(where, coords, (n, 2), "float32")
+            if np.isnan(coords).any():
+                raise BundleError(
+                    f"{where}: projection {key!r} has NaN coordinates; every subject needs a "
+                    "position. Recompute the projection (`lse build`)."
+                )
+        for kind, per_phenotype in self.predictions.items():
+            for name, values in per_phenotype.items():
+                where = self._where("predictions", f"{kind}/{name}")
+                self._check_column(where, values, (n,), "float32")
+
+    def _where(self, group: str, name: str) -> str:
+        return str(self.path / group / f"{name}.npy") if self.path else f"{group}/{name}"
+
+    @staticmethod
+    def _check_column(where: str, values: np.ndarray, shape: tuple[int, ...], dtype: str) -> None:
+        if tuple(values.shape) != tuple(shape):
+            raise BundleError(
+                f"{where}: has shape {tuple(values.shape)}, expected {tuple(shape)} "
+                "(one row per subject). The file does not belong to this bundle: rebuild that step."
+            )
+        if values.dtype != np.dtype(dtype):
+            raise BundleError(
+                f"{where}: has dtype {values.dtype}, expected {dtype}. "
+                f"Convert it with `.astype('{dtype}')` when writing, or rebuild that step."
+            )
+
+
+# -- reading ------------------------------------------------------------------------------
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and check a bundle's manifest (existence, JSON, schema version, required fields)."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not path.exists():
+        raise BundleError(
+            f"{path}: no such bundle directory. Build one with `lse build --out {path}` "
+            f"(or `lse synth --out {path}` for phenotypes only)."
+        )
+    if not manifest_path.exists():
+        partial = " It looks like an interrupted build." if any(path.iterdir()) else ""
+        raise BundleError(
+            f"{manifest_path}: missing, so {path} is not a complete bundle.{partial} "
+            f"Re-run `lse build --out {path}`; finished steps are reused."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc}). {_fix_hint(path)}") from None
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{manifest_path}: field 'schema_version' is {version!r}, but this lse-panel reads "
+            f"version {SCHEMA_VERSION}. Rebuild the bundle with this version, or install the "
+            "lse-panel version that wrote it."
+        )
+    for field_name in ("n_subjects", "ids", "phenotypes"):
+        if field_name not in manifest:
+            raise BundleError(f"{manifest_path}: required field {field_name!r} is missing. {_fix_hint(path)}")
+    return manifest
+
+
+def _load_column(path: Path, relative: str, field_name: str, *, mmap: bool) -> np.ndarray:
+    file = path / relative
+    if not file.exists():
+        raise BundleError(
+            f"{file}: missing, though manifest field {field_name!r} names it. {_fix_hint(path)}"
+        )
+    try:
+        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise BundleError(f"{file}: unreadable as .npy ({exc}). {_fix_hint(path)}") from None
+
+
+def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True) -> Cohort:
+    """Open a bundle, memory-mapping its columns, and validate it against its manifest.
+
+    Raises
+    ------
+    BundleError
+        Naming the file, the field and the fix: missing files, wrong dtype or length,
+        duplicate ids, NaN coordinates, an unknown schema version.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    n = manifest["n_subjects"]
+    ids = _load_column(path, manifest["ids"]["file"], "ids", mmap=mmap)
+    if len(ids) != n:
+        raise BundleError(
+            f"{path / manifest['ids']['file']}: holds {len(ids)} ids but manifest field "
+            f"'n_subjects' says {n}. {_fix_hint(path)}"
+        )
+    specs = {name: PhenotypeSpec.from_json(meta) for name, meta in manifest["phenotypes"].items()}
+    phenotypes = {
+        name: _load_column(path, meta["file"], f"phenotypes.{name}", mmap=mmap)
+        for name, meta in manifest["phenotypes"].items()
+    }
+    latents = {
+        kind: _load_column(path, meta["file"], f"latents.{kind}", mmap=mmap)
+        for kind, meta in manifest.get("latents", {}).items()
+    }
+    projections = {
+        key: _load_column(path, meta["file"], f"projections.{key}", mmap=mmap)
+        for key, meta in manifest.get("projections", {}).items()
+    }
+    predictions = {
+        kind: {
+            name: _load_column(path, meta["file"], f"predictions.{kind}.{name}", mmap=mmap)
+            for name, meta in per_kind.items()
+        }
+        for kind, per_kind in manifest.get("predictions", {}).items()
+    }
+    modalities = {name: modality_from_json(meta) for name, meta in manifest.get("modalities", {}).items()}
+    cohort = Cohort(
+        ids=ids,
+        phenotypes=phenotypes,
+        phenotype_specs=specs,
+        modalities=modalities,
+        latents=latents,
+        projections=projections,
+        predictions=predictions,
+        manifest=manifest,
+        path=path,
+    )
+    cohort.validate()
+    return cohort
+
+
+# -- writing ------------------------------------------------------------------------------
+def write_bundle(
+    path: str | os.PathLike[str],
+    *,
+    ids: np.ndarray,
+    phenotypes: pd.DataFrame,
+    phenotype_specs: dict[str, PhenotypeSpec],
+    modalities: dict[str, Modality] | None = None,
+    raw: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a new bundle (ids, phenotypes, modality declarations) atomically.
+
+    Everything goes into a hidden sibling directory first, which is renamed onto ``path``
+    only once complete; an interrupted write leaves at most a ``.partial`` directory that
+    no loader mistakes for a bundle.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BundleError(f"{path}: already exists. Pass overwrite=True (`--overwrite`) or pick another --out.")
+    # Validate before touching the disk so bad input never costs the user a half-written bundle.
+    Cohort.from_arrays(ids, phenotypes, phenotype_specs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        ids = np.asarray(ids)
+        np.save(staging / "ids.npy", ids if ids.dtype.kind == "U" else ids.astype(np.int64))
+        pheno_meta = {}
+        for name, spec in phenotype_specs.items():
+            relative = f"phenotypes/{name}.npy"
+            (staging / "phenotypes").mkdir(exist_ok=True)
+            np.save(staging / relative, np.asarray(phenotypes[name], dtype=spec.dtype))
+            pheno_meta[name] = {**spec.to_json(), "file": relative}
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "n_subjects": int(len(ids)),
+            "ids": {"file": "ids.npy", "dtype": str(np.load(staging / "ids.npy", mmap_mode="r").dtype)},
+            "modalities": {name: m.to_json() for name, m in (modalities or {}).items()},
+            "phenotypes": pheno_meta,
+            "latents": {},
+            "projections": {},
+            "predictions": {},
+            "raw": raw or {},
+            "provenance": {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(provenance or {})},
+            "build": {},
+        }
+        atomic_write_json(staging / MANIFEST, manifest)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+class BundleUpdate:
+    """Adds blocks (latents, projections, predictions, build records) to an existing bundle.
+
+    Files land under their final names as they are written (each atomically), but the
+    manifest that makes them visible is replaced once, at the end of the ``with`` block.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    def add_latent(self, kind: str, block: np.ndarray, **meta: Any) -> None:
+        block = np.asarray(block, dtype=np.float32)
+        self._check_rows(block, f"latents/{kind}")
+        relative = f"latents/{kind}.npy"
+        atomic_save_npy(self.path / relative, block)
+        self.manifest.setdefault("latents", {})[kind] = {"file": relative, "dim": int(block.shape[1]), **meta}
+
+    def register_latent(self, kind: str, relative: str, dim: int, **meta: Any) -> None:
+        """Record a latent block already streamed to ``relative`` (see :func:`open_npy_for_writing`)."""
+        self.manifest.setdefault("latents", {})[kind] = {"file": relative, "dim": int(dim), **meta}
+
+    def add_projection(self, latent: str, method: str, coords: np.ndarray, **meta: Any) -> None:
+        coords = np.asarray(coords, dtype=np.float32)
+        self._check_rows(coords, f"projections/{latent}/{method}")
+        if np.isnan(coords).any():
+            raise BundleError(f"projection {latent}/{method}: NaN coordinates; refusing to store them.")
+        relative = f"projections/{latent}__{method}.npy"
+        atomic_save_npy(self.path / relative, coords)
+        self.manifest.setdefault("projections", {})[f"{latent}/{method}"] = {
+            "file": relative,
+            "latent": latent,
+            "method": method,
+            **meta,
+        }
+
+    def add_prediction(self, latent: str, phenotype: str, values: np.ndarray, *, task: str, **meta: Any) -> None:
+        values = np.asarray(values, dtype=np.float32)
+        self._check_rows(values, f"predictions/{latent}/{phenotype}")
+        relative = f"predictions/{latent}/{phenotype}.npy"
+        atomic_save_npy(self.path / relative, values)
+        self.manifest.setdefault("predictions", {}).setdefault(latent, {})[phenotype] = {
+            "file": relative,
+            "task": task,
+            **meta,
+        }
+
+    def record_step(self, step: str, **info: Any) -> None:
+        self.manifest.setdefault("build", {})[step] = info
+
+    def _check_rows(self, array: np.ndarray, what: str) -> None:
+        n = self.manifest["n_subjects"]
+        if array.shape[0] != n:
+            raise BundleError(
+                f"{what}: {array.shape[0]} rows for a bundle of {n} subjects. "
+                "The array was computed for another cohort; recompute it for this bundle."
+            )
+
+
+@contextmanager
+def update_bundle(path: str | os.PathLike[str]) -> Iterator[BundleUpdate]:
+    """Open a bundle for adding blocks; the new manifest is written only if the block succeeds."""
+    path = Path(path)
+    update = BundleUpdate(path, read_manifest(path))
+    yield update
+    atomic_write_json(path / MANIFEST, update.manifest)
+
+
+def open_npy_for_writing(path: Path, shape: tuple[int, ...], dtype: str = "float32") -> np.memmap:
+    """A writable memory-mapped ``.npy`` of ``shape``, for streaming blocks larger than memory.
+
+    Write into it chunk by chunk, ``flush()``, then register it; until the manifest names it,
+    readers ignore it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)

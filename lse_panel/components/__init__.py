@@ -1,0 +1,1 @@
+"""Panel components: per-session state and the Viewer panes of the explorer."""
