@@ -296,7 +296,7 @@ def _load_column(path: Path, relative: str, field_name: str, *, mmap: bool) -> n
         raise BundleError(f"{file}: unreadable as .npy ({exc}). {_fix_hint(path)}") from None
 
 
-def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True) -> Cohort:
+def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True, allow_incomplete: bool = False) -> Cohort:
     """Open a bundle, memory-mapping its columns, and validate it against its manifest.
 
     Raises
@@ -307,6 +307,13 @@ def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True) -> Cohort:
     """
     path = Path(path)
     manifest = read_manifest(path)
+    build = manifest.get("build", {})
+    if build.get("status") == "in_progress" and not allow_incomplete:
+        done = ", ".join(build.get("steps", {})) or "none"
+        raise BundleError(
+            f"{path / MANIFEST}: field 'build.status' is 'in_progress' (finished steps: {done}), so "
+            f"this is a half-built bundle. Re-run `lse build --out {path}`; finished steps are reused."
+        )
     n = manifest["n_subjects"]
     ids = _load_column(path, manifest["ids"]["file"], "ids", mmap=mmap)
     if len(ids) != n:
@@ -361,6 +368,7 @@ def write_bundle(
     raw: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
+    build_status: str = "complete",
 ) -> Path:
     """Write a new bundle (ids, phenotypes, modality declarations) atomically.
 
@@ -396,7 +404,7 @@ def write_bundle(
             "predictions": {},
             "raw": raw or {},
             "provenance": {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(provenance or {})},
-            "build": {},
+            "build": {"status": build_status, "steps": {}},
         }
         atomic_write_json(staging / MANIFEST, manifest)
         if path.exists():
@@ -456,7 +464,12 @@ class BundleUpdate:
         }
 
     def record_step(self, step: str, **info: Any) -> None:
-        self.manifest.setdefault("build", {})[step] = info
+        """Note a finished build step (its input key and timing) so a rerun can skip it."""
+        self.manifest.setdefault("build", {}).setdefault("steps", {})[step] = info
+
+    def set_build_status(self, status: str) -> None:
+        """``"in_progress"`` hides the bundle from :func:`open_bundle`; ``"complete"`` shows it."""
+        self.manifest.setdefault("build", {})["status"] = status
 
     def _check_rows(self, array: np.ndarray, what: str) -> None:
         n = self.manifest["n_subjects"]

@@ -1,0 +1,225 @@
+"""``lse build``: from nothing to a servable bundle (synthesise → embed → cross-fit → project), resumable.
+
+Each step records a key of its inputs in the manifest; a rerun skips every step whose key is
+unchanged, so a rerun on a finished bundle takes seconds and an interrupted one resumes where it
+stopped. Until the last step the manifest says ``build.status = "in_progress"``, which
+:func:`lse_panel.cohort.bundle.open_bundle` refuses: a half-built bundle never loads as complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lse_panel.cohort.bundle import open_bundle, read_manifest, update_bundle, write_bundle
+from lse_panel.cohort.schema import BundleError
+from lse_panel.config import SETTINGS
+
+#: The downstream tasks the model card and the accuracy pane report (issue 3's list).
+DOWNSTREAM_TASKS: dict[str, str] = {
+    "age": "regression",
+    "bmi": "regression",
+    "lv_mass": "regression",
+    "lvedv": "regression",
+    "lvesv": "regression",
+    "lvef": "regression",
+    "heart_rate": "regression",
+    "qrs_duration": "regression",
+    "qtc": "regression",
+    "sex": "classification",
+    "af": "classification",
+    "hypertension": "classification",
+    "lvh": "classification",
+}
+
+ID_OFFSET = 1_000_000
+"""Synthetic subject ids are 7-digit integers, like UK Biobank's eids."""
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def synthesise_bundle(
+    out: str | Path,
+    *,
+    n_subjects: int,
+    seed: int = SETTINGS.seed,
+    mri_shape: tuple[int, int, int] = SETTINGS.mri_shape,
+    overwrite: bool = False,
+    progress: bool = True,
+    build_status: str = "complete",
+    chunk: int = 250_000,
+) -> Path:
+    """Write a phenotypes-only synthetic bundle; raw ECG/MRI are regenerated from (seed, id) on demand."""
+    from lse_panel.synth import PHENOTYPES, SyntheticCohort
+
+    if not 1 <= n_subjects <= 50_000_000:
+        raise ValueError(f"--subjects must be between 1 and 50,000,000; got {n_subjects:,}.")
+    source = SyntheticCohort(seed=seed, mri_shape=tuple(mri_shape))
+    ids = np.arange(ID_OFFSET, ID_OFFSET + n_subjects, dtype=np.int64)
+    parts = []
+    with tqdm(total=n_subjects, desc="phenotypes", unit="subj", disable=not progress) as bar:
+        for start in range(0, n_subjects, chunk):
+            parts.append(source.phenotypes(ids[start : start + chunk]))
+            bar.update(min(chunk, n_subjects - start))
+    import pandas as pd
+
+    phenotypes = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return write_bundle(
+        out,
+        ids=ids,
+        phenotypes=phenotypes,
+        phenotype_specs=PHENOTYPES,
+        modalities=source.modalities,
+        raw=source.to_json(),
+        provenance={"generator": "lse_panel.synth", "seed": seed, "n_subjects": n_subjects},
+        overwrite=overwrite,
+        build_status=build_status,
+    )
+
+
+class _Step:
+    """Runs one build step unless the manifest shows it already finished with the same inputs."""
+
+    def __init__(self, out: Path, progress: bool) -> None:
+        self.out = out
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, key: str, fn: Callable[[], dict[str, Any] | None]) -> None:
+        steps = read_manifest(self.out).get("build", {}).get("steps", {})
+        if steps.get(name, {}).get("key") == key:
+            self.timings[name] = 0.0
+            if self.progress:
+                print(f"[{name}] up to date, skipped")
+            return
+        start = time.perf_counter()
+        info = fn() or {}
+        elapsed = time.perf_counter() - start
+        self.timings[name] = elapsed
+        with update_bundle(self.out) as update:
+            update.record_step(name, key=key, elapsed_s=round(elapsed, 2), **info)
+        if self.progress:
+            print(f"[{name}] done in {elapsed:.1f} s", flush=True)
+
+
+def build_cohort(
+    out: str | Path,
+    *,
+    n_subjects: int = SETTINGS.demo_subjects,
+    seed: int = SETTINGS.seed,
+    model: str | Path = SETTINGS.demo_model,
+    projections: tuple[str, ...] = SETTINGS.projection_methods,
+    crossfit_splits: int = SETTINGS.crossfit_splits,
+    crossfit_max_train: int = SETTINGS.crossfit_max_train,
+    batch_size: int = SETTINGS.embed_batch_size,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Build (or finish building) a servable bundle; returns each step's seconds (0 when skipped)."""
+    out = Path(out)
+    model = Path(model)
+    if not (model / "model.pt").exists():
+        raise FileNotFoundError(
+            f"{model / 'model.pt'}: no model checkpoint. The demo model ships in models/demo; "
+            "train another with `lse train --out models/NAME`."
+        )
+    with open(model / "config.json") as fh:
+        model_config = json.load(fh)
+    mri_shape = tuple(model_config.get("mri_shape", SETTINGS.mri_shape))
+    for partial in out.parent.glob(f".{out.name}.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)  # leftovers of an interrupted synth step
+
+    steps = _Step(out, progress)
+    synth_key = _key("synth", n_subjects, seed, mri_shape)
+    if (out / "manifest.json").exists():
+        manifest = read_manifest(out)
+        if manifest.get("build", {}).get("steps", {}).get("synth", {}).get("key") != synth_key:
+            raise BundleError(
+                f"{out}: exists but was built with other settings (subjects, seed or MRI shape). "
+                f"Choose another --out or delete {out} to rebuild."
+            )
+    else:
+        start = time.perf_counter()
+        synthesise_bundle(out, n_subjects=n_subjects, seed=seed, mri_shape=mri_shape, progress=progress,
+                          build_status="in_progress")
+        with update_bundle(out) as update:
+            update.record_step("synth", key=synth_key, elapsed_s=round(time.perf_counter() - start, 2))
+        steps.timings["synth"] = time.perf_counter() - start
+        if progress:
+            print(f"[synth] done in {steps.timings['synth']:.1f} s", flush=True)
+    with update_bundle(out) as update:
+        update.set_build_status("in_progress")
+
+    embed_key = _key(synth_key, _file_digest(model / "model.pt"))
+
+    def embed() -> dict[str, Any]:
+        from lse_panel.model.embedding import embed_bundle
+
+        figures = embed_bundle(out, model, batch_size=batch_size, progress=progress)
+        return {"figures": {k: v for k, v in (figures or {}).items() if isinstance(v, (int, float, str))}}
+
+    steps.run("embed", embed_key, embed)
+
+    crossfit_key = _key(embed_key, crossfit_splits, crossfit_max_train, seed, DOWNSTREAM_TASKS)
+
+    def crossfit() -> None:
+        from lse_panel.analysis.crossfit import cross_fit_predictions
+
+        cohort = open_bundle(out, allow_incomplete=True)
+        tasks = {k: v for k, v in DOWNSTREAM_TASKS.items() if k in cohort.phenotype_specs}
+        targets = cohort.phenotypes[list(tasks)]
+        for kind in tqdm(list(cohort.latents), desc="cross-fit", disable=not progress):
+            predictions = cross_fit_predictions(
+                np.asarray(cohort.latent(kind)), targets, tasks,
+                n_splits=crossfit_splits, seed=seed, max_train=crossfit_max_train,
+            )
+            with update_bundle(out) as update:
+                for name, values in predictions.items():
+                    update.add_prediction(
+                        kind, name, values, task=tasks[name], n_splits=crossfit_splits,
+                        model="ridge" if tasks[name] == "regression" else "logistic",
+                    )
+
+    steps.run("crossfit", crossfit_key, crossfit)
+
+    # Fused first, then the single modalities: the app is useful as soon as fused is projected.
+    kinds = ["fused", "ecg", "mri"]
+    for method in projections:
+        for kind in kinds:
+            name = f"project:{kind}/{method}"
+
+            def project_one(kind: str = kind, method: str = method) -> dict[str, Any]:
+                from lse_panel.analysis.projection import project
+
+                cohort = open_bundle(out, allow_incomplete=True)
+                result = project(np.asarray(cohort.latent(kind)), method, seed=seed, progress=progress)
+                with update_bundle(out) as update:
+                    update.add_projection(kind, method, result.coords, params=result.params,
+                                          elapsed_s=round(result.elapsed_s, 2))
+                return {}
+
+            steps.run(name, _key(embed_key, method, seed), project_one)
+
+    with update_bundle(out) as update:
+        update.set_build_status("complete")
+    open_bundle(out)  # the finished bundle must load; fail loudly here rather than in the app
+    if progress:
+        total = sum(steps.timings.values())
+        print("build times: " + ", ".join(f"{k} {v:.1f}s" for k, v in steps.timings.items()) + f"; total {total:.1f} s")
+    return steps.timings
