@@ -181,11 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from lse_panel.cohort.schema import BundleError
-
     try:
         return int(args.func(args) or 0)
-    except (BundleError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # BundleError, ModelError and bad options are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

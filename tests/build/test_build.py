@@ -1,0 +1,96 @@
+"""`lse build` end to end on a small cohort: every step, resume after interruption, refusal of half-built bundles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lse_panel.build import DOWNSTREAM_TASKS, build_cohort
+from lse_panel.cohort.bundle import open_bundle
+from lse_panel.cohort.schema import BundleError
+from lse_panel.config import SETTINGS
+
+N = 1_500
+MODEL = SETTINGS.demo_model
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
+    out = tmp_path_factory.mktemp("build") / "cohort"
+    timings = build_cohort(out, n_subjects=N, seed=3, model=MODEL, progress=False)
+    return out, timings
+
+
+def test_pipeline_produces_a_complete_bundle(built) -> None:
+    out, timings = built
+    cohort = open_bundle(out)
+    assert cohort.n_subjects == N
+    assert set(cohort.latents) == {"ecg", "mri", "fused"}
+    assert {f"{k}/{m}" for k in ("ecg", "mri", "fused") for m in ("pca", "umap")} <= set(cohort.projections)
+    for kind in ("ecg", "mri", "fused"):
+        assert set(cohort.predictions[kind]) == set(DOWNSTREAM_TASKS)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["build"]["status"] == "complete"
+    assert manifest["raw"]["source"] == "synthetic"
+    assert {"synth", "embed", "crossfit", "project:fused/umap"} <= set(manifest["build"]["steps"])
+    assert all(step > 0 for step in timings.values())
+
+
+def test_rerun_on_finished_bundle_skips_every_step(built) -> None:
+    out, _ = built
+    timings = build_cohort(out, n_subjects=N, seed=3, model=MODEL, progress=False)
+    assert all(seconds == 0.0 for seconds in timings.values())
+
+
+def test_other_settings_on_existing_bundle_refused(built) -> None:
+    out, _ = built
+    with pytest.raises(BundleError, match="built with other settings"):
+        build_cohort(out, n_subjects=N + 1, seed=3, model=MODEL, progress=False)
+
+
+@pytest.mark.parametrize("fail_at", ["lse_panel.model.embedding.embed_bundle",
+                                     "lse_panel.analysis.crossfit.cross_fit_predictions",
+                                     "lse_panel.analysis.projection.project"])
+def test_interrupted_build_is_refused_then_resumes(tmp_path: Path, built, fail_at: str, monkeypatch) -> None:
+    out = tmp_path / "cohort"
+    module_name, attr = fail_at.rsplit(".", 1)
+    module = __import__(module_name, fromlist=[attr])
+    real = getattr(module, attr)
+    calls = {"n": 0}
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if attr == "project" and calls["n"] < 3:  # let a couple of projections finish first
+            return real(*args, **kwargs)
+        raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(module, attr, crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_cohort(out, n_subjects=N, seed=3, model=MODEL, progress=False)
+    with pytest.raises(BundleError, match="half-built bundle.*lse build"):
+        open_bundle(out)
+    monkeypatch.setattr(module, attr, real)
+    timings = build_cohort(out, n_subjects=N, seed=3, model=MODEL, progress=False)
+    assert timings["synth"] == 0.0  # reused, not redone
+    resumed = open_bundle(out)
+    reference = open_bundle(built[0])
+    np.testing.assert_array_equal(resumed.latent("fused"), reference.latent("fused"))
+    np.testing.assert_array_equal(resumed.projection("fused/umap"), reference.projection("fused/umap"))
+
+
+def test_missing_model_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="model.pt.*lse train"):
+        build_cohort(tmp_path / "c", n_subjects=100, model=tmp_path / "nomodel", progress=False)
+
+
+def test_corrupted_column_in_built_bundle_is_refused(built, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(built[0], copy)
+    (copy / "latents" / "fused.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(BundleError, match="fused.npy: unreadable"):
+        open_bundle(copy)

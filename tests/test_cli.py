@@ -1,0 +1,53 @@
+"""The `lse` command line: sub-commands, the serve command it builds, clear refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lse_panel.cli import build_parser, main, serve_command
+from lse_panel.cohort.bundle import open_bundle
+
+
+def test_help_lists_every_subcommand() -> None:
+    out = subprocess.run([sys.executable, "-m", "lse_panel.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("synth", "train", "embed", "build", "serve", "bench"):
+        assert command in out
+
+
+def test_serve_binds_loopback_and_warms_up(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["serve", str(tmp_path), "--port", "5099"])
+    command = serve_command(args)
+    assert command[command.index("--address") + 1] == "127.0.0.1"
+    assert command[command.index("--port") + 1] == "5099"
+    assert command[command.index("--setup") + 1].endswith("apps/setup.py")
+    assert command[-1] == str(tmp_path.resolve())
+
+
+def test_serve_refuses_missing_bundle(tmp_path: Path, capsys) -> None:
+    assert main(["serve", str(tmp_path / "none")]) == 2
+    assert "lse build" in capsys.readouterr().err
+
+
+def test_synth_writes_a_loadable_bundle(tmp_path: Path) -> None:
+    assert main(["synth", "--subjects", "500", "--seed", "1", "--out", str(tmp_path / "b")]) == 0
+    cohort = open_bundle(tmp_path / "b")
+    assert cohort.n_subjects == 500
+    assert {m.kind for m in cohort.modalities.values()} == {"signal", "image_sequence"}
+    assert cohort.manifest["raw"]["seed"] == 1
+
+
+def test_synth_refuses_to_overwrite(tmp_path: Path, capsys) -> None:
+    assert main(["synth", "--subjects", "50", "--out", str(tmp_path / "b")]) == 0
+    assert main(["synth", "--subjects", "50", "--out", str(tmp_path / "b")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("subjects", ["0", "-5"])
+def test_synth_rejects_bad_sizes(tmp_path: Path, subjects: str, capsys) -> None:
+    assert main(["synth", "--subjects", subjects, "--out", str(tmp_path / "b")]) == 2
+    assert "between 1 and" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
