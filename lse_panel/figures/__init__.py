@@ -1,0 +1,1 @@
+"""Matplotlib scripts that draw the project's figures (run as modules, saved as PNG)."""
