@@ -1,0 +1,787 @@
+"""A small, safe filter language over phenotypes: parsed by a grammar into data, never executed."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Union
+
+import numpy as np
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+if TYPE_CHECKING:
+    from lse_panel.cohort.bundle import Cohort
+    from lse_panel.cohort.schema import PhenotypeSpec
+
+__all__ = [
+    "And",
+    "Between",
+    "Compare",
+    "Condition",
+    "ConditionError",
+    "In",
+    "Not",
+    "Or",
+    "condition_from_json",
+    "evaluate",
+    "parse_condition",
+    "validate_condition",
+]
+
+CompareOp = Literal["==", "!=", "<", "<=", ">", ">="]
+
+MAX_LENGTH = 10_000
+"""Longest condition accepted, in characters: a typed filter is far shorter, and a bound keeps
+a pasted megabyte from tying up a server process."""
+
+MAX_DEPTH = 64
+"""Deepest nesting of parentheses and ``not`` accepted: the AST is walked recursively, so an
+absurdly nested input must become a ConditionError rather than a RecursionError."""
+
+EXAMPLE = 'age >= 60 and sex == "female"'
+
+# The grammar is the whole language: a name, an operator and a literal, combined by and/or/not.
+# There is no call, attribute, arithmetic or identifier-as-value production, so no input can
+# describe anything but a comparison of a phenotype column with a constant.
+_GRAMMAR = r"""
+?start: or_expr
+?or_expr: and_expr (OR and_expr)*
+?and_expr: not_expr (AND not_expr)*
+?not_expr: NOT not_expr -> negation
+         | atom
+?atom: predicate
+     | "(" or_expr ")"
+?predicate: name OP value -> compare
+          | name BETWEEN value AND value -> between
+          | name NOT? IN "(" value ("," value)* ","? ")" -> isin
+name: NAME | QUOTED_NAME
+value: NUMBER | STRING
+
+OR: "or"i
+AND: "and"i
+NOT: "not"i
+IN: "in"i
+BETWEEN: "between"i
+OP: "==" | "!=" | "<=" | ">=" | "<" | ">"
+NAME: /[A-Za-z_][A-Za-z0-9_]*/i
+QUOTED_NAME: /`[^`\n]+`/
+NUMBER: /[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?/
+STRING: /"(?:[^"\\\n]|\\.)*"/ | /'(?:[^'\\\n]|\\.)*'/
+%ignore /[ \t\r\n]+/
+"""
+
+_PARSER = Lark(_GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+# What the user should read instead of lark's terminal names when a token was expected.
+_EXPECTED_WORDS = {
+    "NAME": "a phenotype name",
+    "QUOTED_NAME": "a phenotype name",
+    "OP": "a comparison (==, !=, <, <=, >, >=)",
+    "BETWEEN": "'between'",
+    "IN": "'in'",
+    "NUMBER": "a number",
+    "STRING": "a quoted string",
+    "AND": "'and'",
+    "OR": "'or'",
+    "NOT": "'not'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "COMMA": "','",
+    "$END": "the end of the condition",
+}
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be parsed or does not fit the cohort's phenotypes.
+
+    The message says why and, when the problem has a place in the text, where: line and column
+    (1-based) and the offending line with a caret under the culprit.
+
+    Attributes
+    ----------
+    reason
+        What is wrong, without the position.
+    text
+        The condition as written ("" when the condition came from JSON).
+    line, column
+        1-based position of the problem, or ``None`` when it has none.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        text: str = "",
+        line: int | None = None,
+        column: int | None = None,
+        width: int = 1,
+    ) -> None:
+        self.reason = reason
+        self.text = text
+        self.line = line
+        self.column = column
+        super().__init__(self._format(max(1, width)))
+
+    def _format(self, width: int) -> str:
+        if self.line is None or self.column is None:
+            return self.reason
+        lines = self.text.splitlines() or [""]
+        source = lines[self.line - 1] if 0 < self.line <= len(lines) else ""
+        # Tabs would shift the caret; show the line with tabs as single spaces instead.
+        source = source.replace("\t", " ")
+        caret = " " * (self.column - 1) + "^" * min(width, max(1, len(source) - self.column + 1))
+        return f"line {self.line}, column {self.column}: {self.reason}\n  {source}\n  {caret}"
+
+
+# ----------------------------------------------------------------------------- the AST
+
+
+class _Node:
+    """Shared behaviour of the condition nodes: JSON and text round trips."""
+
+    kind: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; :func:`condition_from_json` rebuilds the same node."""
+        raise NotImplementedError
+
+    def to_text(self) -> str:
+        """The condition written in the filter language; it parses back to an equal node."""
+        raise NotImplementedError
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Condition:
+        """Rebuild a condition from :meth:`to_json` output (see :func:`condition_from_json`)."""
+        return condition_from_json(data)
+
+    def names(self) -> set[str]:
+        """Every phenotype the condition reads."""
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+Constant = Union[float, str]
+"""A constant in a condition: a number, or a category label."""
+
+
+def _literal_text(value: Constant) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+def _name_text(name: str) -> str:
+    plain = name.isidentifier() and name.isascii() and name.lower() not in ("and", "or", "not", "in", "between")
+    return name if plain else f"`{name}`"
+
+
+@dataclass(frozen=True)
+class Compare(_Node):
+    """``name op value``: a continuous phenotype against a number, a category against a label."""
+
+    name: str
+    op: CompareOp
+    value: Constant
+    kind: ClassVar[str] = "compare"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "op": self.op, "value": self.value}
+
+    def to_text(self) -> str:
+        return f"{_name_text(self.name)} {self.op} {_literal_text(self.value)}"
+
+    def names(self) -> set[str]:
+        return {self.name}
+
+
+@dataclass(frozen=True)
+class Between(_Node):
+    """``name between lo and hi``, both ends included."""
+
+    name: str
+    lo: float
+    hi: float
+    kind: ClassVar[str] = "between"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "lo": self.lo, "hi": self.hi}
+
+    def to_text(self) -> str:
+        return f"{_name_text(self.name)} between {_literal_text(self.lo)} and {_literal_text(self.hi)}"
+
+    def names(self) -> set[str]:
+        return {self.name}
+
+
+@dataclass(frozen=True)
+class In(_Node):
+    """``name in (v1, v2, ...)`` or, with ``negate``, ``name not in (...)``."""
+
+    name: str
+    values: tuple[Constant, ...]
+    negate: bool = False
+    kind: ClassVar[str] = "in"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "values": list(self.values), "negate": self.negate}
+
+    def to_text(self) -> str:
+        values = ", ".join(_literal_text(v) for v in self.values)
+        return f"{_name_text(self.name)} {'not in' if self.negate else 'in'} ({values})"
+
+    def names(self) -> set[str]:
+        return {self.name}
+
+
+@dataclass(frozen=True)
+class Not(_Node):
+    """Negation. Missing values stay unmatched: ``not age > 60`` does not select unknown ages."""
+
+    operand: Condition
+    kind: ClassVar[str] = "not"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "operand": self.operand.to_json()}
+
+    def to_text(self) -> str:
+        inner = self.operand.to_text()
+        return f"not ({inner})" if isinstance(self.operand, (And, Or)) else f"not {inner}"
+
+    def names(self) -> set[str]:
+        return self.operand.names()
+
+
+@dataclass(frozen=True)
+class And(_Node):
+    """All operands hold (two or more)."""
+
+    operands: tuple[Condition, ...]
+    kind: ClassVar[str] = "and"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "operands": [op.to_json() for op in self.operands]}
+
+    def to_text(self) -> str:
+        # `and` binds tighter than `or`, so only an `or` operand needs parentheses.
+        return " and ".join(f"({op.to_text()})" if isinstance(op, Or) else op.to_text() for op in self.operands)
+
+    def names(self) -> set[str]:
+        return set().union(*(op.names() for op in self.operands))
+
+
+@dataclass(frozen=True)
+class Or(_Node):
+    """At least one operand holds (two or more)."""
+
+    operands: tuple[Condition, ...]
+    kind: ClassVar[str] = "or"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "operands": [op.to_json() for op in self.operands]}
+
+    def to_text(self) -> str:
+        # Parentheses around an `and` operand are redundant but spare the reader the precedence rule.
+        return " or ".join(f"({op.to_text()})" if isinstance(op, And) else op.to_text() for op in self.operands)
+
+    def names(self) -> set[str]:
+        return set().union(*(op.names() for op in self.operands))
+
+
+Condition = Union[Compare, Between, In, Not, And, Or]
+"""A parsed condition: a tree of the frozen dataclasses above."""
+
+_KINDS: dict[str, type] = {cls.kind: cls for cls in (Compare, Between, In, Not, And, Or)}
+
+
+def condition_from_json(data: Mapping[str, Any]) -> Condition:
+    """Rebuild a condition from its :meth:`to_json` dict.
+
+    Parameters
+    ----------
+    data
+        As written by ``Condition.to_json()`` (for instance read back from ``subgroups.json``).
+
+    Returns
+    -------
+    Condition
+        The equal node tree. Names and values are checked against a cohort only when the
+        condition is evaluated, since the JSON may come from another bundle.
+
+    Raises
+    ------
+    ConditionError
+        When the dict is not a condition (unknown ``kind``, missing or mistyped fields).
+    """
+    return _from_json(data, 0)
+
+
+def _from_json(data: Any, depth: int) -> Condition:
+    if depth > MAX_DEPTH:
+        raise ConditionError(f"stored condition is nested more than {MAX_DEPTH} levels deep.")
+    if not isinstance(data, Mapping) or data.get("kind") not in _KINDS:
+        kind = data.get("kind") if isinstance(data, Mapping) else type(data).__name__
+        raise ConditionError(
+            f"not a stored condition: kind {kind!r}; expected one of {', '.join(map(repr, _KINDS))}."
+        )
+    kind = data["kind"]
+    try:
+        if kind == "compare":
+            if data["op"] not in ("==", "!=", "<", "<=", ">", ">="):
+                raise ConditionError(f"stored condition has unknown operator {data['op']!r}.")
+            return Compare(str(data["name"]), data["op"], _json_literal(data["value"]))
+        if kind == "between":
+            return Between(str(data["name"]), float(data["lo"]), float(data["hi"]))
+        if kind == "in":
+            values = tuple(_json_literal(v) for v in data["values"])
+            return In(str(data["name"]), values, bool(data.get("negate", False)))
+        if kind == "not":
+            return Not(_from_json(data["operand"], depth + 1))
+        operands = tuple(_from_json(op, depth + 1) for op in data["operands"])
+        if len(operands) < 2:
+            raise ConditionError(f"stored {kind!r} condition needs at least two operands, got {len(operands)}.")
+        return And(operands) if kind == "and" else Or(operands)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ConditionError):
+            raise
+        raise ConditionError(f"stored {kind!r} condition is malformed ({type(exc).__name__}: {exc}).") from None
+
+
+def _json_literal(value: Any) -> Constant:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"condition constants are numbers or strings, not {type(value).__name__}")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def parse_condition(text: str, specs: Mapping[str, PhenotypeSpec]) -> Condition:
+    """Parse a filter written in the condition language and check it against the phenotypes.
+
+    The language: comparisons ``name op value`` (``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``),
+    ``name between lo and hi`` (inclusive), ``name in (v1, v2, ...)`` and ``name not in (...)``,
+    combined with ``not`` / ``and`` / ``or`` (that precedence, keywords in any case) and
+    parentheses. Numbers may be negative or have decimals and exponents; strings use single or
+    double quotes; a phenotype whose name is not a plain identifier is written in backticks.
+    Continuous phenotypes compare with numbers; binary and categorical ones with a category label
+    (``sex == "female"``, case-insensitive) or its integer code (``sex == 0``), by equality only.
+
+    The text is tokenised and parsed by a fixed LALR grammar into frozen dataclasses; nothing in
+    it is ever evaluated as Python, so ``__import__('os')`` is just a syntax error.
+
+    Parameters
+    ----------
+    text
+        The condition, e.g. ``'age >= 60 and sex == "female"'``.
+    specs
+        The cohort's phenotype specs (``cohort.phenotype_specs``): names are checked against
+        them, and category codes are turned into labels.
+
+    Returns
+    -------
+    Condition
+        The AST; category values are stored as labels so the condition means the same on a
+        bundle whose categories are coded in another order.
+
+    Raises
+    ------
+    ConditionError
+        Saying where (line, column, a caret under the culprit) and why: a syntax error, an unknown
+        phenotype (with close matches), a value of the wrong type or an unknown category.
+    """
+    if not isinstance(text, str):
+        raise ConditionError(f"a condition is text; got {type(text).__name__}.")
+    if not text.strip():
+        raise ConditionError(f"the condition is empty; write one such as {EXAMPLE}.")
+    if len(text) > MAX_LENGTH:
+        raise ConditionError(f"the condition is {len(text):,} characters long; the limit is {MAX_LENGTH:,}.")
+    try:
+        tree = _PARSER.parse(text)
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, text) from None
+    _check_depth(tree, text)
+    return _Builder(text, specs).build(tree)
+
+
+def _syntax_error(exc: UnexpectedInput, text: str) -> ConditionError:
+    if isinstance(exc, UnexpectedCharacters):
+        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        if char in "\"'":
+            reason = "unterminated string: close it with a matching quote on the same line."
+        elif char == "`":
+            reason = "unterminated `name`: close it with a backtick on the same line."
+        elif char == "=":
+            reason = "unexpected '=': compare with '==' (or '<=', '>=', '!=')."
+        else:
+            reason = (
+                f"unexpected character {char!r}: a condition holds only phenotype names, numbers, quoted "
+                "strings, comparisons, and/or/not, 'between', 'in', parentheses and commas."
+            )
+        return ConditionError(reason, text=text, line=exc.line, column=exc.column)
+    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
+        expected = _expected(exc.expected)
+        lines = text.rstrip().splitlines() or [""]
+        line = len(lines)
+        column = len(lines[-1]) + 1
+        unclosed = _open_parens(text)
+        reason = f"the condition ends too early: expected {expected}."
+        if unclosed > 0 and "RPAR" in exc.expected:
+            reason = f"{unclosed} '(' not closed: expected {expected}."
+        return ConditionError(reason, text=text, line=line, column=column)
+    assert isinstance(exc, UnexpectedToken)
+    token = exc.token
+    expected = _expected(exc.expected)
+    if token.type == "RPAR" and _open_parens(text[: token.start_pos]) <= 0:
+        reason = f"unmatched ')': expected {expected}."
+    else:
+        reason = f"unexpected {_describe(token)}: expected {expected}."
+    if token.type == "LPAR" and exc.expected & {"OP", "BETWEEN", "IN", "NOT"}:
+        reason += " Function calls are not part of the condition language."
+    return ConditionError(reason, text=text, line=token.line, column=token.column, width=len(str(token)))
+
+
+def _open_parens(text: str) -> int:
+    """Parentheses opened but not closed in ``text`` (quoted strings and names skipped)."""
+    depth = 0
+    quote = ""
+    for i, char in enumerate(text):
+        if quote:
+            if char == quote and text[i - 1] != "\\":
+                quote = ""
+        elif char in "\"'`":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+    return depth
+
+
+def _describe(token: Token) -> str:
+    if token.type in ("NAME", "QUOTED_NAME"):
+        return f"name {str(token)!r}"
+    if token.type == "NUMBER":
+        return f"number {str(token)}"
+    if token.type == "STRING":
+        return f"string {str(token)}"
+    return repr(str(token))
+
+
+def _expected(names: set[str]) -> str:
+    words = sorted({_EXPECTED_WORDS.get(name, name.lower()) for name in names})
+    if not words:
+        return "something else"
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _check_depth(tree: Tree, text: str) -> None:
+    # Iterative on purpose: the check must not itself overflow the stack it protects.
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            raise ConditionError(
+                f"the condition is nested more than {MAX_DEPTH} levels deep; simplify it.",
+                text=text,
+                line=getattr(meta, "line", None),
+                column=getattr(meta, "column", None),
+            )
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+
+
+class _Builder:
+    """Turns lark's parse tree into the checked AST, raising positioned errors."""
+
+    def __init__(self, text: str, specs: Mapping[str, PhenotypeSpec]) -> None:
+        self.text = text
+        self.specs = specs
+
+    def error(self, reason: str, token: Token) -> ConditionError:
+        return ConditionError(reason, text=self.text, line=token.line, column=token.column, width=len(str(token)))
+
+    def build(self, tree: Tree | Token) -> Condition:
+        assert isinstance(tree, Tree)
+        rule = tree.data
+        if rule == "or_expr":
+            return Or(tuple(self.build(c) for c in tree.children if isinstance(c, Tree)))
+        if rule == "and_expr":
+            return And(tuple(self.build(c) for c in tree.children if isinstance(c, Tree)))
+        if rule == "negation":
+            return Not(self.build(tree.children[1]))
+        if rule == "compare":
+            name_tree, op, value_tree = tree.children
+            name, spec = self.name(name_tree)
+            value_token = value_tree.children[0]
+            if spec.type == "continuous":
+                return Compare(name, str(op), self.number(value_token, name, spec))
+            if str(op) not in ("==", "!="):
+                raise self.error(
+                    f"{name!r} is {spec.type} (categories {_labels(spec)}): it has no order, so compare it "
+                    f"with == or != (or use 'in'), e.g. {name} == {_literal_text(spec.categories[0])}.",
+                    op,
+                )
+            return Compare(name, str(op), self.category(value_token, name, spec))
+        if rule == "between":
+            name_tree, between, lo_tree, _and, hi_tree = tree.children
+            name, spec = self.name(name_tree)
+            if spec.type != "continuous":
+                raise self.error(
+                    f"{name!r} is {spec.type} (categories {_labels(spec)}); 'between' needs a continuous "
+                    f"phenotype. Use e.g. {name} in ({_literal_text(spec.categories[0])}).",
+                    between,
+                )
+            lo = self.number(lo_tree.children[0], name, spec)
+            hi = self.number(hi_tree.children[0], name, spec)
+            if lo > hi:
+                raise self.error(
+                    f"'between {_literal_text(lo)} and {_literal_text(hi)}' is empty: put the smaller bound first.",
+                    lo_tree.children[0],
+                )
+            return Between(name, lo, hi)
+        if rule == "isin":
+            name_tree, *rest = tree.children
+            negate = any(isinstance(c, Token) and c.type == "NOT" for c in rest)
+            values = [c.children[0] for c in rest if isinstance(c, Tree)]
+            name, spec = self.name(name_tree)
+            if spec.type == "continuous":
+                parsed = tuple(self.number(v, name, spec) for v in values)
+            else:
+                parsed = tuple(self.category(v, name, spec) for v in values)
+            return In(name, parsed, negate)
+        raise AssertionError(f"unhandled grammar rule {rule!r}")  # pragma: no cover - grammar and builder agree
+
+    def name(self, tree: Tree) -> tuple[str, PhenotypeSpec]:
+        token = tree.children[0]
+        name = str(token)[1:-1] if token.type == "QUOTED_NAME" else str(token)
+        spec = self.specs.get(name)
+        if spec is None:
+            raise self.error(_unknown_name(name, self.specs), token)
+        return name, spec
+
+    def number(self, token: Token, name: str, spec: PhenotypeSpec) -> float:
+        if token.type != "NUMBER":
+            raise self.error(
+                f"{name!r} is continuous{_units(spec)}: compare it with a number, not {token}, "
+                f"e.g. {name} >= 60.",
+                token,
+            )
+        value = float(token)
+        if not math.isfinite(value):
+            raise self.error(f"number {token} is out of range.", token)
+        return value
+
+    def category(self, token: Token, name: str, spec: PhenotypeSpec) -> str:
+        if token.type == "NUMBER":
+            value = float(token)
+            if not value.is_integer() or not 0 <= value < len(spec.categories):
+                raise self.error(
+                    f"{name!r} is {spec.type} with codes 0..{len(spec.categories) - 1} "
+                    f"({_codes(spec)}); {token} is not one of them.",
+                    token,
+                )
+            return spec.categories[int(value)]
+        label = _unquote(str(token))
+        found = _match_label(label, spec)
+        if found is None:
+            raise self.error(_unknown_label(label, name, spec), token)
+        return found
+
+
+def _unquote(literal: str) -> str:
+    body = literal[1:-1]
+    out = []
+    i = 0
+    while i < len(body):
+        # A backslash keeps the next character literally (\" \' \\); no other escapes exist.
+        if body[i] == "\\" and i + 1 < len(body):
+            i += 1
+        out.append(body[i])
+        i += 1
+    return "".join(out)
+
+
+def _labels(spec: PhenotypeSpec) -> str:
+    return ", ".join(map(repr, spec.categories))
+
+
+def _codes(spec: PhenotypeSpec) -> str:
+    return ", ".join(f"{code} = {label!r}" for code, label in enumerate(spec.categories))
+
+
+def _units(spec: PhenotypeSpec) -> str:
+    return f", in {spec.units}" if spec.units else ""
+
+
+def _match_label(label: str, spec: PhenotypeSpec) -> str | None:
+    if label in spec.categories:
+        return label
+    folded = [c for c in spec.categories if c.casefold() == label.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def _unknown_label(label: str, name: str, spec: PhenotypeSpec) -> str:
+    lowered = {c.casefold(): c for c in spec.categories}
+    close = [lowered[c] for c in difflib.get_close_matches(label.casefold(), list(lowered), n=3, cutoff=0.5)]
+    close += [c for c in spec.categories if c.casefold().startswith(label.casefold()) and c not in close]
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    return f"{label!r} is not a category of {name!r} (categories {_labels(spec)}).{hint}"
+
+
+def _unknown_name(name: str, specs: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(specs), n=3, cutoff=0.6)
+    close += [n for n in specs if n.casefold() == name.casefold() and n not in close]
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    available = ", ".join(list(specs)[:30]) + (", ..." if len(specs) > 30 else "")
+    return f"unknown phenotype {name!r}.{hint} This cohort has: {available}."
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(condition: Condition | str, cohort: Cohort) -> np.ndarray:
+    """The subjects of ``cohort`` for which ``condition`` holds, as a boolean mask.
+
+    Vectorised over the (memory-mapped) phenotype columns: one numpy comparison per leaf, one
+    logical operation per ``and``/``or``/``not``. A missing value (NaN, or category code -1)
+    never matches, whatever the operators around it: logic is three-valued as in SQL, so
+    ``not age > 60`` and ``age != 60`` leave out subjects of unknown age too.
+
+    Numbers are compared in the column's own dtype (float32 for continuous phenotypes), as the
+    range filters do, so a value displayed as ``60.1`` satisfies ``age == 60.1``.
+
+    Parameters
+    ----------
+    condition
+        A parsed condition, or text to parse against ``cohort.phenotype_specs``.
+    cohort
+        Any cohort; a condition parsed on another bundle is re-checked against this one
+        (names present, category labels known) before anything is computed.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask, one entry per subject.
+
+    Raises
+    ------
+    ConditionError
+        When the condition names a phenotype or category this cohort lacks, or a type that
+        does not fit (for instance a stored condition written for another bundle).
+    """
+    if isinstance(condition, str):
+        condition = parse_condition(condition, cohort.phenotype_specs)
+    validate_condition(condition, cohort.phenotype_specs)
+    true, _false = _eval(condition, cohort)
+    return true
+
+
+def validate_condition(condition: Condition, specs: Mapping[str, PhenotypeSpec]) -> None:
+    """Check a condition (e.g. one loaded from JSON) against phenotype specs, as parsing does.
+
+    Parameters
+    ----------
+    condition
+        A condition, typically from :func:`condition_from_json`.
+    specs
+        The phenotype specs of the cohort it is meant for.
+
+    Raises
+    ------
+    ConditionError
+        On an unknown phenotype, a string compared with a continuous phenotype, an ordering
+        or ``between`` on a category, or an unknown category label; without a position, since
+        there is no text.
+    """
+    for name in condition.names():
+        if name not in specs:
+            raise ConditionError(_unknown_name(name, specs))
+    stack: list[Condition] = [condition]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (And, Or)):
+            stack.extend(node.operands)
+            continue
+        if isinstance(node, Not):
+            stack.append(node.operand)
+            continue
+        spec = specs[node.name]
+        values = (node.lo, node.hi) if isinstance(node, Between) else (
+            node.values if isinstance(node, In) else (node.value,)
+        )
+        if spec.type == "continuous":
+            bad = [v for v in values if isinstance(v, str)]
+            if bad:
+                raise ConditionError(f"{node.name!r} is continuous: compare it with a number, not {bad[0]!r}.")
+        else:
+            if isinstance(node, Between) or (isinstance(node, Compare) and node.op not in ("==", "!=")):
+                raise ConditionError(f"{node.name!r} is {spec.type}: compare it with == or != or 'in'.")
+            for value in values:
+                if not isinstance(value, str) or _match_label(value, spec) is None:
+                    raise ConditionError(_unknown_label(str(value), node.name, spec))
+
+
+def _eval(node: Condition, cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
+    """``(holds, fails)`` masks; a subject in neither has a value the condition cannot judge."""
+    if isinstance(node, And):
+        true, false = _eval(node.operands[0], cohort)
+        for operand in node.operands[1:]:
+            t, f = _eval(operand, cohort)
+            true &= t
+            false |= f
+        return true, false
+    if isinstance(node, Or):
+        true, false = _eval(node.operands[0], cohort)
+        for operand in node.operands[1:]:
+            t, f = _eval(operand, cohort)
+            true |= t
+            false &= f
+        return true, false
+    if isinstance(node, Not):
+        true, false = _eval(node.operand, cohort)
+        return false, true
+    spec = cohort.phenotype_specs[node.name]
+    column = np.asarray(cohort.phenotype(node.name))
+    if spec.type == "continuous":
+        known = ~np.isnan(column) if column.dtype.kind == "f" else np.ones(column.shape, dtype=bool)
+
+        def const(v: Constant) -> np.ndarray:
+            return np.asarray(v, dtype=column.dtype)
+    else:
+        known = column >= 0
+
+        def const(v: Constant) -> np.ndarray:
+            return np.asarray(spec.categories.index(_match_label(str(v), spec)), dtype=column.dtype)
+
+    if isinstance(node, Compare):
+        holds = _COMPARE[node.op](column, const(node.value))
+    elif isinstance(node, Between):
+        holds = (column >= const(node.lo)) & (column <= const(node.hi))
+    else:
+        wanted = [const(v) for v in node.values]
+        if len(wanted) <= 16:
+            # A few equality passes beat np.isin (12 ms for 500k int8 codes against 0.5 ms).
+            holds = np.zeros(column.shape, dtype=bool)
+            for value in wanted:
+                holds |= column == value
+        else:
+            holds = np.isin(column, np.array(wanted, dtype=column.dtype))
+        if node.negate:
+            holds = ~holds
+    return holds & known, ~holds & known
+
+
+_COMPARE = {
+    "==": np.equal,
+    "!=": np.not_equal,
+    "<": np.less,
+    "<=": np.less_equal,
+    ">": np.greater,
+    ">=": np.greater_equal,
+}

@@ -1,0 +1,165 @@
+"""The privacy floor: the one place every aggregate and individual-level view is checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from lse_panel.config import SETTINGS, Settings
+
+__all__ = ["PrivacyError", "PrivacyPolicy"]
+
+
+class PrivacyError(Exception):
+    """An aggregate or an individual-level view the privacy policy does not allow.
+
+    The message is written for the person looking at the pane: it says what is hidden and why.
+    """
+
+
+@dataclass(frozen=True)
+class PrivacyPolicy:
+    """What may be shown: aggregates of at least ``min_group_size`` subjects, individuals or not.
+
+    Biobank access agreements forbid showing individual-level data outside a project. Every
+    pane asks this object before it shows an aggregate (decoded mean, accuracy metric, group
+    comparison, histogram) and before any individual-level view (subject inspector, raw
+    records, id export), so one setting switches the whole application.
+
+    Parameters
+    ----------
+    min_group_size
+        Smallest group an aggregate may describe; ``1`` (or ``0``) turns the floor off.
+    individual_views
+        Whether views of single subjects (and exports of subject ids) are allowed at all.
+    """
+
+    min_group_size: int = SETTINGS.min_group_size
+    individual_views: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_group_size, bool) or not isinstance(self.min_group_size, (int, np.integer)):
+            raise TypeError(f"min_group_size must be an integer; got {self.min_group_size!r}.")
+        if self.min_group_size < 0:
+            raise ValueError(f"min_group_size must be 0 or more; got {self.min_group_size}.")
+
+    @classmethod
+    def from_settings(cls, settings: Settings = SETTINGS, *, individual_views: bool = True) -> PrivacyPolicy:
+        """The policy the application's :class:`~lse_panel.config.Settings` ask for."""
+        return cls(min_group_size=settings.min_group_size, individual_views=individual_views)
+
+    # -- aggregates -----------------------------------------------------------------------
+    def allows(self, n: int) -> bool:
+        """Whether an aggregate over ``n`` subjects may be shown."""
+        return int(n) >= self.min_group_size
+
+    def check(self, n: int, what: str = "") -> str | None:
+        """``None`` when an aggregate over ``n`` subjects may be shown, else the reason it may not.
+
+        Parameters
+        ----------
+        n
+            Number of subjects the aggregate is computed from.
+        what
+            What is being shown, e.g. ``"selection"``; it starts the message when given.
+
+        Returns
+        -------
+        str or None
+            For example ``"fewer than 10 subjects (7): aggregates hidden to protect privacy"``,
+            for the pane to display in place of the aggregate.
+        """
+        n = int(n)
+        if n >= self.min_group_size:
+            return None
+        reason = f"fewer than {self.min_group_size} subjects ({n}): aggregates hidden to protect privacy"
+        return f"{what}: {reason}" if what else reason
+
+    def guard(self, n: int, what: str = "") -> None:
+        """Raise :class:`PrivacyError` (with :meth:`check`'s reason) unless ``n`` is large enough."""
+        reason = self.check(n, what)
+        if reason is not None:
+            raise PrivacyError(reason)
+
+    def filter_table(
+        self,
+        df: pd.DataFrame,
+        n_col: str | Sequence[str] = "n",
+        *,
+        reason_col: str | None = "reason",
+        keep: Sequence[str] = (),
+    ) -> pd.DataFrame:
+        """Mask the rows of a metrics or comparison table computed from too few subjects.
+
+        In a masked row every numeric column except the counts in ``n_col`` and the columns in
+        ``keep`` becomes NaN, and ``reason_col`` (added if missing) says why. Label columns
+        (phenotype, group, metric...) are kept, so the table keeps its shape and the pane can
+        show the reason where the number would be. The group sizes themselves stay visible, as
+        :meth:`check`'s message shows them too.
+
+        Parameters
+        ----------
+        df
+            Long- or wide-format table, one row per aggregate.
+        n_col
+            Column (or columns, e.g. both groups' sizes of a comparison) holding the number of
+            subjects behind each row; a row is masked when any of them is below the floor.
+        reason_col
+            Column that receives the reason for masked rows (existing reasons of other rows are
+            left alone); ``None`` adds none.
+        keep
+            Further numeric columns that are identifiers rather than aggregates.
+
+        Returns
+        -------
+        pandas.DataFrame
+            A copy; ``df`` is not modified.
+        """
+        n_cols = [n_col] if isinstance(n_col, str) else list(n_col)
+        missing = [c for c in n_cols if c not in df.columns]
+        if missing:
+            raise KeyError(
+                f"filter_table: no column {missing[0]!r} holding group sizes; the table has "
+                f"{', '.join(map(str, df.columns))}. Pass n_col=..."
+            )
+        out = df.copy()
+        if out.empty:
+            return out
+        sizes = out[n_cols].to_numpy(dtype=float)
+        # A missing size cannot be shown to be large enough, so the row is hidden.
+        smallest = np.where(np.isnan(sizes), -np.inf, sizes).min(axis=1)
+        hidden = smallest < self.min_group_size
+        if not hidden.any():
+            return out
+        exempt = set(n_cols) | set(keep) | ({reason_col} if reason_col else set())
+        for column in out.columns:
+            if column in exempt:
+                continue
+            if pd.api.types.is_numeric_dtype(out[column]) and not pd.api.types.is_bool_dtype(out[column]):
+                if not pd.api.types.is_float_dtype(out[column]):
+                    # Integers and the like cannot hold NaN: widen before masking.
+                    out[column] = out[column].astype(float)
+                out.loc[hidden, column] = np.nan
+        if reason_col:
+            reasons = [self.check(s) if np.isfinite(s) else self.check(0) for s in smallest[hidden]]
+            if reason_col not in out.columns:
+                out[reason_col] = None
+            out[reason_col] = out[reason_col].astype(object)
+            out.loc[hidden, reason_col] = reasons
+        return out
+
+    # -- individual-level views ------------------------------------------------------------
+    def check_individual(self, what: str = "individual-level data") -> str | None:
+        """``None`` when individual-level views are allowed, else the reason they are not."""
+        if self.individual_views:
+            return None
+        return f"{what} hidden: individual-level views are switched off by the privacy policy"
+
+    def guard_individual(self, what: str = "individual-level data") -> None:
+        """Raise :class:`PrivacyError` when individual-level views are switched off."""
+        reason = self.check_individual(what)
+        if reason is not None:
+            raise PrivacyError(reason)
