@@ -1,0 +1,314 @@
+"""The decode pane: what the model decodes for the selection, its comparison group and a few subjects."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from lse_panel.analysis.decode import (
+    Decoder,
+    decode_means,
+    decode_subjects,
+    latent_sum,
+    sample_indices,
+    selection_comparison_means,
+)
+from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.schema import Modality
+from lse_panel.components.state import ExplorerState
+from lse_panel.plotting.signals import create_modality_plot, modality_from_array
+
+MAX_SAMPLES = 4
+"""Most subjects shown as original vs reconstruction: individual records are heavy and sensitive."""
+
+MEAN_GROUPS = ("selection", "comparison")
+SUBJECT_GROUPS = ("original", "reconstruction")
+
+
+def _cohort_cached(cohort: Cohort, key: Hashable, compute: Callable[[], Any]) -> Any:
+    """Process-wide cache of values that depend on the cohort only (shared by every session)."""
+    full_key = ("lse_panel.components.decode", id(cohort), key)
+    hit = pn.state.cache.get(full_key)
+    # The cohort is stored with the value: an id reused by a new cohort must not hit.
+    if hit is not None and hit[0] is cohort:
+        return hit[1]
+    value = compute()
+    pn.state.cache[full_key] = (cohort, value)
+    return value
+
+
+def _served() -> bool:
+    doc = pn.state.curdoc
+    return bool(doc is not None and doc.session_context is not None)
+
+
+class DecodePane(pn.viewable.Viewer):
+    """Decoded means of the selection and its comparison group, and a few subjects' reconstructions.
+
+    Every modality the decoder returns is drawn by its kind: signals as per-channel curves with
+    the two groups overlaid, image sequences as the two cines side by side under one frame
+    player, with their difference. Plots are built once; a new selection only sends new data
+    (means and at most ``n_samples`` subjects, never the selection itself).
+
+    Parameters
+    ----------
+    state
+        The session's :class:`ExplorerState`; the pane watches its selection, comparison group
+        and ``decode_from``.
+    decode
+        Latents ``(k, d)`` float32 → ``{modality: (k, *shape)}``, e.g. a wrapped torch decoder.
+    """
+
+    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
+    n_samples = param.Integer(
+        default=MAX_SAMPLES, bounds=(0, MAX_SAMPLES),
+        doc="Subjects of the selection shown as original vs reconstruction (a capped, reproducible sample).",
+    )
+    show_subjects = param.Boolean(
+        default=True,
+        doc="Show individual subjects (raw records and reconstructions); switch off where access "
+        "agreements forbid individual-level views.",
+    )
+    decoded = param.Dict(
+        default={}, constant=True,
+        doc="Last decoded group means: {'selection'|'comparison': {modality: array}}; empty groups absent.",
+    )
+    sample_rows = param.Array(
+        default=np.empty(0, dtype=np.int64), constant=True,
+        doc="Row indices of the subjects shown individually (empty while their card is closed).",
+    )
+    message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) plots.")
+
+    def __init__(self, state: ExplorerState, decode: Decoder, **params: Any) -> None:
+        super().__init__(state=state, **params)
+        self._decode = decode
+        try:
+            self._raw_source = state.cohort.raw_source()
+        except Exception as exc:  # a broken raw source must not take the pane down
+            self._raw_source = None
+            self._raw_error = f"raw records unavailable ({exc})"
+        else:
+            self._raw_error = ""
+        self._specs: dict[str, Modality] = {}
+        self._players: dict[str, pn.widgets.Player] = {}
+        self._mean_pipes: dict[str, hv.streams.Pipe] = {}
+        self._sample_pipes: list[dict[str, hv.streams.Pipe]] = []
+        self._pending: set[str] = set()
+
+        self._decode_from = pn.widgets.RadioButtonGroup.from_param(
+            state.param.decode_from, name="Decode from", button_type="primary", button_style="outline"
+        )
+        self._header = pn.pane.Markdown("", margin=(0, 10))
+        self._alert = pn.pane.Alert("", alert_type="info", visible=False)
+        self._means = pn.Column(sizing_mode="stretch_width")
+        self._sample_note = pn.pane.Markdown("", visible=False)
+        self._sample_rows = pn.Column()
+        # Collapsed until opened: individual subjects are computed and drawn only while the card is
+        # open, which keeps them off the path from a lasso to the group means (~100 ms at 4 subjects).
+        self._samples = pn.Card(
+            self._sample_note, self._sample_rows, title=f"Subjects: original vs reconstruction (≤ {MAX_SAMPLES})",
+            collapsed=True, sizing_mode="stretch_width",
+        )
+        self._layout = pn.Column(
+            pn.Row(self._decode_from, self._header),
+            self._alert,
+            self._means,
+            self._samples,
+            sizing_mode="stretch_width",
+        )
+        state.param.watch(self._on_groups_change, ["selection", "comparison", "decode_from"])
+        state.param.watch(self._on_sample_change, ["selection", "decode_from"])
+        self.param.watch(self._on_sample_change, ["n_samples", "show_subjects"])
+        self._samples.param.watch(self._on_sample_change, ["collapsed"])
+        self._update_means()
+        self._update_samples()
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    # -- scheduling ------------------------------------------------------------------------
+    def _schedule(self, name: str, area: pn.viewable.Viewable, work: Callable[[], None]) -> None:
+        """Run ``work`` now (notebook, tests) or on the next tick behind a loading spinner (served).
+
+        Served, the spinner reaches the browser before the work starts; repeated triggers
+        before it runs coalesce into one run on the latest state.
+        """
+        if not _served():
+            work()
+            return
+        if name in self._pending:
+            return
+        self._pending.add(name)
+        area.loading = True
+
+        def run() -> None:
+            try:
+                self._pending.discard(name)
+                work()
+            finally:
+                area.loading = False
+
+        pn.state.execute(run, schedule=True)
+
+    def _on_groups_change(self, *events: param.parameterized.Event) -> None:
+        self._schedule("means", self._means, self._update_means)
+
+    def _on_sample_change(self, *events: param.parameterized.Event) -> None:
+        self._schedule("samples", self._samples, self._update_samples)
+
+    # -- means -----------------------------------------------------------------------------
+    def compute_means(self) -> dict[str, dict[str, np.ndarray]]:
+        """Decode the mean latent of the selection and of its comparison group (no plotting).
+
+        Returns
+        -------
+        dict
+            ``{'selection'|'comparison': {modality: array}}``; empty groups are absent.
+        """
+        state, cohort = self.state, self.state.cohort
+        kind = state.decode_from
+        block = cohort.latent(kind)
+        block_sum = _cohort_cached(cohort, ("latent_sum", kind), lambda: latent_sum(block))
+        means = selection_comparison_means(block, state.selection, state.comparison, block_sum=block_sum)
+        return decode_means(means, self._decode)
+
+    def _update_means(self) -> None:
+        state = self.state
+        n_sel = state.n_selected
+        n_cmp = state.cohort.n_subjects - n_sel if state.comparison == "rest" else state.cohort.n_subjects
+        what = "the rest of the cohort" if state.comparison == "rest" else "the whole cohort"
+        self._header.object = (
+            f"**Selection**: {n_sel:,} subjects · **comparison**: {what} ({n_cmp:,}) · "
+            f"decoded from the **{state.decode_from}** latent"
+        )
+        if n_sel == 0:
+            self._set(decoded={}, message=(
+                "No subjects selected. Draw a box or lasso on a latent view (or set a selection from "
+                "Python) to decode the selection's mean."
+            ))
+            self._means.visible = False
+            return
+        decoded = self.compute_means()
+        message = ""
+        if "comparison" not in decoded:
+            message = (
+                "The comparison group is empty: every subject is selected. Showing the selection "
+                "alone; compare with the whole cohort instead, or select fewer subjects."
+            )
+        self._set(decoded=decoded, message=message)
+        self._ensure_plots(decoded["selection"])
+        for modality, pipe in self._mean_pipes.items():
+            pipe.send({group: items[modality] for group, items in decoded.items() if modality in items})
+        self._means.visible = True
+
+    def _set(self, **values: Any) -> None:
+        with param.edit_constant(self):
+            self.param.update(**values)
+        text = self.message
+        self._alert.object = text
+        self._alert.visible = bool(text)
+
+    # -- plots, built once per set of modalities ---------------------------------------------
+    def _spec(self, name: str, item: np.ndarray) -> Modality:
+        declared = self.state.cohort.modalities.get(name)
+        if declared is not None and tuple(declared.shape) == tuple(item.shape):
+            return declared
+        return modality_from_array(name, item.shape)
+
+    def _ensure_plots(self, items: dict[str, np.ndarray]) -> None:
+        specs = {name: self._spec(name, np.asarray(item)) for name, item in items.items()}
+        if specs == self._specs:
+            return
+        self._specs = specs
+        self._players = {
+            name: pn.widgets.Player(
+                name=f"{name} frame", start=0, end=spec.n_frames - 1, value=0, loop_policy="loop",
+                interval=max(int(spec.frame_interval_ms), 20), show_loop_controls=False, width=300,
+            )
+            for name, spec in specs.items()
+            if spec.kind == "image_sequence"
+        }
+        self._mean_pipes = {name: hv.streams.Pipe(data={}) for name in specs}
+        cards = []
+        for name, spec in specs.items():
+            plot = create_modality_plot(
+                self._mean_pipes[name], spec, group_names=MEAN_GROUPS, frame=self._frame(name)
+            )
+            body = [self._players[name], plot] if name in self._players else [plot]
+            cards.append(pn.Card(*body, title=f"{name} ({spec.kind}): mean of each group", sizing_mode="stretch_width"))
+        self._means.objects = cards
+        self._sample_pipes = []
+        self._sample_rows.objects = []
+
+    def _frame(self, name: str) -> Any:
+        player = self._players.get(name)
+        return player.param.value if player is not None else None
+
+    # -- individual subjects -----------------------------------------------------------------
+    def _update_samples(self) -> None:
+        state = self.state
+        self._samples.visible = self.show_subjects
+        if self._samples.collapsed or not self.show_subjects or state.n_selected == 0 or self.n_samples == 0:
+            with param.edit_constant(self):
+                self.sample_rows = np.empty(0, dtype=np.int64)
+            self._samples.visible = self.show_subjects and state.n_selected > 0
+            return
+        rows = sample_indices(state.selection, self.n_samples)
+        block = state.cohort.latent(state.decode_from)
+        recon = decode_subjects(block, rows, self._decode)
+        if not self._specs:
+            self._ensure_plots({name: values[0] for name, values in recon.items()})
+        raw, note = self._raw(rows)
+        with param.edit_constant(self):
+            self.sample_rows = rows
+        self._sample_note.object = note
+        self._sample_note.visible = bool(note)
+        self._ensure_sample_slots()
+        for i, slot in enumerate(self._sample_pipes):
+            visible = i < len(rows)
+            self._sample_rows[i].visible = visible
+            if not visible:
+                continue
+            self._sample_rows[i][0].object = f"**subject {state.cohort.ids[rows[i]]}** (row {rows[i]})"
+            for modality, pipe in slot.items():
+                data = {}
+                if modality in recon:
+                    data["reconstruction"] = recon[modality][i]
+                if raw is not None and modality in raw:
+                    data["original"] = raw[modality][i]
+                pipe.send(data)
+
+    def _raw(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray] | None, str]:
+        if self._raw_source is None:
+            reason = self._raw_error or "this cohort names no raw source"
+            return None, f"Original records are not shown: {reason}. Reconstructions only."
+        try:
+            raw = self._raw_source.raw(self.state.cohort.ids[rows])
+        except Exception as exc:  # reading raw files can fail per subject; the pane stays up
+            return None, f"Original records could not be read ({exc}). Reconstructions only."
+        return {name: np.asarray(values) for name, values in dict(raw).items()}, ""
+
+    def _ensure_sample_slots(self) -> None:
+        if len(self._sample_pipes) == MAX_SAMPLES:
+            return
+        rows = []
+        self._sample_pipes = []
+        # Without raw records there is nothing to overlay or subtract: one panel per modality, not
+        # three, which halves the Bokeh models the first selection builds.
+        names = SUBJECT_GROUPS if self._raw_source is not None else ("reconstruction",)
+        for _ in range(MAX_SAMPLES):
+            pipes = {name: hv.streams.Pipe(data={}) for name in self._specs}
+            plots = [
+                create_modality_plot(
+                    pipes[name], spec, group_names=names, layout="stacked", frame=self._frame(name),
+                    width=320, height=120, size=120,
+                )
+                for name, spec in self._specs.items()
+            ]
+            self._sample_pipes.append(pipes)
+            rows.append(pn.Column(pn.pane.Markdown(""), pn.Row(*plots), visible=False))
+        self._sample_rows.objects = rows

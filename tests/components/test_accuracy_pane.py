@@ -1,0 +1,143 @@
+"""The accuracy pane, driven by the session state: its numbers are scikit-learn's on the same subjects."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import pytest
+from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score, roc_auc_score
+
+from lse_panel.cohort.bundle import Cohort
+from lse_panel.components.accuracy import AccuracyPane, cohort_metrics, prepared_metrics
+from lse_panel.components.state import ExplorerState
+from lse_panel.testing import tiny_cohort
+
+N = 400
+
+
+@pytest.fixture(autouse=True)
+def _clear_process_cache() -> Iterator[None]:
+    yield
+    for key in [k for k in pn.state.cache if isinstance(k, tuple) and str(k[0]).startswith("lse_panel")]:
+        del pn.state.cache[key]
+
+
+@pytest.fixture(scope="session")
+def cohort() -> Cohort:
+    return tiny_cohort(N)
+
+
+def _sklearn(cohort: Cohort, latent: str, phenotype: str, rows: np.ndarray) -> dict[str, float]:
+    truth = cohort.phenotype(phenotype)[rows]
+    pred = cohort.predictions[latent][phenotype][rows].astype(np.float64)
+    if cohort.prediction_tasks()[phenotype] == "regression":
+        return {"r2": r2_score(truth, pred), "mae": mean_absolute_error(truth, pred)}
+    return {"auroc": roc_auc_score(truth, pred), "balanced_accuracy": balanced_accuracy_score(truth, pred >= 0.5)}
+
+
+def _value(table: pd.DataFrame, **where: str) -> float:
+    mask = np.ones(len(table), dtype=bool)
+    for column, value in where.items():
+        mask &= table[column].to_numpy() == value
+    (value,) = table.loc[mask, "value"].to_numpy()
+    return float(value)
+
+
+def test_empty_selection_shows_a_message(cohort: Cohort) -> None:
+    pane = AccuracyPane(ExplorerState(cohort))
+    assert pane.metrics is None
+    assert "No subjects selected" in pane.message
+    pn.panel(pane).get_root()
+
+
+@pytest.mark.parametrize("comparison", ["rest", "all"])
+def test_values_equal_scikit_learn_on_the_same_subjects(cohort: Cohort, comparison: str) -> None:
+    state = ExplorerState(cohort, comparison=comparison)
+    pane = AccuracyPane(state, bootstrap=False)
+    # A region of the latent space, holding cases and controls of every binary phenotype on both sides.
+    selection = np.flatnonzero(cohort.latent("fused")[:, 2] > 0)
+    state.select(selection)
+    table = pane.metrics
+    groups = {
+        "selection": selection,
+        "comparison": np.setdiff1d(np.arange(N), selection) if comparison == "rest" else np.arange(N),
+        "cohort": np.arange(N),
+    }
+    tasks = cohort.prediction_tasks()
+    assert set(tasks.values()) == {"regression", "classification"}
+    for group, rows in groups.items():
+        for latent in ("ecg", "mri", "fused"):
+            for phenotype in tasks:
+                for metric, expected in _sklearn(cohort, latent, phenotype, rows).items():
+                    got = _value(table, group=group, latent=latent, phenotype=phenotype, metric=metric)
+                    assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), (group, latent, phenotype, metric)
+    assert pane.message == ""
+    assert table["ci_low"].isna().all()  # bootstrap off: point estimates only
+
+
+def test_every_subject_selected_leaves_rest_empty_with_a_message(cohort: Cohort) -> None:
+    state = ExplorerState(cohort)
+    pane = AccuracyPane(state, bootstrap=False)
+    state.select(np.arange(N))
+    assert "comparison group is empty" in pane.message
+    comparison = pane.metrics[pane.metrics["group"] == "comparison"]
+    assert comparison["value"].isna().all() and (comparison["n"] == 0).all()
+    pn.panel(pane).get_root()
+    state.comparison = "all"
+    assert pane.message == ""
+
+
+def test_bootstrap_intervals_surround_the_estimates(cohort: Cohort) -> None:
+    state = ExplorerState(cohort)
+    pane = AccuracyPane(state, bootstrap=True, n_resamples=50)
+    state.select(np.arange(0, N, 2))
+    table = pane.metrics.dropna(subset=["value"])
+    assert table["ci_low"].notna().all()
+    assert (table["ci_low"] <= table["value"] + 1e-9).all() and (table["value"] <= table["ci_high"] + 1e-9).all()
+    assert "[" in pane._table.object.iloc[0, 0]  # the table shows the interval
+    pane.bootstrap = False
+    assert pane.metrics["ci_low"].isna().all()
+
+
+def test_cohort_metrics_are_computed_once_per_process(cohort: Cohort) -> None:
+    first = cohort_metrics(cohort)
+    assert cohort_metrics(cohort) is first
+    assert prepared_metrics(cohort) is prepared_metrics(cohort)
+    assert cohort_metrics(tiny_cohort(50)) is not first  # another cohort, another entry
+    assert set(first["group"]) == {"cohort"}
+
+
+def test_predicted_vs_true_follows_the_focus_phenotype(cohort: Cohort) -> None:
+    state = ExplorerState(cohort)
+    pane = AccuracyPane(state, bootstrap=False, max_points=25)
+    assert state.focus_phenotype in cohort.prediction_tasks()  # defaults to the first one
+    selection = np.arange(0, N, 3)
+    state.select(selection)
+    data = pane._scatter_pipe.data
+    assert len(data["truth"]) == 25
+    assert set(data["predictions"]) == {"ecg", "mri", "fused"}
+    plot = pane._scatter.object
+    state.focus_phenotype = "af"
+    assert pane._focus.value == "af"  # the widget follows the state, and back
+    assert pane._scatter.object is not plot
+    pane._focus.value = "lvef"
+    assert state.focus_phenotype == "lvef"
+    state.select(selection[:10])
+    np.testing.assert_array_equal(pane._scatter_pipe.data["truth"], cohort.phenotype("lvef")[selection[:10]])
+    pn.panel(pane).get_root()
+
+
+def test_heatmap_and_table_show_every_latent(cohort: Cohort) -> None:
+    state = ExplorerState(cohort)
+    pane = AccuracyPane(state, bootstrap=False)
+    state.select(np.arange(100))
+    table = pane._table.object
+    assert list(table.columns.get_level_values(0).unique()) == ["ecg", "mri", "fused"]
+    assert {"selection", "comparison", "cohort"} == set(table.columns.get_level_values(1))
+    heat = pane._heat_pipe.data
+    assert set(heat["group"]) == {"selection", "comparison", "cohort"}
+    state.comparison = "all"  # comparison equals the cohort: not shown twice
+    assert set(pane._table.object.columns.get_level_values(1)) == {"selection", "cohort"}
