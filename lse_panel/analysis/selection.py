@@ -414,7 +414,8 @@ def mask_to_indices(mask: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask).astype(np.int64, copy=False)
 
 
-def _sorted_unique(indices: np.ndarray, what: str) -> np.ndarray:
+def sorted_unique(indices: np.ndarray, what: str = "indices") -> np.ndarray:
+    """Sorted unique int64 indices, validated; O(n) when already sorted (the usual case)."""
     a = np.asarray(indices)
     if a.ndim != 1:
         raise ValueError(f"{what} must be a 1-D array of indices; got shape {a.shape}.")
@@ -447,10 +448,10 @@ def combine(current: np.ndarray, new: np.ndarray, mode: SelectionMode = "new") -
     numpy.ndarray
         Sorted, unique int64 indices.
     """
-    new = _sorted_unique(new, "new")
+    new = sorted_unique(new, "new")
     if mode == "new":
         return new
-    current = _sorted_unique(current, "current")
+    current = sorted_unique(current, "current")
     if mode == "add":
         # Two sorted runs: the stable sort (timsort) merges them in linear time.
         both = np.sort(np.concatenate([current, new]), kind="stable")

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 import param
 
+from lse_panel.analysis.selection import combine, range_mask, sorted_unique
 from lse_panel.cohort.bundle import Cohort
 
 EMPTY = np.empty(0, dtype=np.int64)
+EMPTY.flags.writeable = False
+
+MODES = ["new", "add", "intersect", "subtract"]
+
+
+def filter_mask(cohort: Cohort, filters: Mapping[str, Any]) -> np.ndarray | None:
+    """Subjects passing every phenotype filter, or ``None`` when no filter restricts anything.
+
+    ``filters`` maps a continuous phenotype to ``(lo, hi)`` (inclusive, ``None`` for an open
+    side) and a binary/categorical one to the category codes to keep.
+    """
+    mask = None
+    for name, rule in filters.items():
+        spec = cohort.phenotype_specs[name]
+        values = cohort.phenotype(name)
+        if spec.type == "continuous":
+            lo, hi = rule
+            keep = range_mask(values, lo, hi)
+        else:
+            codes = sorted(int(c) for c in rule)
+            if len(codes) >= len(spec.categories):
+                continue
+            keep = np.isin(values, np.asarray(codes, dtype=values.dtype))
+        mask = keep if mask is None else (mask & keep)
+    return mask
 
 
 class ExplorerState(param.Parameterized):
@@ -31,10 +59,28 @@ class ExplorerState(param.Parameterized):
     )
     focus_phenotype = param.String(default="", doc="Phenotype shown as predicted-vs-true in the accuracy pane.")
     inspected = param.Integer(default=None, allow_None=True, doc="Row index of the subject opened by a click.")
+    mode = param.Selector(
+        default="new",
+        objects=MODES,
+        doc="How a new box or lasso combines with the current region: replace it, add to it, "
+        "intersect with it or subtract from it.",
+    )
+    region = param.Array(
+        default=None,
+        allow_None=True,
+        doc="Sorted int64 indices chosen by geometry or by id, before phenotype filters; "
+        "None when nothing has been drawn (then the filters alone define the selection).",
+    )
+    filters = param.Dict(
+        default={},
+        doc="Phenotype filters: name → (lo, hi) for continuous, name → category codes to keep "
+        "otherwise. The selection is the region restricted to subjects passing all of them.",
+    )
 
     def __init__(self, cohort: Cohort, **params) -> None:
         super().__init__(**params)
         self.cohort = cohort
+        self.param.watch(self._sync_selection, ["region", "filters"])
         kinds = list(cohort.latents) or ["fused"]
         self.param.decode_from.objects = kinds
         if self.decode_from not in kinds:
@@ -55,15 +101,37 @@ class ExplorerState(param.Parameterized):
             return np.flatnonzero(keep).astype(np.int64)
         raise ValueError(f"unknown comparison group {self.comparison!r}")
 
-    def select(self, indices: np.ndarray) -> None:
-        """Replace the selection, normalising to sorted unique int64 indices."""
-        indices = np.unique(np.asarray(indices, dtype=np.int64))
+    def select(self, indices: np.ndarray, mode: str = "new") -> None:
+        """Set the region to ``indices`` (combined with the current one by ``mode``); filters then apply.
+
+        Without active filters the selection becomes exactly the sorted unique ``indices``.
+        """
+        indices = sorted_unique(np.asarray(indices, dtype=np.int64), "selection")
         if indices.size and (indices[0] < 0 or indices[-1] >= self.cohort.n_subjects):
             raise IndexError(
                 f"selection indices must lie in 0..{self.cohort.n_subjects - 1}; "
                 f"got {indices[0]}..{indices[-1]}"
             )
-        self.selection = indices
+        if mode not in MODES:
+            raise ValueError(f"unknown selection mode {mode!r}; use one of {MODES}")
+        current = self.region if self.region is not None else EMPTY
+        self.region = combine(current, indices, mode)
+
+    def select_drawn(self, indices: np.ndarray) -> None:
+        """Combine a box or lasso result with the region using the current :attr:`mode`."""
+        self.select(indices, self.mode)
 
     def clear(self) -> None:
+        """Forget the region and every filter: nothing is selected."""
+        self.param.update(region=None, filters={})
         self.selection = EMPTY
+
+    def _sync_selection(self, *_: Any) -> None:
+        mask = filter_mask(self.cohort, self.filters)
+        if mask is None:
+            selection = EMPTY if self.region is None else self.region
+        elif self.region is None:
+            selection = np.flatnonzero(mask).astype(np.int64)
+        else:
+            selection = self.region[mask[self.region]]
+        self.selection = selection

@@ -1,0 +1,39 @@
+"""``panel serve apps/explorer.py --setup apps/setup.py --args BUNDLE`` (or ``LSE_BUNDLE``): the explorer."""
+
+from __future__ import annotations
+
+import panel as pn
+
+from lse_panel.components.explorer import Explorer, bundle_from_argv, cached_cohort, cached_decoder
+
+pn.extension("tabulator", notifications=True, loading_indicator=True)
+
+TITLE = "Latent Space Explorer"
+
+sidebar = pn.Column(sizing_mode="stretch_width")
+main = pn.Column(pn.pane.Markdown("Loading the cohort…"), loading=True, sizing_mode="stretch_width", min_height=600)
+template = pn.template.FastListTemplate(
+    title=TITLE, sidebar=[sidebar], main=[main], sidebar_width=330, accent="#e6007e",
+)
+
+
+def _load() -> None:
+    path = bundle_from_argv()
+    if path is None:
+        main[:] = [
+            pn.pane.Alert(
+                "No bundle given. Serve with `panel serve apps/explorer.py --args BUNDLE` "
+                "(or set LSE_BUNDLE); build one with `lse build --out BUNDLE`.",
+                alert_type="danger",
+            )
+        ]
+        main.loading = False
+        return
+    explorer = Explorer(cached_cohort(path), cached_decoder(path), title=TITLE)
+    sidebar[:] = [pn.pane.Markdown("### Filters"), explorer.filters]
+    main[:] = explorer.main_panes()
+    main.loading = False
+
+
+pn.state.onload(_load)
+template.servable(title=TITLE)

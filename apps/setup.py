@@ -1,0 +1,26 @@
+"""``panel serve --setup`` warm-up: memory-map the bundle once per process and compile the hot kernels."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from lse_panel.components.explorer import bundle_from_argv, cached_cohort, cached_decoder, warm_up
+
+log = logging.getLogger("lse_panel.serve")
+
+# During --setup, sys.argv is the whole `panel serve ... --args BUNDLE` command line.
+path = bundle_from_argv(sys.argv[1:])
+if path is None:
+    log.warning("no bundle given (`--args BUNDLE` or LSE_BUNDLE): nothing to warm up")
+else:
+    start = time.perf_counter()
+    cohort = cached_cohort(path)
+    cached_decoder(path)
+    timings = warm_up(cohort)
+    log.warning(
+        "lse-panel: %s (%s subjects) ready in %.1f s (%s)",
+        path, f"{cohort.n_subjects:,}", time.perf_counter() - start,
+        ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()),
+    )

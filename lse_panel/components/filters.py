@@ -1,0 +1,191 @@
+"""Phenotype filters with distributions over the cohort and the selection (the paper's panel A)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, ClassVar
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from lse_panel.cohort.bundle import Cohort
+from lse_panel.components.state import ExplorerState
+from lse_panel.plotting.latent import bin_counts, create_distribution_plot, histogram_bins
+
+DEFAULT_SHOWN = 6
+"""Phenotypes shown with a filter when the caller names none (the first ones of the bundle)."""
+
+
+class PhenotypeBins:
+    """Process-wide histogram bins of each phenotype: edges, per-row bin codes, cohort counts.
+
+    Codes are computed once per process (one small integer per subject), so the selection's
+    histogram is a single ``np.bincount`` however large the selection.
+    """
+
+    _instances: ClassVar[weakref.WeakKeyDictionary[Cohort, PhenotypeBins]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, cohort: Cohort, bins: int = 30) -> None:
+        self.cohort = cohort
+        self.bins = bins
+        self._cache: dict[str, tuple[np.ndarray | list[str], np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def of(cls, cohort: Cohort) -> PhenotypeBins:
+        found = cls._instances.get(cohort)
+        if found is None:
+            found = cls._instances[cohort] = cls(cohort)
+        return found
+
+    def get(self, name: str) -> tuple[np.ndarray | list[str], np.ndarray, np.ndarray]:
+        """``(edges or category labels, per-row codes, cohort counts)`` of phenotype ``name``."""
+        if name not in self._cache:
+            spec = self.cohort.phenotype_specs[name]
+            values = self.cohort.phenotype(name)
+            if spec.type == "continuous":
+                edges, codes = histogram_bins(np.asarray(values), self.bins)
+                n = self.bins
+            else:
+                edges, codes, n = list(spec.categories), np.asarray(values), len(spec.categories)
+            self._cache[name] = (edges, codes, bin_counts(codes, n))
+        return self._cache[name]
+
+    def selection_counts(self, name: str, indices: np.ndarray) -> np.ndarray:
+        edges, codes, cohort_counts = self.get(name)
+        return bin_counts(codes, len(cohort_counts), indices)
+
+
+def finite_range(values: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` over the finite values (``(0, 1)`` when there are none)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    return (lo, hi if hi > lo else lo + 1.0)
+
+
+class PhenotypeFilters(pn.viewable.Viewer):
+    """A range slider (continuous) or category choice (binary/categorical) per chosen phenotype.
+
+    Each filter sits above a small histogram of the phenotype over the whole cohort (grey) and
+    over the current selection (highlight). Moving a filter writes ``state.filters``; the state
+    then restricts the drawn region to subjects passing every filter.
+    """
+
+    shown = param.ListSelector(default=[], objects=[], doc="Phenotypes shown with a filter and a histogram.")
+
+    def __init__(self, state: ExplorerState, shown: list[str] | None = None, **params: Any) -> None:
+        self.state = state
+        self.cohort = state.cohort
+        self.bins = PhenotypeBins.of(state.cohort)
+        names = list(state.cohort.phenotype_specs)
+        self.param.shown.objects = names
+        params["shown"] = list(shown) if shown is not None else names[:DEFAULT_SHOWN]
+        super().__init__(**params)
+        self._widgets: dict[str, pn.widgets.Widget] = {}
+        self._pipes: dict[str, hv.streams.Pipe] = {}
+        self._plots: dict[str, pn.viewable.Viewable] = {}
+        self._updating = False
+        self._column = pn.Column(sizing_mode="stretch_width")
+        self._rebuild()
+        state.param.watch(self._on_selection, "selection")
+        state.param.watch(self._sync_widgets, "filters")
+        self.param.watch(self._rebuild, "shown")
+
+    # -- building ---------------------------------------------------------------------------
+    def _widget(self, name: str) -> pn.widgets.Widget:
+        spec = self.cohort.phenotype_specs[name]
+        if spec.type == "continuous":
+            lo, hi = finite_range(np.asarray(self.cohort.phenotype(name)))
+            rule = self.state.filters.get(name, (lo, hi))
+            widget = pn.widgets.EditableRangeSlider(
+                name=f"{name} ({spec.units})" if spec.units else name,
+                start=lo, end=hi, value=(rule[0] if rule[0] is not None else lo, rule[1] if rule[1] is not None else hi),
+                step=(hi - lo) / 200, format="0.[00]", sizing_mode="stretch_width",
+            )
+            widget.param.watch(self._on_widget, "value_throttled")
+        else:
+            options = {label: code for code, label in enumerate(spec.categories)}
+            value = list(self.state.filters.get(name, options.values()))
+            widget = pn.widgets.CheckButtonGroup(
+                name=name, options=options, value=value, button_type="primary", button_style="outline", sizing_mode="stretch_width",
+            )
+            widget.param.watch(self._on_widget, "value")
+        widget.tags = [name]
+        return widget
+
+    def _plot(self, name: str) -> pn.pane.HoloViews:
+        spec = self.cohort.phenotype_specs[name]
+        edges, _, cohort_counts = self.bins.get(name)
+        pipe = hv.streams.Pipe(data=self.bins.selection_counts(name, self.state.selection))
+        self._pipes[name] = pipe
+
+        def draw(data: np.ndarray) -> hv.Overlay:
+            rule = self.state.filters.get(name)
+            span = tuple(rule) if spec.type == "continuous" and rule is not None else None
+            return create_distribution_plot(name, spec, edges, cohort_counts, data, selected_range=span)
+
+        # Unlinked: Panel would otherwise share the y-axis of every histogram on the page.
+        plot = hv.DynamicMap(draw, streams=[pipe]).opts(framewise=True)
+        return pn.pane.HoloViews(plot, margin=(0, 5), linked_axes=False)
+
+    def _rebuild(self, *_: Any) -> None:
+        items = []
+        for name in self.shown:
+            if name not in self._widgets:
+                self._widgets[name] = self._widget(name)
+                self._plots[name] = self._plot(name)
+            items.append(pn.Column(self._widgets[name], self._plots[name], margin=(0, 0, 8, 0)))
+        self._column[:] = items
+
+    # -- events -----------------------------------------------------------------------------
+    def _on_widget(self, event: param.parameterized.Event) -> None:
+        if self._updating:
+            return
+        name = event.obj.tags[0]
+        spec = self.cohort.phenotype_specs[name]
+        filters = dict(self.state.filters)
+        if spec.type == "continuous":
+            lo, hi = event.new
+            start, end = event.obj.start, event.obj.end
+            # A slider back at its ends filters nothing (and keeps subjects with missing values).
+            if lo <= start and hi >= end:
+                filters.pop(name, None)
+            else:
+                filters[name] = (None if lo <= start else float(lo), None if hi >= end else float(hi))
+        else:
+            codes = tuple(sorted(int(c) for c in event.new))
+            if len(codes) == len(spec.categories):
+                filters.pop(name, None)
+            else:
+                filters[name] = codes
+        self.state.filters = filters
+
+    def _sync_widgets(self, event: param.parameterized.Event) -> None:
+        """Follow filters set elsewhere (Clear, Python) without echoing them back."""
+        self._updating = True
+        try:
+            for name, widget in self._widgets.items():
+                rule = event.new.get(name)
+                if isinstance(widget, pn.widgets.EditableRangeSlider):
+                    lo, hi = (None, None) if rule is None else rule
+                    value = (widget.start if lo is None else lo, widget.end if hi is None else hi)
+                    if tuple(widget.value) != value:
+                        widget.value = value
+                else:
+                    spec = self.cohort.phenotype_specs[name]
+                    value = list(range(len(spec.categories))) if rule is None else list(rule)
+                    if sorted(widget.value) != sorted(value):
+                        widget.value = value
+        finally:
+            self._updating = False
+
+    def _on_selection(self, *_: Any) -> None:
+        for name, pipe in self._pipes.items():
+            pipe.send(self.bins.selection_counts(name, self.state.selection))
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        chooser = pn.widgets.MultiChoice.from_param(self.param.shown, name="phenotypes", sizing_mode="stretch_width")
+        return pn.Column(chooser, self._column, sizing_mode="stretch_width")

@@ -1,0 +1,1 @@
+"""HoloViews element factories (``create_*``): pure functions of arrays, no widgets."""

@@ -1,0 +1,321 @@
+"""Datashaded latent-space plots: density, continuous or categorical colouring, and a selection highlight."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import datashader as ds
+import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options the factories set)
+import numpy as np
+import pandas as pd
+from bokeh.palettes import interp_palette
+from holoviews.operation.datashader import dynspread, rasterize
+
+from lse_panel.cohort.schema import PhenotypeSpec
+
+# Bokeh is this package's only backend; outside a notebook nothing else selects it, and
+# ``hv.opts.<Element>`` lookups need a current backend.
+hv.Store.set_current_backend("bokeh")
+
+ColorMode = Literal["density", "continuous", "categorical"]
+
+DENSITY = "density"
+"""The ``color_by`` value meaning: colour each pixel by how many subjects fall in it."""
+
+HIGHLIGHT = "#e6007e"
+"""Selection colour: a magenta that appears in neither the density, viridis nor category palettes."""
+
+DENSITY_CMAP = list(interp_palette(("#e3e9f0", "#9fb3c8", "#5f7f9f", "#2f4f6f", "#0b1d30"), 256))
+"""Light-to-dark slate blue: quiet enough for the highlight to stand out on top of it."""
+
+CONTINUOUS_CMAP = "viridis"
+
+CATEGORY_COLORS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#8c564b", "#17becf",
+    "#9467bd", "#bcbd22", "#7f7f7f", "#d62728", "#393b79",
+)
+"""Category10 without its pink (too close to :data:`HIGHLIGHT`), red moved late for the same reason."""
+
+
+def color_mode(spec: PhenotypeSpec | None) -> ColorMode:
+    """How a phenotype colours the raster: ``None`` → density, else by its type."""
+    if spec is None:
+        return "density"
+    return "continuous" if spec.type == "continuous" else "categorical"
+
+
+def points_frame(
+    coords: np.ndarray,
+    values: np.ndarray | None = None,
+    *,
+    name: str | None = None,
+    spec: PhenotypeSpec | None = None,
+    x: str = "x",
+    y: str = "y",
+) -> pd.DataFrame:
+    """A DataFrame over ``coords`` (n, 2) and an optional colour column, sharing memory where possible.
+
+    Integer-coded categorical phenotypes become a pandas ``Categorical`` (codes shared, -1 → NaN)
+    so datashader can aggregate them per category.
+    """
+    columns: dict[str, object] = {x: coords[:, 0], y: coords[:, 1]}
+    if values is not None:
+        if name is None:
+            raise ValueError("points_frame: pass name= for the colour column")
+        if spec is not None and spec.type != "continuous":
+            values = pd.Categorical.from_codes(np.asarray(values).astype(np.int8, copy=False), list(spec.categories))
+        columns[name] = values
+    return pd.DataFrame(columns, copy=False)
+
+
+def data_extent(coords: np.ndarray, pad: float = 0.03) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Padded ``((xmin, xmax), (ymin, ymax))`` of ``coords``; degenerate axes get a unit width."""
+    lo = coords.min(axis=0).astype(np.float64)
+    hi = coords.max(axis=0).astype(np.float64)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    lo, hi = lo - pad * span, hi + pad * span
+    return (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))
+
+
+def _aggregator(mode: ColorMode, color_by: str | None) -> ds.reductions.Reduction:
+    if mode == "density":
+        return ds.count()
+    if mode == "continuous":
+        # Both reductions in one pass so hover shows the pixel's count next to its mean.
+        return ds.summary(count=ds.count(), **{color_by: ds.mean(color_by)})
+    return ds.by(color_by, ds.count())
+
+
+def _ignore_bokeh_selection(plot: object, element: object) -> None:
+    """Draw the raster the same whether Bokeh deems its pixels selected or not.
+
+    Bokeh hit-tests the image under a box or lasso and would fade (or blank) pixels by its own
+    notion of selection; the selection here is exact and drawn by the highlight layer instead.
+    """
+    renderer = plot.handles.get("glyph_renderer")
+    if renderer is not None:
+        renderer.selection_glyph = renderer.glyph
+        renderer.nonselection_glyph = renderer.glyph
+
+
+def _value_first(image: hv.Image, value: str) -> hv.Image:
+    # ds.summary orders its outputs by name; Bokeh colours the first value dimension.
+    vdims = sorted(image.vdims, key=lambda d: d.name != value)
+    return image.clone(vdims=vdims)
+
+
+def create_latent_plot(
+    data: pd.DataFrame,
+    *,
+    x: str = "x",
+    y: str = "y",
+    color_by: str | None = None,
+    spec: PhenotypeSpec | None = None,
+    selection: hv.streams.Pipe | None = None,
+    extent: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    title: str = "",
+    width: int = 460,
+    height: int = 420,
+    highlight: str = HIGHLIGHT,
+    category_colors: Sequence[str] = CATEGORY_COLORS,
+    streams: Sequence[hv.streams.Stream] = (),
+) -> hv.DynamicMap:
+    """A rasterised scatter of every subject, built once; pan and zoom re-aggregate server-side.
+
+    Parameters
+    ----------
+    data
+        One row per subject with coordinate columns ``x``, ``y`` and, when colouring, ``color_by``
+        (float for continuous, ``Categorical`` for categorical; see :func:`points_frame`).
+    color_by
+        Column to colour by, or ``None``/``"density"`` for the count per pixel.
+    spec
+        The phenotype's spec; decides continuous (mean per pixel, colour bar) or categorical
+        (count per category, blended colours, legend).
+    selection
+        A ``Pipe`` whose data is a frame of the selected subjects' ``x``, ``y``; drawn as a
+        second raster in ``highlight`` on top. ``None`` draws no highlight.
+    extent
+        Axis ranges of the whole projection; both layers aggregate on this grid until the user
+        zooms, so the highlight's pixels line up with the base.
+    streams
+        Linked streams (``BoundsXY``, ``Lasso``, ``Tap``...) to attach; they are re-sourced onto
+        the base raster, the one layer on which Bokeh's selection events reach them (sourced on
+        the overlay they never fire).
+
+    Returns
+    -------
+    holoviews.DynamicMap
+        The base raster, with the selection highlight overlaid when ``selection`` is given.
+    """
+    if color_by == DENSITY:
+        color_by = None
+    mode = color_mode(spec if color_by else None)
+    if extent is None:
+        extent = data_extent(data[[x, y]].to_numpy())
+    vdims = [color_by] if color_by else []
+    points = hv.Points(data, [x, y], vdims).redim.range(**{x: extent[0], y: extent[1]})
+    base = rasterize(points, aggregator=_aggregator(mode, color_by), width=width, height=height)
+    tools = ["hover", "box_select", "lasso_select", "tap"]
+    common = dict(
+        tools=tools,
+        active_tools=["wheel_zoom", "pan"],
+        width=width,
+        height=height,
+        title=title,
+        xlabel=x,
+        ylabel=y,
+        default_tools=["pan", "wheel_zoom", "reset", "save"],
+        hooks=[_ignore_bokeh_selection],
+    )
+    if mode == "density":
+        base = base.opts(cmap=DENSITY_CMAP, cnorm="eq_hist", colorbar=True, clabel="subjects", **common)
+    elif mode == "continuous":
+        base = base.apply(_value_first, value=color_by).opts(
+            cmap=CONTINUOUS_CMAP, colorbar=True, clabel=_label(color_by, spec), **common
+        )
+    else:
+        colors = [category_colors[i % len(category_colors)] for i in range(len(spec.categories))]
+        base = base.opts(cmap=colors, legend_position="top_left", **common)
+    for stream in streams:
+        stream.source = base
+    layers = base
+    if selection is not None:
+        layers = base * create_selection_layer(selection, x=x, y=y, extent=extent, width=width, height=height, color=highlight)
+    return layers
+
+
+def create_selection_layer(
+    pipe: hv.streams.Pipe,
+    *,
+    x: str = "x",
+    y: str = "y",
+    extent: tuple[tuple[float, float], tuple[float, float]],
+    width: int = 460,
+    height: int = 420,
+    color: str = HIGHLIGHT,
+) -> hv.DynamicMap:
+    """The selected subjects as a single-colour raster, re-drawn whenever ``pipe`` receives a frame."""
+
+    def points(data: pd.DataFrame | None) -> hv.Points:
+        frame = data if data is not None else pd.DataFrame({x: np.empty(0, np.float32), y: np.empty(0, np.float32)})
+        return hv.Points(frame, [x, y]).redim.range(**{x: extent[0], y: extent[1]})
+
+    selected = hv.DynamicMap(points, streams=[pipe])
+    raster = rasterize(selected, aggregator=ds.count(), width=width, height=height)
+    # Spread isolated selected pixels so a handful of subjects stays visible when zoomed out.
+    spread = dynspread(raster, threshold=0.6, max_px=2)
+    return spread.opts(cmap=[color, color], alpha=0.9, colorbar=False, tools=[], hooks=[_ignore_bokeh_selection])
+
+
+def selection_frame(data: pd.DataFrame, indices: np.ndarray, *, x: str = "x", y: str = "y") -> pd.DataFrame:
+    """The coordinates of rows ``indices`` of ``data``, ready for :func:`create_selection_layer`'s pipe."""
+    idx = np.asarray(indices, dtype=np.int64)
+    return pd.DataFrame({x: data[x].to_numpy()[idx], y: data[y].to_numpy()[idx]}, copy=False)
+
+
+def _label(name: str | None, spec: PhenotypeSpec | None) -> str:
+    if not name:
+        return ""
+    return f"{name} ({spec.units})" if spec is not None and spec.units else name
+
+
+# -- distributions (the filter histograms, the paper's panel A) ----------------------------------
+def create_distribution_plot(
+    name: str,
+    spec: PhenotypeSpec,
+    edges_or_labels: np.ndarray | Sequence[str],
+    cohort_counts: np.ndarray,
+    selection_counts: np.ndarray,
+    *,
+    selected_range: tuple[float, float] | None = None,
+    width: int = 260,
+    height: int = 110,
+    highlight: str = HIGHLIGHT,
+) -> hv.Overlay:
+    """One phenotype's distribution over the cohort (grey) and over the selection (highlight).
+
+    Both are shown as proportions of their group, so their shapes compare even when the
+    selection is tiny. Continuous phenotypes take bin ``edges`` (len ``k + 1``); categorical
+    take category labels (len ``k``).
+    """
+    cohort_p = _proportions(cohort_counts)
+    sel_p = _proportions(selection_counts)
+    label = _label(name, spec)
+    # One value dimension per phenotype: Panel links axes that share a dimension name.
+    proportion = hv.Dimension(f"{name}_proportion", label="proportion")
+    common = dict(width=width, height=height, toolbar=None, default_tools=[], yaxis=None, title=label,
+                  xlabel="", fontsize={"title": 9, "xticks": 7})
+    if spec.type == "continuous":
+        edges = np.asarray(edges_or_labels, dtype=np.float64)
+        cohort = hv.Histogram((edges, cohort_p), kdims=[name], vdims=[proportion]).opts(
+            fill_color="#b8c4d0", line_color="#b8c4d0", **common
+        )
+        sel = hv.Histogram((edges, sel_p), kdims=[name], vdims=[proportion]).opts(
+            fill_alpha=0.0, line_color=highlight, line_width=1.5
+        )
+        layers = cohort * sel
+        if selected_range is not None:
+            layers = layers * hv.VSpan(*selected_range).opts(color="#888888", alpha=0.15)
+        return layers.opts(hv.opts.Overlay(**{k: v for k, v in common.items() if k not in ("yaxis",)}))
+    labels = [str(label_) for label_ in edges_or_labels]
+    frame = pd.DataFrame(
+        {
+            name: labels * 2,
+            "group": ["cohort"] * len(labels) + ["selection"] * len(labels),
+            proportion.name: np.concatenate([cohort_p, sel_p]),
+        }
+    )
+    return hv.Bars(frame, [name, "group"], proportion).opts(
+        color="group", cmap={"cohort": "#b8c4d0", "selection": highlight}, show_legend=False,
+        multi_level=False, line_color=None, **common
+    )
+
+
+def _proportions(counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    return counts / total if total > 0 else np.zeros_like(counts)
+
+
+def histogram_bins(values: np.ndarray, bins: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges over the finite range of ``values`` and each row's bin code (-1 for missing).
+
+    Codes are computed once per process so a selection's histogram is one ``np.bincount``.
+    """
+    finite = np.isfinite(values)
+    if finite.any():
+        lo, hi = float(np.min(values[finite])), float(np.max(values[finite]))
+    else:
+        lo, hi = 0.0, 1.0
+    if hi <= lo:
+        hi = lo + 1.0
+    edges = np.linspace(lo, hi, bins + 1)
+    scaled = (np.where(finite, values, lo) - lo) / (hi - lo) * bins
+    codes = np.clip(scaled.astype(np.int64), 0, bins - 1)
+    codes[~finite] = -1
+    codes = codes.astype(np.int16)
+    return edges, codes
+
+
+def bin_counts(codes: np.ndarray, n_bins: int, indices: np.ndarray | None = None) -> np.ndarray:
+    """Counts per bin of ``codes`` (all rows or ``indices``); negative codes (missing) are skipped."""
+    sub = codes if indices is None else codes[np.asarray(indices, dtype=np.int64)]
+    sub = sub[sub >= 0]
+    return np.bincount(sub.astype(np.int64), minlength=n_bins)[:n_bins]
+
+
+__all__ = [
+    "DENSITY",
+    "HIGHLIGHT",
+    "bin_counts",
+    "color_mode",
+    "create_distribution_plot",
+    "create_latent_plot",
+    "create_selection_layer",
+    "data_extent",
+    "histogram_bins",
+    "points_frame",
+    "selection_frame",
+]

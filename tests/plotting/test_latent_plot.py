@@ -1,0 +1,111 @@
+"""The latent-plot factories build the intended HoloViews pipelines (asserted on elements, not pixels)."""
+
+from __future__ import annotations
+
+import datashader as ds
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import pytest
+from holoviews.operation.datashader import rasterize
+
+from lse_panel.plotting.latent import (
+    bin_counts,
+    color_mode,
+    create_distribution_plot,
+    create_latent_plot,
+    data_extent,
+    histogram_bins,
+    points_frame,
+    selection_frame,
+)
+from lse_panel.testing import tiny_cohort
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return tiny_cohort(300)
+
+
+def _frame(cohort, color_by=None):
+    spec = cohort.phenotype_specs.get(color_by) if color_by else None
+    values = cohort.phenotype(color_by) if color_by else None
+    return points_frame(cohort.projection("ecg/umap"), values, name=color_by, spec=spec), spec
+
+
+def test_points_frame_shares_memory_and_makes_categoricals(cohort) -> None:
+    coords = cohort.projection("ecg/umap")
+    frame, _ = _frame(cohort, "sex")
+    assert np.shares_memory(frame["x"].to_numpy(), coords)
+    assert isinstance(frame["sex"].dtype, pd.CategoricalDtype)
+    assert list(frame["sex"].cat.categories) == ["female", "male"]
+
+
+@pytest.mark.parametrize(("color_by", "element", "vdims"), [
+    (None, hv.Image, None), ("age", hv.Image, ["age", "count"]), ("sex", hv.ImageStack, ["female", "male"]),
+])
+def test_latent_plot_is_a_rasterize_pipeline(cohort, color_by, element, vdims) -> None:
+    frame, spec = _frame(cohort, color_by)
+    pipe = hv.streams.Pipe(data=None)
+    plot = create_latent_plot(frame, color_by=color_by, spec=spec, selection=pipe)
+    assert isinstance(plot, hv.DynamicMap)
+    overlay = plot[()]
+    base, highlight = overlay.get(0), overlay.get(1)
+    assert isinstance(base, element)
+    if vdims:
+        # Continuous: the mean comes first (it is what gets coloured), the count is for hover.
+        assert [d.name for d in base.vdims] == vdims
+    assert base.pipeline.find(rasterize) is not None
+    assert int(np.nansum(base.dimension_values(base.vdims[0] if color_by != "sex" else 2))) >= 0
+    assert isinstance(highlight, hv.Image)
+    assert np.nansum(highlight.dimension_values(2)) == 0  # nothing selected yet
+    pipe.send(selection_frame(frame, np.arange(25)))
+    assert np.nansum(plot[()].get(1).dimension_values(2)) > 0
+
+
+def test_density_counts_every_subject(cohort) -> None:
+    frame, _ = _frame(cohort)
+    image = create_latent_plot(frame)[()]
+    assert np.nansum(image.dimension_values(2)) == cohort.n_subjects
+
+
+def test_streams_are_sourced_on_the_base_raster(cohort) -> None:
+    frame, _ = _frame(cohort)
+    lasso, box = hv.streams.Lasso(), hv.streams.BoundsXY()
+    plot = create_latent_plot(frame, selection=hv.streams.Pipe(data=None), streams=[lasso, box])
+    assert lasso.source is not None and lasso.source is not plot
+    assert box.source is lasso.source
+
+
+def test_color_mode(cohort) -> None:
+    specs = cohort.phenotype_specs
+    assert color_mode(None) == "density"
+    assert color_mode(specs["age"]) == "continuous"
+    assert color_mode(specs["af"]) == "categorical"
+
+
+def test_data_extent_pads_and_handles_degenerate_axes() -> None:
+    (x0, x1), (y0, y1) = data_extent(np.array([[0, 1], [10, 1]], dtype=np.float32))
+    assert x0 < 0 < 10 < x1
+    assert y0 < 1 < y1
+
+
+def test_histogram_bins_and_counts() -> None:
+    values = np.array([0.0, 1.0, 2.0, np.nan, 10.0], dtype=np.float32)
+    edges, codes = histogram_bins(values, bins=5)
+    assert len(edges) == 6 and codes[3] == -1 and codes[-1] == 4
+    assert bin_counts(codes, 5).sum() == 4
+    np.testing.assert_array_equal(bin_counts(codes, 5, np.array([0, 1])), np.histogram(values[:2], edges)[0])
+
+
+def test_distribution_plots(cohort) -> None:
+    edges, codes = histogram_bins(np.asarray(cohort.phenotype("age")))
+    plot = create_distribution_plot("age", cohort.phenotype_specs["age"], edges, bin_counts(codes, 30),
+                                    bin_counts(codes, 30, np.arange(10)), selected_range=(50.0, 60.0))
+    assert isinstance(plot, hv.Overlay) and len(plot) == 3
+    hv.render(plot)
+    bars = create_distribution_plot("sex", cohort.phenotype_specs["sex"], ["female", "male"],
+                                    np.array([3, 5]), np.array([0, 0]))
+    assert isinstance(bars, hv.Bars)
+    np.testing.assert_allclose(bars.dimension_values(2)[:2], [3 / 8, 5 / 8])
+    hv.render(bars)

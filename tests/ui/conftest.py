@@ -1,0 +1,59 @@
+"""Real-browser fixtures: Debian's headless Chromium through Playwright, and an explorer served in-process."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import panel as pn
+import pytest
+
+from lse_panel.components.explorer import Explorer
+from lse_panel.figures.app import CHROMIUM, CHROMIUM_ARGS, free_port
+from lse_panel.testing import tiny_cohort, tiny_decoder
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1600, "height": 1200})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def ui_cohort():
+    return tiny_cohort(20_000)
+
+
+@pytest.fixture
+def served_explorer(ui_cohort) -> Iterator[tuple[str, list[Explorer]]]:
+    """The explorer served by ``pn.serve`` in a thread: (url, the sessions' Explorer objects)."""
+    sessions: list[Explorer] = []
+
+    def app() -> pn.template.BaseTemplate:
+        explorer = Explorer(ui_cohort, tiny_decoder(8))
+        sessions.append(explorer)
+        return explorer.servable_template()
+
+    port = free_port()
+    server = pn.serve({"explorer": app}, port=port, address="127.0.0.1", threaded=True, show=False,
+                      websocket_origin=f"127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while not getattr(server, "_started", True) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}/explorer", sessions
+    finally:
+        server.stop()
