@@ -1,0 +1,478 @@
+"""The interpolation pane: decodes along the straight line between two groups' mean latents, and the path on the maps."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from lse_panel.analysis.decode import Decoder, mean_latent, selection_comparison_means
+from lse_panel.analysis.latent_paths import NeighbourPlacer, decode_path, interpolate, pca_params, pca_transform
+from lse_panel.analysis.projection import Projector
+from lse_panel.cohort.schema import ImageSequenceModality, Modality, SignalModality
+from lse_panel.cohort.subgroups import SubgroupStore
+from lse_panel.components.perturb import _LivePane, block_statistics, cohort_cached, modality_spec
+from lse_panel.components.state import ExplorerState
+from lse_panel.plotting.signals import GROUP_COLORS, create_modality_plot
+
+ENDPOINTS = {"comparison → selection": "comparison", "two saved subgroups": "subgroups"}
+
+SIGNAL_LAYOUTS = {"all channels, steps overlaid": "overlay", "one channel, a cell per step": "strip"}
+
+PATH_NEIGHBOURS = 10
+"""Subjects whose map positions place each step on a projection without a transform (see ``place_in_projection``)."""
+
+MONTAGE_GAP = 2
+"""Pixels between the steps' images in the image strip."""
+
+START_COLOUR, END_COLOUR = GROUP_COLORS[1], GROUP_COLORS[0]
+"""The ramp runs from the comparison's colour to the selection's, as in the decode pane."""
+
+
+def colour_ramp(n: int, start: str = START_COLOUR, end: str = END_COLOUR) -> list[str]:
+    """``n`` hex colours evenly spaced in RGB from ``start`` to ``end`` (both included).
+
+    Parameters
+    ----------
+    n
+        Number of colours.
+    start, end
+        ``#rrggbb`` endpoints.
+
+    Returns
+    -------
+    list of str
+        ``#rrggbb`` colours.
+    """
+    a = np.array([int(start[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    b = np.array([int(end[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    t = np.linspace(0.0, 1.0, max(int(n), 1))[:, None]
+    rgb = np.rint((1 - t) * a + t * b).astype(int)
+    return ["#{:02x}{:02x}{:02x}".format(*row) for row in rgb]
+
+
+def step_labels(steps: int, start: str, end: str) -> list[str]:
+    """Group names of the steps: ``"0 · start"``, ``"1"``, …, ``"N-1 · end"`` (unique, short for legends)."""
+    labels = [str(i) for i in range(steps)]
+    labels[0], labels[-1] = f"0 · {start}", f"{steps - 1} · {end}"
+    return labels
+
+
+def image_montage(values: np.ndarray, gap: int = MONTAGE_GAP) -> np.ndarray:
+    """Image sequences of every step side by side: ``(steps, frames, h, w)`` → ``(frames, h, steps·w + gaps)``.
+
+    One image per frame holds the whole strip, so the strip is one plot however many steps
+    (measured: a row of 20 separate image plots made a new path cost ~0.2 s more to draw).
+    Gaps take the strip's minimum, so they read as background.
+    """
+    values = np.asarray(values)
+    steps, frames, h, w = values.shape
+    out = np.full((frames, h, steps * w + (steps - 1) * gap), values.min() if values.size else 0, dtype=values.dtype)
+    for i in range(steps):
+        out[:, :, i * (w + gap) : i * (w + gap) + w] = values[i]
+    return out
+
+
+def create_path_plot(data: Mapping[str, Any] | None = None, *, x: str = "x", y: str = "y") -> hv.Overlay:
+    """An interpolation path on a 2-D map: a line through the steps, dots coloured by step, ends marked.
+
+    Parameters
+    ----------
+    data
+        ``{"coords": (steps, 2), "labels": [str]}``, or ``None``/empty for nothing drawn.
+    x, y
+        Names of the map's coordinate dimensions (those of the latent view it overlays).
+
+    Returns
+    -------
+    holoviews.Overlay
+        ``Path * Points``; empty elements when there is no path.
+    """
+    coords = np.empty((0, 2)) if not data else np.asarray(data["coords"], dtype=np.float64).reshape(-1, 2)
+    steps = len(coords)
+    labels = list(data.get("labels", [])) if data else []
+    if len(labels) != steps:
+        labels = [str(i) for i in range(steps)]
+    path = hv.Path([coords], [x, y]).opts(color="black", line_width=2, line_dash="dashed", alpha=0.8)
+    points = hv.Points(
+        {x: coords[:, 0], y: coords[:, 1], "step": np.arange(steps), "label": labels}, [x, y], ["step", "label"]
+    ).opts(
+        color="step", cmap=colour_ramp(max(steps, 2)), size=9, line_color="black", colorbar=False,
+        tools=["hover"], clim=(0, max(steps - 1, 1)),
+    )
+    return path * points
+
+
+class InterpolatePane(_LivePane):
+    """Decodes at evenly spaced steps between two groups' mean latents, and the path drawn on the latent maps.
+
+    The endpoints are the comparison group (start) and the selection (end), or any two saved
+    subgroups. Each step's latent is decoded in one batch: signals as one grid with every step
+    overlaid along a colour ramp (or one chosen channel with a cell per step), image sequences as a
+    strip of one frame per step, left to right, in one plot (frame 0, end-diastole for cines that
+    start there, by default).
+    The mean latents are those of :attr:`ExplorerState.decode_from`.
+
+    Drawing the path on a latent view (the Explorer wires this)::
+
+        overlay = pane.create_path_overlay(view.key)      # e.g. "fused/umap"
+        view._pane.object = view.plot * overlay           # or hv.Overlay([view.plot, overlay])
+
+    The overlay is a ``DynamicMap`` fed by a ``Pipe`` the pane refreshes on every new path; build a
+    new one when the view switches projection. On a projection of another latent kind than
+    ``decode_from``, the path shown is the same two groups' interpolation in that kind's latents.
+    Positions come from :meth:`path_coords`: a projector's ``transform`` when one is given for
+    the key; exact for a PCA projection whose manifest entry records ``mean`` and ``components``; else the distance-weighted mean of the map positions of
+    each step's nearest subjects in latent space (see ``place_in_projection``).
+
+    Parameters
+    ----------
+    state
+        The session's :class:`ExplorerState`.
+    decode
+        Latents ``(k, d)`` float32 → ``{modality: (k, *shape)}``.
+    store
+        Saved subgroups offered as endpoints; default: the cohort's :class:`SubgroupStore`.
+    projectors
+        Projection key → a fitted projector with ``transform`` (e.g. the parametric-UMAP network
+        ``lse build`` trains above 60k subjects, or a ``LinearProjector``); used first by
+        :meth:`path_coords` for that projection.
+    **params
+        ``policy`` (a :class:`PrivacyPolicy`), or initial values of the params below.
+    """
+
+    endpoints = param.Selector(
+        default="comparison", objects=ENDPOINTS,
+        doc="Interpolate from the comparison group to the selection, or between two saved subgroups.",
+    )
+    start = param.Selector(default=None, objects=[], allow_None=True, doc="Saved subgroup at the path's start.")
+    end = param.Selector(default=None, objects=[], allow_None=True, doc="Saved subgroup at the path's end.")
+    steps = param.Integer(default=8, bounds=(2, 20), doc="Decoded steps, both endpoints included.")
+    signal_layout = param.Selector(
+        default="overlay", objects=SIGNAL_LAYOUTS,
+        doc="Signals: every channel with the steps overlaid along a colour ramp, or one channel with a cell per step.",
+    )
+    channel = param.Selector(default=None, objects=[], allow_None=True, doc="The channel shown in the strip layout.")
+    frame = param.Integer(
+        default=0, bounds=(0, None), doc="Frame of image sequences shown per step (0: end-diastole for cines starting there).",
+    )
+    latents = param.Array(default=None, allow_None=True, constant=True, doc="The path's latents (steps, d); None when undefined.")
+    decoded = param.Dict(default={}, constant=True, doc="Decoded path: {modality: (steps, *shape)}; empty when hidden.")
+    labels = param.List(default=[], constant=True, doc="The steps' names, start first.")
+
+    def __init__(
+        self,
+        state: ExplorerState,
+        decode: Decoder,
+        store: SubgroupStore | None = None,
+        *,
+        projectors: Mapping[str, Projector] | None = None,
+        **params: Any,
+    ) -> None:
+        super().__init__(state=state, **params)
+        self._decode = decode
+        self.store = store if store is not None else SubgroupStore(state.cohort)
+        self.projectors = dict(projectors or {})
+        self._plot_key: tuple | None = None
+        self._specs: dict[str, Modality] = {}
+        self._pipes: dict[str, hv.streams.Pipe] = {}
+        self._path_pipes: dict[str, list[hv.streams.Pipe]] = {}
+        self.refresh_subgroups()
+
+        self._endpoint_widget = pn.widgets.RadioButtonGroup.from_param(
+            self.param.endpoints, color="primary", variant="outline"
+        )
+        self._start_widget = pn.widgets.Select.from_param(self.param.start, label="From", width=180)
+        self._end_widget = pn.widgets.Select.from_param(self.param.end, label="To", width=180)
+        self._refresh = pn.widgets.Button(label="↻ subgroups", color="light", width=110, align="end")
+        self._refresh.on_click(self._on_refresh)
+        self._steps_widget = pn.widgets.IntSlider.from_param(self.param.steps, label="Steps", width=200)
+        self._layout_widget = pn.widgets.Select.from_param(self.param.signal_layout, label="Signals", width=240)
+        self._channel_widget = pn.widgets.Select.from_param(self.param.channel, label="Channel", width=120)
+        self._frame_widget = pn.widgets.IntInput.from_param(self.param.frame, label="Image frame", width=100)
+        self._subgroup_row = pn.Row(self._start_widget, self._end_widget, self._refresh)
+        self._header = pn.pane.Markdown("", margin=(0, 10))
+        self._alert = pn.pane.Alert("", alert_type="info", visible=False)
+        self._plots = pn.Column(sizing_mode="stretch_width")
+        self._layout = pn.Column(
+            self._endpoint_widget,
+            self._subgroup_row,
+            pn.Row(self._steps_widget, self._layout_widget, self._channel_widget, self._frame_widget),
+            self._header,
+            self._alert,
+            self._plots,
+            sizing_mode="stretch_width",
+        )
+        self._sync_widgets()
+        state.param.watch(self._on_groups_change, ["selection", "comparison", "decode_from"])
+        self.param.watch(self._on_groups_change, ["endpoints", "start", "end", "steps"])
+        self.param.watch(self._on_display_change, ["signal_layout", "channel"])
+        self._update()
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def refresh_subgroups(self) -> list[str]:
+        """Re-read the saved subgroups (another session may have saved one) and offer them as endpoints.
+
+        Returns
+        -------
+        list of str
+            The names now offered.
+        """
+        names = self.store.names()
+        # Decided before the objects change: a linked Select resets its value to the first option.
+        start = self.start if self.start in names else (names[0] if names else None)
+        end = self.end if self.end in names else (names[1] if len(names) > 1 else start)
+        # Not batched: the widgets must see the new options before the values they are to show.
+        self.param.start.objects = names
+        self.param.end.objects = names
+        self.param.update(start=start, end=end)
+        return names
+
+    def endpoint_names(self) -> tuple[str, str]:
+        """Names of the start and end groups, as the steps' labels show them."""
+        if self.endpoints == "comparison":
+            return str(self.state.comparison), "selection"
+        return str(self.start), str(self.end)
+
+    def endpoint_sizes(self) -> tuple[int, int]:
+        """Subjects in the start and end groups (no latents gathered)."""
+        state = self.state
+        if self.endpoints == "comparison":
+            n, k = state.cohort.n_subjects, state.n_selected
+            if state.comparison == "rest":
+                return n - k, k
+            if state.comparison == "all":
+                return n, k
+            return int(len(state.comparison_indices())), k
+        return tuple(int(len(self._members(name))) for name in (self.start, self.end))  # type: ignore[return-value]
+
+    def _members(self, name: str | None) -> np.ndarray:
+        return np.empty(0, np.int64) if name is None else self.store.members(name)
+
+    def endpoint_means(self, kind: str | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Mean latents of the start and end groups in latent ``kind`` (default ``decode_from``); ``None`` if empty."""
+        state = self.state
+        kind = kind or state.decode_from
+        block = state.cohort.latent(kind)
+        if self.endpoints == "comparison":
+            if state.comparison in ("rest", "all"):
+                stats = block_statistics(state.cohort, kind)
+                means = selection_comparison_means(block, state.selection, state.comparison, block_sum=stats["sum"])
+                return means["comparison"], means["selection"]
+            return mean_latent(block, state.comparison_indices()), mean_latent(block, state.selection)
+        return mean_latent(block, self._members(self.start)), mean_latent(block, self._members(self.end))
+
+    def path_latents(self, kind: str | None = None) -> np.ndarray | None:
+        """The path's ``(steps, d)`` latents in latent ``kind``; ``None`` when it may not or cannot be shown."""
+        if self._hidden_reason() is not None:
+            return None
+        a, b = self.endpoint_means(kind)
+        if a is None or b is None:
+            return None
+        return interpolate(a, b, self.steps)
+
+    def _hidden_reason(self) -> str | None:
+        start, end = self.endpoint_names()
+        if self.endpoints == "subgroups":
+            if self.start is None or self.end is None:
+                return (
+                    "No saved subgroups to interpolate between. Save two subgroups (or press ↻ after "
+                    "saving them in another session), or interpolate from the comparison group to the selection."
+                )
+            if self.start == self.end:
+                return f"The start and end are the same subgroup ({self.start}); choose two different ones."
+        n_start, n_end = self.endpoint_sizes()
+        if self.endpoints == "comparison" and n_end == 0:
+            return "No subjects selected. Draw a box or lasso on a latent view to interpolate from the comparison group to it."
+        if self.endpoints == "comparison" and n_start == 0:
+            return "The comparison group is empty: every subject is selected. Compare with the whole cohort instead."
+        reason = self._privacy_reason({f"start ({start})": n_start, f"end ({end})": n_end})
+        return None if reason is None else f"Nothing decoded. {reason}."
+
+    # -- the path on a map -----------------------------------------------------------------------
+    def path_coords(self, projection_key: str) -> np.ndarray | None:
+        """The steps' positions on projection ``"<kind>/<method>"``, ``(steps, 2)``; ``None`` when hidden.
+
+        In order of preference: the projector given for this key (its ``transform``); the exact
+        linear map of a PCA projection whose manifest entry records ``mean`` and ``components``;
+        else (a UMAP stored without its model) each step is placed at the distance-weighted mean
+        of the map positions of its :data:`PATH_NEIGHBOURS` nearest subjects, in latent space,
+        among a fixed sample (``place_in_projection``; the sample is gathered once per process).
+        """
+        kind = projection_key.split("/", 1)[0]
+        latents = self.path_latents(kind)
+        if latents is None:
+            return None
+        projector = self.projectors.get(projection_key)
+        if projector is not None:
+            return np.asarray(projector.transform(latents.astype(np.float32)), dtype=np.float64)
+        cohort = self.state.cohort
+        params = pca_params((cohort.manifest.get("projections") or {}).get(projection_key))
+        if params is not None:
+            return pca_transform(latents, params)
+        placer = cohort_cached(
+            cohort, ("placer", projection_key),
+            lambda: NeighbourPlacer.build(cohort.latent(kind), cohort.projection(projection_key)),
+        )
+        return placer.place(latents, k=PATH_NEIGHBOURS)
+
+    def create_path_overlay(self, projection_key: str, *, x: str = "x", y: str = "y") -> hv.DynamicMap:
+        """A ``DynamicMap`` of the path on projection ``projection_key``, to overlay on its latent view.
+
+        Fed by an ``hv.streams.Pipe`` the pane sends new coordinates to whenever the path changes
+        (empty when it is hidden). Overlay it on the view's plot: ``view.plot * overlay``.
+
+        Parameters
+        ----------
+        projection_key
+            ``"<latent kind>/<method>"`` of the view, e.g. ``"fused/umap"``.
+        x, y
+            The view's coordinate dimension names.
+
+        Returns
+        -------
+        holoviews.DynamicMap
+            Of :func:`create_path_plot` overlays.
+        """
+        pipe = hv.streams.Pipe(data=self._path_data(projection_key))
+        self._path_pipes.setdefault(projection_key, []).append(pipe)
+        return hv.DynamicMap(lambda data: create_path_plot(data, x=x, y=y), streams=[pipe])
+
+    def _path_data(self, projection_key: str) -> dict[str, Any] | None:
+        coords = self.path_coords(projection_key)
+        return None if coords is None else {"coords": coords, "labels": list(self.labels)}
+
+    def _send_paths(self) -> None:
+        for key, pipes in self._path_pipes.items():
+            data = self._path_data(key)
+            for pipe in pipes:
+                pipe.send(data)
+
+    # -- events --------------------------------------------------------------------------------
+    def _on_refresh(self, *_: Any) -> None:
+        self.refresh_subgroups()
+
+    def _on_groups_change(self, *events: param.parameterized.Event) -> None:
+        if any(e.name == "endpoints" for e in events):
+            if self.endpoints == "subgroups":
+                self.refresh_subgroups()
+            self._sync_widgets()
+        self._schedule("path", self._plots, self._update)
+
+    def _on_display_change(self, *events: param.parameterized.Event) -> None:
+        self._sync_widgets()
+        self._schedule("display", self._plots, self._show)
+
+    def _sync_widgets(self) -> None:
+        self._subgroup_row.visible = self.endpoints == "subgroups"
+        self._channel_widget.visible = self.signal_layout == "strip"
+
+    # -- computing -------------------------------------------------------------------------------
+    def _update(self) -> None:
+        reason = self._hidden_reason()
+        start, end = self.endpoint_names()
+        if reason is not None:
+            self._set(latents=None, decoded={}, labels=[], message=reason)
+            self._header.object = ""
+            self._alert.object = reason
+            self._alert.visible = True
+            self._plots.visible = False
+            self._send_paths()
+            return
+        path = self.path_latents()
+        labels = step_labels(self.steps, start, end)
+        decoded = decode_path(self._decode, path)
+        self._set(latents=path, decoded=decoded, labels=labels, message="")
+        n_start, n_end = self.endpoint_sizes()
+        self._header.object = (
+            f"**{self.steps} steps** on the straight line from the mean **{self.state.decode_from}** latent of "
+            f"**{start}** ({n_start:,} subjects, blue) to that of **{end}** ({n_end:,}, red)."
+        )
+        self._alert.visible = False
+        self._show()
+        self._send_paths()
+
+    def _show(self) -> None:
+        decoded = self.decoded
+        if not decoded:
+            return
+        specs = {name: modality_spec(self.state.cohort, name, values[0]) for name, values in decoded.items()}
+        self._sync_channels(specs)
+        self._ensure_plots(specs)
+        for name, spec in specs.items():
+            self._pipes[name].send(self._groups(name, spec, decoded[name]))
+        self._plots.visible = True
+
+    def _sync_channels(self, specs: Mapping[str, Modality]) -> None:
+        names: list[str] = []
+        for spec in specs.values():
+            if isinstance(spec, SignalModality):
+                names += [c for c in spec.channel_names if c not in names]
+        if names != list(self.param.channel.objects):
+            self.param.channel.objects = names
+            if self.channel not in names:
+                with param.discard_events(self):
+                    self.channel = names[min(1, len(names) - 1)] if names else None  # lead II if it is an ECG
+
+    def _channel_index(self, spec: SignalModality) -> int:
+        names = list(spec.channel_names)
+        return names.index(self.channel) if self.channel in names else 0
+
+    def _strip_spec(self, spec: SignalModality) -> SignalModality:
+        channel = spec.channel_names[self._channel_index(spec)]
+        return SignalModality(
+            f"{spec.name} {channel}", tuple(self.labels), n_samples=spec.n_samples,
+            sampling_rate_hz=spec.sampling_rate_hz, units=spec.units,
+        )
+
+    def _groups(self, name: str, spec: Modality, values: np.ndarray) -> dict[str, np.ndarray]:
+        if isinstance(spec, SignalModality) and self.signal_layout == "strip":
+            strip = np.asarray(values)[:, self._channel_index(spec)]
+            return {"path": strip, "start": np.broadcast_to(strip[0], strip.shape)}
+        if isinstance(spec, ImageSequenceModality):
+            return {"path": image_montage(values)}
+        return {label: values[i] for i, label in enumerate(self.labels)}
+
+    def _montage_spec(self, spec: ImageSequenceModality) -> ImageSequenceModality:
+        steps = len(self.labels)
+        return ImageSequenceModality(
+            spec.name, spec.n_frames, spec.height, steps * spec.width + (steps - 1) * MONTAGE_GAP,
+            spec.frame_interval_ms, units=spec.units,
+        )
+
+    def _ensure_plots(self, specs: dict[str, Modality]) -> None:
+        key = (tuple(specs.items()), tuple(self.labels), self.signal_layout, self.channel)
+        if key == self._plot_key:
+            return
+        self._plot_key, self._specs = key, specs
+        self._pipes = {name: hv.streams.Pipe(data={}) for name in specs}
+        labels = list(self.labels)
+        ramp = colour_ramp(len(labels))
+        cards = []
+        for name, spec in specs.items():
+            pipe = self._pipes[name]
+            if isinstance(spec, SignalModality) and self.signal_layout == "strip":
+                strip = self._strip_spec(spec)
+                plot = create_modality_plot(
+                    pipe, strip, group_names=("path", "start"), colors=(END_COLOUR, "#bbbbbb"),
+                    layout="grid", cols=min(len(labels), 5), width=150, height=90,
+                )
+                title = f"{name}: channel {strip.name.split(' ', 1)[1]}, one cell per step (grey: the start)"
+            elif isinstance(spec, SignalModality):
+                plot = create_modality_plot(pipe, spec, group_names=labels, colors=ramp, layout="grid")
+                title = f"{name}: every channel, the {len(labels)} steps overlaid (blue: start → red: end)"
+            else:
+                montage = self._montage_spec(spec)
+                plot = create_modality_plot(
+                    pipe, montage, group_names=("path",), frame=self.param.frame, difference=False,
+                    size=min(len(labels) * (110 if len(labels) <= 10 else 80), 1600),
+                )
+                title = f"{name}: frame {self.frame} of each step, left to right: {labels[0]} → {labels[-1]}"
+            cards.append(pn.Card(plot, title=title, sizing_mode="stretch_width"))
+        self._plots.objects = cards

@@ -1,0 +1,390 @@
+"""The perturbation pane: the selection's mean latent moved along a direction, decoded live beside the original."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable, Mapping
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from lse_panel.analysis.decode import Decoder, latent_sum, mean_latent, selection_comparison_means
+from lse_panel.analysis.latent_paths import (
+    decode_path,
+    direction_from_means,
+    latent_covariance,
+    perturb,
+    principal_from_covariance,
+    unit_direction,
+)
+from lse_panel.analysis.privacy import PrivacyPolicy
+from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.schema import Modality
+from lse_panel.components.state import ExplorerState
+from lse_panel.plotting.signals import create_modality_plot, modality_from_array
+
+N_PRINCIPAL = 5
+"""Principal directions offered: beyond the fifth, a 64-value latent's directions explain little each."""
+
+MAX_SD = 4.0
+"""Largest perturbation, in standard deviations of the cohort along the direction."""
+
+PERTURB_GROUPS = ("perturbed", "original")
+
+DIRECTION_TYPES = {
+    "top principal directions": "principal",
+    "single latent dimension": "dimension",
+    "comparison → selection": "group",
+}
+
+
+# -- helpers shared with the interpolation pane ------------------------------------------------
+def cohort_cached(cohort: Cohort, key: Hashable, compute: Callable[[], Any]) -> Any:
+    """Process-wide cache of values that depend on the cohort only (shared by every session).
+
+    Parameters
+    ----------
+    cohort
+        The cohort the value is derived from; stored with it so a recycled ``id`` never hits.
+    key
+        What the value is, e.g. ``("covariance", "fused")``.
+    compute
+        Called on a miss.
+
+    Returns
+    -------
+    object
+        The cached or freshly computed value.
+    """
+    full_key = ("lse_panel.components.latent_paths", id(cohort), key)
+    hit = pn.state.cache.get(full_key)
+    if hit is not None and hit[0] is cohort:
+        return hit[1]
+    value = compute()
+    pn.state.cache[full_key] = (cohort, value)
+    return value
+
+
+def block_statistics(cohort: Cohort, kind: str) -> dict[str, np.ndarray]:
+    """Cached column sum, sample mean and sample covariance of one latent kind (see :func:`latent_covariance`)."""
+
+    def compute() -> dict[str, np.ndarray]:
+        block = cohort.latent(kind)
+        mean, cov = latent_covariance(block)
+        return {"sum": latent_sum(block), "mean": mean, "cov": cov}
+
+    return cohort_cached(cohort, ("block_statistics", kind), compute)
+
+
+def served() -> bool:
+    """Whether the code runs in a served Bokeh session (rather than a notebook or a test)."""
+    doc = pn.state.curdoc
+    return bool(doc is not None and doc.session_context is not None)
+
+
+def modality_spec(cohort: Cohort, name: str, item: np.ndarray) -> Modality:
+    """The cohort's declaration of a decoded modality, or one guessed from the item's shape."""
+    declared = cohort.modalities.get(name)
+    if declared is not None and tuple(declared.shape) == tuple(np.shape(item)):
+        return declared
+    return modality_from_array(name, np.shape(item))
+
+
+class _LivePane(pn.viewable.Viewer):
+    """What both latent-path panes share: the state, the privacy policy, coalesced recomputes."""
+
+    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
+    policy = param.ClassSelector(
+        class_=PrivacyPolicy, default=PrivacyPolicy(), constant=True,
+        doc="Privacy floor: no group smaller than its min_group_size is decoded.",
+    )
+    message = param.String(default="", constant=True, doc="What the pane tells the user instead of plots.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._pending: set[str] = set()
+
+    def _schedule(self, name: str, area: pn.viewable.Viewable, work: Callable[[], None]) -> None:
+        """Run ``work`` now (notebook, tests) or on the next tick (served), coalescing repeats.
+
+        This is the throttle of a dragged slider: while a decode runs, the drag's further
+        events only mark the work pending, and one run then decodes the latest value.
+        """
+        if not served():
+            work()
+            return
+        if name in self._pending:
+            return
+        self._pending.add(name)
+        area.loading = True
+
+        def run() -> None:
+            try:
+                self._pending.discard(name)
+                work()
+            finally:
+                area.loading = False
+
+        pn.state.execute(run, schedule=True)
+
+    def _set(self, **values: Any) -> None:
+        with param.edit_constant(self):
+            self.param.update(**values)
+
+    def _privacy_reason(self, sizes: Mapping[str, int]) -> str | None:
+        for what, n in sizes.items():
+            reason = self.policy.check(n, what)
+            if reason is not None:
+                return reason
+        return None
+
+
+class PerturbPane(_LivePane):
+    """The selection's mean latent moved along a direction and decoded, overlaid on its unperturbed decode.
+
+    Directions: the cohort's top principal directions, a single latent dimension, or the
+    direction from the comparison group's mean latent to the selection's. The amount is in
+    standard deviations of the cohort's latents along the chosen direction, so +1 means "one
+    typical spread further". Decoding follows the slider while it is dragged: each change
+    decodes one latent, and drags arriving during a decode coalesce into one run (served).
+    Every modality is drawn by its kind with the existing factories, as two groups,
+    ``perturbed`` and ``original`` (image sequences add their difference).
+
+    Parameters
+    ----------
+    state
+        The session's :class:`ExplorerState`: its selection, comparison and ``decode_from``.
+    decode
+        Latents ``(k, d)`` float32 → ``{modality: (k, *shape)}``.
+    **params
+        ``policy`` (a :class:`PrivacyPolicy`), or initial values of the params below.
+
+    Examples
+    --------
+    >>> from lse_panel.testing import tiny_cohort, tiny_decoder
+    >>> state = ExplorerState(tiny_cohort(200))
+    >>> pane = PerturbPane(state, tiny_decoder(8))
+    >>> state.select(np.arange(50)); pane.amount = 1.5
+    >>> sorted(pane.decoded)
+    ['original', 'perturbed']
+    """
+
+    direction_type = param.Selector(
+        default="principal", objects=DIRECTION_TYPES,
+        doc="Which directions to move along: principal, a single latent dimension, or comparison → selection.",
+    )
+    direction = param.Integer(
+        default=0, bounds=(0, N_PRINCIPAL - 1),
+        doc="Which principal direction (0 = largest variance) or latent dimension; unused for comparison → selection.",
+    )
+    amount = param.Number(
+        default=0.0, bounds=(-MAX_SD, MAX_SD), step=0.1,
+        doc="How far to move, in standard deviations of the cohort's latents along the direction.",
+    )
+    decoded = param.Dict(
+        default={}, constant=True,
+        doc="Last decode: {'perturbed'|'original': {modality: array}}; empty when nothing may be shown.",
+    )
+    latent = param.Array(
+        default=None, allow_None=True, constant=True,
+        doc="The perturbed latent (d,) last decoded; None when nothing is decoded.",
+    )
+    unit = param.Array(
+        default=None, allow_None=True, constant=True, doc="The current unit direction (d,); None when undefined.",
+    )
+    sd = param.Number(
+        default=0.0, constant=True, doc="Standard deviation of the cohort's latents along the direction (latent units).",
+    )
+
+    def __init__(self, state: ExplorerState, decode: Decoder, **params: Any) -> None:
+        super().__init__(state=state, **params)
+        self._decode = decode
+        self._mean: np.ndarray | None = None
+        self._original: dict[str, np.ndarray] = {}
+        self._specs: dict[str, Modality] = {}
+        self._pipes: dict[str, hv.streams.Pipe] = {}
+        self._players: dict[str, pn.widgets.Player] = {}
+        self._set_direction_bounds()
+
+        self._type_widget = pn.widgets.RadioButtonGroup.from_param(
+            self.param.direction_type, color="primary", variant="outline"
+        )
+        self._direction_widget = pn.widgets.IntSlider.from_param(self.param.direction, label="Direction", width=220)
+        self._amount_widget = pn.widgets.FloatSlider.from_param(
+            self.param.amount, label="Amount (SD along the direction)", width=320
+        )
+        self._reset = pn.widgets.Button(label="Reset to 0", color="light", width=100)
+        self._reset.on_click(self._on_reset)
+        self._header = pn.pane.Markdown("", margin=(0, 10))
+        self._alert = pn.pane.Alert("", alert_type="info", visible=False)
+        self._plots = pn.Column(sizing_mode="stretch_width")
+        self._layout = pn.Column(
+            self._type_widget,
+            pn.Row(self._direction_widget, self._amount_widget, self._reset),
+            self._header,
+            self._alert,
+            self._plots,
+            sizing_mode="stretch_width",
+        )
+        self._set_direction_bounds()
+        state.param.watch(self._on_groups_change, ["selection", "comparison", "decode_from"])
+        self.param.watch(self._on_direction_type, ["direction_type"])
+        self.param.watch(self._on_direction_change, ["direction"])
+        self.param.watch(self._on_amount_change, ["amount"])
+        self._update(full=True)
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    # -- events --------------------------------------------------------------------------------
+    def _on_groups_change(self, *events: param.parameterized.Event) -> None:
+        if any(e.name == "decode_from" for e in events):
+            self._set_direction_bounds()
+        self._schedule("full", self._plots, lambda: self._update(full=True))
+
+    def _on_direction_type(self, *events: param.parameterized.Event) -> None:
+        self._set_direction_bounds()
+        self._schedule("direction", self._plots, lambda: self._update(full=False))
+
+    def _on_direction_change(self, *events: param.parameterized.Event) -> None:
+        self._schedule("direction", self._plots, lambda: self._update(full=False))
+
+    def _on_amount_change(self, *events: param.parameterized.Event) -> None:
+        self._schedule("amount", self._plots, lambda: self._update(full=False))
+
+    def _on_reset(self, *_: Any) -> None:
+        self.amount = 0.0
+
+    def _set_direction_bounds(self) -> None:
+        d = self.state.cohort.latent(self.state.decode_from).shape[1]
+        top = {"principal": min(N_PRINCIPAL, d) - 1, "dimension": d - 1, "group": 0}[self.direction_type]
+        with param.parameterized.batch_call_watchers(self):
+            if self.direction > top:
+                self.direction = top
+            self.param.direction.bounds = (0, top)
+        widget = getattr(self, "_direction_widget", None)
+        if widget is not None:
+            widget.end = max(top, 1)  # a slider needs start < end; "group" disables it instead
+            widget.disabled = self.direction_type == "group"
+
+    # -- computing -----------------------------------------------------------------------------
+    def compute_direction(self) -> tuple[np.ndarray, float, str]:
+        """The current unit direction, the cohort's SD along it, and a label (no decoding).
+
+        Raises
+        ------
+        ValueError
+            When the direction is undefined (comparison → selection with an empty group or equal means).
+        """
+        state, cohort = self.state, self.state.cohort
+        kind = state.decode_from
+        stats = block_statistics(cohort, kind)
+        cov = stats["cov"]
+        if self.direction_type == "principal":
+            directions, variance = principal_from_covariance(cov, N_PRINCIPAL)
+            i = min(self.direction, len(directions) - 1)
+            share = variance[i] / max(float(np.trace(cov)), 1e-300)
+            unit, label = directions[i], f"principal direction {i + 1} ({share:.0%} of the latent variance)"
+        elif self.direction_type == "dimension":
+            unit, label = unit_direction(self.direction, cov.shape[0]), f"latent dimension {self.direction}"
+        else:
+            means = self._group_means()
+            if means["selection"] is None or means["comparison"] is None:
+                raise ValueError("the comparison group is empty, so there is no comparison → selection direction")
+            unit, length = direction_from_means(means["selection"], means["comparison"])
+            sd = float(np.sqrt(max(float(unit @ cov @ unit), 0.0)))
+            # The gap in the slider's unit: moving by this amount reaches the selection's mean from the comparison's.
+            gap = f"{length / sd:.2f} SD" if sd > 0 else f"{length:.3g} latent units"
+            return unit, sd, f"comparison → selection (the two means are {gap} apart)"
+        sd = float(np.sqrt(max(float(unit @ cov @ unit), 0.0)))
+        return unit, sd, label
+
+    def _group_means(self) -> dict[str, np.ndarray | None]:
+        state, cohort = self.state, self.state.cohort
+        block = cohort.latent(state.decode_from)
+        if state.comparison in ("rest", "all"):
+            stats = block_statistics(cohort, state.decode_from)
+            return selection_comparison_means(block, state.selection, state.comparison, block_sum=stats["sum"])
+        return {"selection": mean_latent(block, state.selection), "comparison": mean_latent(block, state.comparison_indices())}
+
+    def _comparison_size(self) -> int:
+        state = self.state
+        if state.comparison == "rest":
+            return state.cohort.n_subjects - state.n_selected
+        if state.comparison == "all":
+            return state.cohort.n_subjects
+        return int(len(state.comparison_indices()))
+
+    def _update(self, *, full: bool) -> None:
+        state = self.state
+        n = state.n_selected
+        if n == 0:
+            return self._clear(
+                "No subjects selected. Draw a box or lasso on a latent view to perturb the selection's mean latent."
+            )
+        sizes = {"selection": n, "cohort": state.cohort.n_subjects}
+        if self.direction_type == "group":
+            sizes["comparison group"] = self._comparison_size()
+        reason = self._privacy_reason(sizes)
+        if reason is not None:
+            return self._clear(f"Nothing decoded. {reason}.")
+        try:
+            unit, sd, label = self.compute_direction()
+        except ValueError as exc:
+            return self._clear(f"Nothing decoded: {exc}. Choose another direction type or change the selection.")
+        if full or self._mean is None:
+            self._mean = self._group_means()["selection"]
+            self._original = {}
+        latents = perturb(self._mean, unit, [self.amount * sd])
+        if not self._original:
+            latents = np.vstack([latents, self._mean[None]])
+        out = decode_path(self._decode, latents)
+        perturbed = {name: values[0] for name, values in out.items()}
+        if not self._original:
+            self._original = {name: values[1] for name, values in out.items()}
+        decoded = {"perturbed": perturbed, "original": self._original}
+        self._set(decoded=decoded, latent=latents[0], unit=unit, sd=sd, message="")
+        self._header.object = (
+            f"Mean latent of the **selection** ({n:,} subjects, **{state.decode_from}** latent) moved by "
+            f"**{self.amount:+.2f} SD** ({self.amount * sd:+.3g} latent units) along {label}."
+        )
+        self._alert.visible = False
+        self._ensure_plots(perturbed)
+        for name, pipe in self._pipes.items():
+            pipe.send({group: items[name] for group, items in decoded.items() if name in items})
+        self._plots.visible = True
+
+    def _clear(self, message: str) -> None:
+        self._mean, self._original = None, {}
+        self._set(decoded={}, latent=None, unit=None, sd=0.0, message=message)
+        self._header.object = ""
+        self._alert.object = message
+        self._alert.visible = True
+        self._plots.visible = False
+
+    # -- plots, built once per set of modalities ------------------------------------------------
+    def _ensure_plots(self, items: Mapping[str, np.ndarray]) -> None:
+        specs = {name: modality_spec(self.state.cohort, name, item) for name, item in items.items()}
+        if specs == self._specs:
+            return
+        self._specs = specs
+        self._players = {
+            name: pn.widgets.Player(
+                label=f"{name} frame", start=0, end=spec.n_frames - 1, value=0, loop_policy="loop",
+                interval=max(int(spec.frame_interval_ms), 20), show_loop_controls=False, width=300,
+            )
+            for name, spec in specs.items()
+            if spec.kind == "image_sequence"
+        }
+        self._pipes = {name: hv.streams.Pipe(data={}) for name in specs}
+        cards = []
+        for name, spec in specs.items():
+            player = self._players.get(name)
+            plot = create_modality_plot(
+                self._pipes[name], spec, group_names=PERTURB_GROUPS,
+                frame=player.param.value if player is not None else None,
+            )
+            body = [player, plot] if player is not None else [plot]
+            cards.append(pn.Card(*body, title=f"{name} ({spec.kind}): perturbed vs original", sizing_mode="stretch_width"))
+        self._plots.objects = cards
