@@ -33,7 +33,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lse_panel.model.training import train_model
 
     kwargs = {"seed": args.seed, "mri_shape": tuple(args.mri_shape), "progress": True}
-    for name in ("n_train", "epochs", "latent_dim", "batch_size"):
+    if args.bundle is not None:
+        kwargs["bundle"] = args.bundle
+    for name in ("n_train", "steps", "latent_dim", "batch_size"):
         value = getattr(args, name)
         if value is not None:
             kwargs[name] = value
@@ -135,10 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the cross-modal autoencoder on synthetic data")
     p.add_argument("--out", type=Path, required=True, help="model directory (model.pt, config.json, MODEL_CARD.md)")
-    p.add_argument("--bundle", type=Path, help="(optional) bundle whose modality shapes the model must match")
+    p.add_argument("--bundle", type=Path, help="(optional) train on this bundle's subjects instead of fresh synthetic ones")
     p.add_argument("--seed", type=int, default=SETTINGS.seed, help="training seed (default: %(default)s)")
     p.add_argument("--n-train", dest="n_train", type=int, help="training subjects")
-    p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument("--steps", type=int, help="optimiser steps (default: the demo model's 1,600)")
     p.add_argument("--latent-dim", dest="latent_dim", type=int, help="latent size per modality")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="batch size")
     add_shape(p)
