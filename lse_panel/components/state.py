@@ -80,6 +80,7 @@ class ExplorerState(param.Parameterized):
     def __init__(self, cohort: Cohort, **params) -> None:
         super().__init__(**params)
         self.cohort = cohort
+        self.store: Any = None  # a SubgroupStore whose names the comparison may take (set by SubgroupManager)
         self.param.watch(self._sync_selection, ["region", "filters"])
         kinds = list(cohort.latents) or ["fused"]
         self.param.decode_from.objects = kinds
@@ -99,6 +100,10 @@ class ExplorerState(param.Parameterized):
             keep = np.ones(n, dtype=bool)
             keep[self.selection] = False
             return np.flatnonzero(keep).astype(np.int64)
+        # A saved subgroup's name (offered by the subgroup manager, which sets ``store``).
+        store = getattr(self, "store", None)
+        if store is not None and self.comparison in store:
+            return store.members(self.comparison)
         raise ValueError(f"unknown comparison group {self.comparison!r}")
 
     def select(self, indices: np.ndarray, mode: str = "new") -> None:

@@ -1,0 +1,462 @@
+"""HoloViews factories for group comparison: overlaid phenotype distributions and effect-size bars."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options these factories set)
+import numpy as np
+import pandas as pd
+
+from lse_panel.plotting.latent import HIGHLIGHT
+
+SELECTION_COLOUR = HIGHLIGHT
+"""The selection is drawn in the latent views' highlight colour everywhere."""
+
+REFERENCE_COLOUR = "#7f7f7f"
+"""The comparison group (rest, whole cohort) is grey unless it is a saved subgroup with a colour."""
+
+FALLBACK_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#8c564b", "#17becf", "#9467bd", "#bcbd22", "#393b79")
+
+HISTOGRAM_COLUMNS = ["group", "left", "right", "density", "count", "n"]
+CATEGORY_COLUMNS = ["group", "category", "proportion", "count", "n"]
+EFFECT_LABELS = {"cohen_d": "Cohen's d", "cohen_h": "Cohen's h", "cramers_v": "Cramér's V"}
+
+
+def group_colours(groups: Sequence[str], known: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A colour per group: ``known`` ones first, then a fixed palette in order.
+
+    Parameters
+    ----------
+    groups
+        Group labels, in display order.
+    known
+        Colours already decided (the selection's highlight, saved subgroups' colours).
+
+    Returns
+    -------
+    dict
+        ``{group: "#rrggbb"}`` for every group.
+    """
+    known = dict(known or {})
+    spare = iter(c for c in FALLBACK_COLOURS * 4 if c not in known.values())
+    return {g: known.get(g) or next(spare, REFERENCE_COLOUR) for g in groups}
+
+
+# -- data preparation (numpy only) ---------------------------------------------------------------
+def histogram_edges(values: np.ndarray, bins: int = 30) -> np.ndarray:
+    """``bins + 1`` equal-width edges over the finite range of ``values`` (one bin of width 1 if constant).
+
+    Parameters
+    ----------
+    values
+        A continuous phenotype over the whole cohort, so every group shares the edges.
+    bins
+        Number of bins.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 edges; ``[0, 1]``-spanning edges when there is no finite value.
+    """
+    v = np.asarray(values)
+    finite = v[np.isfinite(v)] if v.dtype.kind == "f" else v
+    if finite.size == 0:
+        return np.linspace(0.0, 1.0, bins + 1)
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, bins + 1)
+
+
+def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of every value on ``edges`` (the last edge included), ``-1`` for missing values.
+
+    Computed once per phenotype and cohort, it turns each group's histogram into one
+    ``np.bincount`` over the group's rows (about 1 ms for 500k subjects).
+
+    Parameters
+    ----------
+    values
+        The cohort's values of one continuous phenotype.
+    edges
+        Increasing bin edges, e.g. from :func:`histogram_edges`.
+
+    Returns
+    -------
+    numpy.ndarray
+        int16 (int32 beyond 32k bins) bin numbers, ``0 .. len(edges) - 2``, or ``-1``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    bins = len(edges) - 1
+    index = np.searchsorted(edges, v, side="right") - 1
+    index[v == edges[-1]] = bins - 1
+    index[~np.isfinite(v) | (v < edges[0]) | (v > edges[-1])] = -1
+    return index.astype(np.int16 if bins < 32_000 else np.int32)
+
+
+def count_bins(index: np.ndarray, rows: np.ndarray | None, n_bins: int) -> np.ndarray:
+    """Counts per bin (or category code) of the subjects at ``rows`` (``None``: everyone); missing left out.
+
+    Parameters
+    ----------
+    index
+        Bin numbers or category codes per subject, negative for missing.
+    rows
+        Row indices or a boolean mask of the group.
+    n_bins
+        Number of bins or categories.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 counts of length ``n_bins``.
+    """
+    picked = index if rows is None else index[rows]
+    picked = picked[(picked >= 0) & (picked < n_bins)]
+    return np.bincount(picked, minlength=n_bins).astype(np.int64)
+
+
+def histogram_frame(counts: Mapping[str, np.ndarray], edges: np.ndarray) -> pd.DataFrame:
+    """Normalised densities (area 1 per group) on shared edges, in tidy form.
+
+    Parameters
+    ----------
+    counts
+        ``{group: counts per bin}``, all of length ``len(edges) - 1``.
+    edges
+        The shared bin edges.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`HISTOGRAM_COLUMNS`; ``n`` is the group's number of non-missing values.
+        A group with no values gets zero densities.
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    widths = np.diff(edges)
+    parts = []
+    for group, c in counts.items():
+        c = np.asarray(c, dtype=np.int64)
+        if c.shape != widths.shape:
+            raise ValueError(f"group {group!r} has {c.size} counts for {widths.size} bins.")
+        n = int(c.sum())
+        density = c / (n * widths) if n else np.zeros(widths.size)
+        parts.append(pd.DataFrame({"group": group, "left": edges[:-1], "right": edges[1:], "density": density,
+                                   "count": c, "n": n}))  # fmt: skip
+    if not parts:
+        return pd.DataFrame(columns=HISTOGRAM_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[HISTOGRAM_COLUMNS]
+
+
+def category_frame(counts: Mapping[str, np.ndarray], categories: Sequence[str]) -> pd.DataFrame:
+    """Proportion of each group in each category, in tidy form.
+
+    Parameters
+    ----------
+    counts
+        ``{group: counts per category code}``, each of length ``len(categories)``.
+    categories
+        Category labels, in code order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`CATEGORY_COLUMNS`; proportions of a group sum to 1 (0 for an empty group).
+    """
+    labels = [str(c) for c in categories]
+    parts = []
+    for group, c in counts.items():
+        c = np.asarray(c, dtype=np.int64)
+        if c.size != len(labels):
+            raise ValueError(f"group {group!r} has {c.size} counts for {len(labels)} categories.")
+        n = int(c.sum())
+        parts.append(pd.DataFrame({"group": group, "category": labels, "proportion": c / n if n else np.zeros(c.size),
+                                   "count": c, "n": n}))  # fmt: skip
+    if not parts:
+        return pd.DataFrame(columns=CATEGORY_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[CATEGORY_COLUMNS]
+
+
+# -- factories ---------------------------------------------------------------------------------
+def create_histogram_overlay(
+    frame: pd.DataFrame,
+    *,
+    phenotype: str,
+    units: str = "",
+    colours: Mapping[str, str] | None = None,
+    width: int = 340,
+    height: int = 240,
+) -> hv.Overlay:
+    """Overlaid normalised histograms of one continuous phenotype, one per group, semi-transparent.
+
+    Parameters
+    ----------
+    frame
+        From :func:`histogram_frame` (columns :data:`HISTOGRAM_COLUMNS`).
+    phenotype, units
+        Axis label.
+    colours
+        ``{group: colour}``; missing groups get :func:`group_colours`' palette.
+    width, height
+        Plot size in pixels.
+
+    Returns
+    -------
+    holoviews.Overlay
+        One :class:`holoviews.Histogram` per group, labelled by the group.
+    """
+    groups = list(dict.fromkeys(frame["group"]))
+    colours = group_colours(groups, colours)
+    x = hv.Dimension(phenotype, label=f"{phenotype} ({units})" if units else phenotype)
+    y = hv.Dimension("density")
+    layers = []
+    for group in groups:
+        part = frame[frame["group"] == group]
+        edges = np.r_[part["left"].to_numpy(), part["right"].to_numpy()[-1:]]
+        # Labelled by the group alone: a plot fed new data through a Pipe keeps its layers' labels.
+        layers.append(
+            hv.Histogram((edges, part["density"].to_numpy()), kdims=[x], vdims=[y], label=str(group)).opts(
+                color=colours[group], fill_alpha=0.35, line_color=colours[group], line_alpha=0.9, line_width=1.5,
+            )
+        )
+    if not layers:
+        layers = [hv.Histogram(([0.0, 1.0], [0.0]), kdims=[x], vdims=[y])]
+    return hv.Overlay(layers).opts(
+        width=width, height=height, title=phenotype, legend_position="top_right", toolbar=None, framewise=True,
+        show_legend=True,
+    )
+
+
+def create_category_bars(
+    frame: pd.DataFrame,
+    *,
+    phenotype: str,
+    colours: Mapping[str, str] | None = None,
+    width: int = 340,
+    height: int = 240,
+) -> hv.Bars:
+    """Grouped bars of a binary or categorical phenotype: each group's proportion in each category.
+
+    Parameters
+    ----------
+    frame
+        From :func:`category_frame` (columns :data:`CATEGORY_COLUMNS`).
+    phenotype
+        Title.
+    colours
+        ``{group: colour}``; missing groups get :func:`group_colours`' palette.
+    width, height
+        Plot size in pixels.
+
+    Returns
+    -------
+    holoviews.Bars
+        Key dimensions ``category`` then ``group`` (bars side by side within a category).
+    """
+    groups = list(dict.fromkeys(frame["group"]))
+    colours = group_colours(groups, colours)
+    data = frame.assign(group=frame["group"].astype(str), category=frame["category"].astype(str))
+    category = hv.Dimension("category", values=list(dict.fromkeys(data["category"])))
+    group = hv.Dimension("group", values=[str(g) for g in groups])
+    colour = hv.dim("group").categorize(colours, default=REFERENCE_COLOUR) if len(data) else REFERENCE_COLOUR
+    return hv.Bars(data, kdims=[category, group], vdims=["proportion", "count", "n"]).opts(
+        color=colour, width=width, height=height,
+        title=phenotype, tools=["hover"], toolbar=None, ylim=(0, None), xrotation=0, framewise=True,
+        multi_level=True, line_color=None,
+    )
+
+
+def create_distribution_plot(
+    frame: pd.DataFrame,
+    *,
+    kind: str,
+    phenotype: str,
+    units: str = "",
+    colours: Mapping[str, str] | None = None,
+    width: int = 340,
+    height: int = 240,
+) -> hv.Element | hv.Overlay:
+    """:func:`create_histogram_overlay` for ``kind="continuous"``, :func:`create_category_bars` otherwise."""
+    if kind == "continuous":
+        return create_histogram_overlay(frame, phenotype=phenotype, units=units, colours=colours, width=width,
+                                        height=height)  # fmt: skip
+    if kind in ("binary", "categorical"):
+        return create_category_bars(frame, phenotype=phenotype, colours=colours, width=width, height=height)
+    raise ValueError(f"phenotype type must be 'continuous', 'binary' or 'categorical'; got {kind!r}.")
+
+
+def create_effect_plot(
+    table: pd.DataFrame,
+    *,
+    colours: Mapping[str, str] | None = None,
+    reference: str = "comparison",
+    width: int = 420,
+    row_height: int = 22,
+) -> hv.Bars:
+    """Horizontal bars of each phenotype's standardised effect, one bar per compared group.
+
+    Phenotypes are ordered by their largest ``|effect|`` over the groups (largest on top);
+    rows without an effect (hidden by the privacy floor, or untestable) are left out.
+
+    Parameters
+    ----------
+    table
+        Long comparison table: a ``group`` column plus :func:`lse_panel.analysis.compare.compare_groups`'
+        columns (``phenotype``, ``effect``, ``effect_kind``, ``q_value``...).
+    colours
+        ``{group: colour}``.
+    reference
+        Name of the group everything is compared with, for the axis label.
+    width, row_height
+        Plot width, and height per phenotype, in pixels.
+
+    Returns
+    -------
+    holoviews.Bars
+        Key dimensions ``phenotype`` and ``group``; value ``effect`` (hover adds the effect kind and q).
+    """
+    columns = ["phenotype", "group", "effect", "effect_kind", "q_value"]
+    data = table[columns].copy() if len(table) else pd.DataFrame(columns=columns)
+    data = data[np.isfinite(pd.to_numeric(data["effect"], errors="coerce").to_numpy(dtype=float))]
+    groups = list(dict.fromkeys(data["group"]))
+    colours = group_colours(groups, colours)
+    ranked: list[str] = []
+    if len(data):
+        order = data.assign(size=data["effect"].abs()).groupby("phenotype", sort=False)["size"].max()
+        ranked = [str(p) for p in order.sort_values(ascending=False, kind="stable").index]
+    data["effect_kind"] = data["effect_kind"].map(lambda k: EFFECT_LABELS.get(k, k))
+    n_rows = len(ranked) * max(len(groups), 1)
+    # Dimension values fix the factor order (HoloViews would sort the names otherwise).
+    phenotype = hv.Dimension("phenotype", values=ranked)
+    group = hv.Dimension("group", values=[str(g) for g in groups])
+    effect = hv.Dimension("effect", label=f"standardised effect vs {reference}")
+    colour = hv.dim("group").categorize(colours, default=REFERENCE_COLOUR) if len(data) else REFERENCE_COLOUR
+    return hv.Bars(
+        data.astype({"phenotype": str, "group": str}), kdims=[phenotype, group],
+        vdims=[effect, "effect_kind", "q_value"],
+    ).opts(
+        invert_axes=True, invert_yaxis=True, color=colour, width=width, height=max(160, 60 + row_height * n_rows),
+        tools=["hover"], toolbar=None, multi_level=True, title="Effect sizes (sorted by |effect|)", line_color=None,
+        framewise=True,
+    )
+
+
+# -- tables ------------------------------------------------------------------------------------
+def _number(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}g}" if np.isfinite(value) else "–"
+
+
+def _mean_text(value: float, kind: str) -> str:
+    if not np.isfinite(value):
+        return "–"
+    return f"{100 * value:.1f}%" if kind == "binary" else f"{value:.4g}"
+
+
+def _q_text(value: float) -> str:
+    if not np.isfinite(value):
+        return "–"
+    return f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
+
+
+def format_comparison_table(long: pd.DataFrame, *, reference: str, hidden_text: str = "hidden") -> pd.DataFrame:
+    """One row per phenotype: the reference's mean, then each group's mean, effect, statistic and q-value.
+
+    Means of binary phenotypes are prevalences (in %); categorical phenotypes have no mean (their
+    effect is Cramér's V). Rows are sorted by the largest ``|effect|`` over the groups.
+
+    Parameters
+    ----------
+    long
+        A ``group`` column plus :func:`lse_panel.analysis.compare.compare_groups`' columns, one
+        block of rows per compared group, and a boolean ``hidden`` column marking rows the privacy
+        floor masks.
+    reference
+        Label of the group every row is compared with.
+    hidden_text
+        Shown in the cells of hidden rows instead of numbers.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Text cells, indexed by phenotype; columns ``type``, ``effect kind``, ``<reference> mean``,
+        then ``<group> mean``, ``<group> effect``, ``<group> statistic``, ``<group> q`` per group.
+    """
+    if long.empty:
+        return pd.DataFrame()
+    groups = list(dict.fromkeys(long["group"]))
+    phenotypes = list(dict.fromkeys(long["phenotype"]))
+    by = {(g, p): row for g, p, row in zip(long["group"], long["phenotype"], long.to_dict("records"))}
+    hidden = long["hidden"] if "hidden" in long else pd.Series(False, index=long.index)
+    hidden_by = dict(zip(zip(long["group"], long["phenotype"]), hidden))
+    rows = []
+    for p in phenotypes:
+        first = next(by[(g, p)] for g in groups if (g, p) in by)
+        kind = first["type"]
+        ref_visible = [by[(g, p)] for g in groups if (g, p) in by and not hidden_by[(g, p)]]
+        row: dict[str, str] = {
+            "type": kind,
+            "effect kind": EFFECT_LABELS.get(first["effect_kind"], first["effect_kind"]),
+            f"{reference} mean": _mean_text(ref_visible[0]["mean_b"], kind) if ref_visible else hidden_text,
+        }
+        size = 0.0
+        for g in groups:
+            r = by.get((g, p))
+            if r is None or hidden_by[(g, p)]:
+                cells = [hidden_text] * 4
+            else:
+                cells = [_mean_text(r["mean_a"], kind), _number(r["effect"]), _number(r["statistic"], 4),
+                         _q_text(r["q_value"])]  # fmt: skip
+                if np.isfinite(r["effect"]):
+                    size = max(size, abs(r["effect"]))
+            row.update(dict(zip([f"{g} mean", f"{g} effect", f"{g} statistic", f"{g} q"], cells)))
+        rows.append((size, p, row))
+    rows.sort(key=lambda item: -item[0])
+    table = pd.DataFrame([r for _, _, r in rows], index=pd.Index([p for _, p, _ in rows], name="phenotype"))
+    return table
+
+
+def format_accuracy_table(
+    long: pd.DataFrame, *, groups: Sequence[str], reference: str, hidden: pd.Series | None = None,
+    hidden_text: str = "hidden",
+) -> pd.DataFrame:
+    """One row per phenotype · metric · latent: each group's value and its difference from the reference.
+
+    Parameters
+    ----------
+    long
+        :func:`lse_panel.analysis.metrics.subgroup_metrics`' long table (``phenotype, latent, group,
+        metric, value`` ...).
+    groups
+        Column order; ``reference`` among them.
+    reference
+        The group the differences ``Δ <group>`` are taken from.
+    hidden
+        Boolean per row of ``long``: masked by the privacy floor.
+    hidden_text
+        Shown instead of the value of a hidden row.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Text cells indexed by ``phenotype · metric · latent``.
+    """
+    if long.empty:
+        return pd.DataFrame()
+    hidden = pd.Series(False, index=long.index) if hidden is None else hidden
+    key = [f"{p} · {m} · {lat}" for p, m, lat in zip(long["phenotype"], long["metric"], long["latent"])]
+    values = dict(zip(zip(key, long["group"]), zip(long["value"].to_numpy(dtype=float), hidden)))
+    out: dict[str, dict[str, str]] = {}
+    for k in dict.fromkeys(key):
+        ref_value, ref_hidden = values.get((k, reference), (np.nan, True))
+        row: dict[str, str] = {}
+        for g in groups:
+            value, is_hidden = values.get((k, g), (np.nan, False))
+            row[g] = hidden_text if is_hidden else _number(value)
+            if g != reference:
+                row[f"Δ {g}"] = hidden_text if (is_hidden or ref_hidden) else _number(value - ref_value, 2)
+        out[k] = row
+    table = pd.DataFrame.from_dict(out, orient="index")
+    table.index.name = "phenotype · metric · latent"
+    return table

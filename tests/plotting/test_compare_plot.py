@@ -1,0 +1,132 @@
+"""Comparison factories: shared bins, densities of area one, effect bars ordered by size, hidden cells."""
+
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+
+from lse_panel.plotting.compare import (
+    REFERENCE_COLOUR,
+    SELECTION_COLOUR,
+    bin_index,
+    category_frame,
+    count_bins,
+    create_category_bars,
+    create_distribution_plot,
+    create_effect_plot,
+    create_histogram_overlay,
+    format_accuracy_table,
+    format_comparison_table,
+    group_colours,
+    histogram_edges,
+    histogram_frame,
+)
+
+
+def test_bins_match_numpy_histogram_and_skip_missing() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=1_000).astype(np.float32)
+    values[:7] = np.nan
+    edges = histogram_edges(values, 12)
+    index = bin_index(values, edges)
+    assert (index[:7] == -1).all() and index[7:].min() == 0 and index.max() == 11
+    rows = np.arange(100, 600)
+    expected, _ = np.histogram(values[rows], bins=edges)
+    assert np.array_equal(count_bins(index, rows, 12), expected)
+    mask = np.zeros(values.size, bool)
+    mask[rows] = True
+    assert np.array_equal(count_bins(index, mask, 12), expected)
+    assert count_bins(index, None, 12).sum() == 993
+
+
+def test_constant_and_empty_columns_still_get_edges() -> None:
+    assert histogram_edges(np.full(5, 3.0), 4).tolist() == [2.5, 2.75, 3.0, 3.25, 3.5]
+    assert len(histogram_edges(np.full(5, np.nan), 4)) == 5
+
+
+def test_histogram_frame_densities_have_area_one() -> None:
+    edges = np.array([0.0, 1.0, 3.0])
+    frame = histogram_frame({"a": np.array([2, 2]), "b": np.array([0, 0])}, edges)
+    a = frame[frame["group"] == "a"]
+    assert np.isclose((a["density"] * (a["right"] - a["left"])).sum(), 1.0)
+    assert a["n"].tolist() == [4, 4]
+    assert (frame[frame["group"] == "b"]["density"] == 0).all()
+
+
+def test_category_frame_proportions() -> None:
+    frame = category_frame({"a": np.array([1, 3])}, ["no", "yes"])
+    assert frame["proportion"].tolist() == [0.25, 0.75] and frame["category"].tolist() == ["no", "yes"]
+
+
+def test_histogram_overlay_has_one_layer_per_group_in_its_colour() -> None:
+    edges = np.linspace(0, 1, 5)
+    frame = histogram_frame({"selection": np.array([1, 2, 3, 4]), "rest": np.array([4, 3, 2, 1])}, edges)
+    overlay = create_histogram_overlay(frame, phenotype="age", units="years",
+                                       colours={"selection": SELECTION_COLOUR, "rest": REFERENCE_COLOUR})
+    assert [el.label for el in overlay] == ["selection", "rest"]
+    assert all(isinstance(el, hv.Histogram) for el in overlay)
+    colour = hv.Store.lookup_options("bokeh", overlay.get(0), "style").kwargs["color"]
+    assert colour == SELECTION_COLOUR
+    assert overlay.get(0).kdims[0].label == "age (years)"
+    hv.render(overlay)
+
+
+def test_category_bars_and_dispatch() -> None:
+    frame = category_frame({"selection": np.array([3, 7]), "rest": np.array([5, 5])}, ["female", "male"])
+    bars = create_category_bars(frame, phenotype="sex")
+    assert [d.name for d in bars.kdims] == ["category", "group"]
+    assert isinstance(create_distribution_plot(frame, kind="binary", phenotype="sex"), hv.Bars)
+    plot = hv.render(bars)
+    assert plot.x_range.factors[0] == ("female", "selection")
+
+
+def test_effect_plot_orders_by_largest_effect_and_drops_missing() -> None:
+    table = pd.DataFrame({
+        "phenotype": ["a", "b", "c", "a", "b", "c"],
+        "group": ["s", "s", "s", "g", "g", "g"],
+        "effect": [0.1, -0.9, np.nan, 0.3, 0.2, np.nan],
+        "effect_kind": ["cohen_d"] * 6,
+        "q_value": [0.5] * 6,
+    })
+    bars = create_effect_plot(table, colours={"s": "#000000"})
+    assert bars.kdims[0].values == ["b", "a"]  # |−0.9| first, c (no effect) left out
+    assert len(bars) == 4
+    plot = hv.render(bars)
+    assert plot.y_range.factors[-1][0] == "b"  # drawn on top
+    hv.render(create_effect_plot(table.iloc[:0]))
+
+
+def test_group_colours_keep_known_and_fill_the_rest() -> None:
+    colours = group_colours(["selection", "x", "y"], {"selection": SELECTION_COLOUR})
+    assert colours["selection"] == SELECTION_COLOUR and len(set(colours.values())) == 3
+
+
+def test_comparison_table_sorts_and_shows_hidden_groups() -> None:
+    long = pd.DataFrame({
+        "group": ["s", "s", "t", "t"],
+        "phenotype": ["age", "af", "age", "af"],
+        "type": ["continuous", "binary"] * 2,
+        "effect_kind": ["cohen_d", "cohen_h"] * 2,
+        "mean_a": [60.0, 0.25, np.nan, np.nan],
+        "mean_b": [58.0, 0.1, np.nan, np.nan],
+        "effect": [0.2, 0.5, np.nan, np.nan],
+        "statistic": [2.0, 4.0, np.nan, np.nan],
+        "q_value": [0.04, 1e-5, np.nan, np.nan],
+        "hidden": [False, False, True, True],
+    })
+    table = format_comparison_table(long, reference="rest", hidden_text="hidden")
+    assert list(table.index) == ["af", "age"]
+    assert table.loc["af", "s mean"] == "25.0%" and table.loc["af", "rest mean"] == "10.0%"
+    assert table.loc["age", "t effect"] == "hidden" and table.loc["af", "s q"] == "1.00e-05"
+
+
+def test_accuracy_table_differences_from_reference() -> None:
+    long = pd.DataFrame({
+        "phenotype": ["age"] * 3, "latent": ["ecg"] * 3, "metric": ["r2"] * 3,
+        "group": ["rest", "selection", "tiny"], "value": [0.5, 0.6, np.nan],
+    })
+    table = format_accuracy_table(long, groups=["rest", "selection", "tiny"], reference="rest",
+                                  hidden=pd.Series([False, False, True]))
+    row = table.loc["age · r2 · ecg"]
+    assert row["selection"] == "0.6" and row["Δ selection"] == "0.1" and row["tiny"] == "hidden"
