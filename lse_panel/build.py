@@ -154,6 +154,9 @@ def build_cohort(
                 f"{out}: exists but was built with other settings (subjects, seed or MRI shape). "
                 f"Choose another --out or delete {out} to rebuild."
             )
+        steps.timings["synth"] = 0.0
+        if progress:
+            print("[synth] up to date, skipped")
     else:
         start = time.perf_counter()
         synthesise_bundle(out, n_subjects=n_subjects, seed=seed, mri_shape=mri_shape, progress=progress,
