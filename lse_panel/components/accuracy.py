@@ -12,7 +12,9 @@ import param
 
 from lse_panel.analysis.decode import sample_indices
 from lse_panel.analysis.metrics import PreparedMetrics, prepare_metrics, subgroup_metrics
+from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.cohort.bundle import Cohort
+from lse_panel.components.decode import comparison_size, privacy_reasons
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
 
@@ -88,13 +90,40 @@ def cohort_metrics(cohort: Cohort, *, bootstrap: bool = False, n_resamples: int 
     )
 
 
+def mask_hidden_groups(table: pd.DataFrame, hidden: dict[str, str], policy: PrivacyPolicy) -> pd.DataFrame:
+    """``table`` with the privacy floor applied: rows of ``hidden`` groups, and any row from too few subjects, masked.
+
+    Parameters
+    ----------
+    table
+        Long-format metrics (:func:`selection_metrics`), with ``group`` and ``n`` columns.
+    hidden
+        ``{group: reason}`` of whole groups not to show (:func:`~lse_panel.components.decode.privacy_reasons`).
+    policy
+        The privacy policy; its :meth:`~PrivacyPolicy.filter_table` masks each row whose ``n``
+        (subjects with a value and a prediction) is below the floor.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy: masked values are NaN, ``reason`` says why, counts stay.
+    """
+    # A hidden group's rows get a size of 0 in a helper column, so filter_table masks them whole.
+    group_n = np.where(table["group"].isin(list(hidden)), 0, table["n"].to_numpy(dtype=float))
+    out = policy.filter_table(table.assign(_group_n=group_n), ["n", "_group_n"]).drop(columns="_group_n")
+    for group, reason in hidden.items():
+        out.loc[out["group"] == group, "reason"] = reason
+    return out
+
+
 def selection_metrics(
     state: ExplorerState, *, bootstrap: bool = False, n_resamples: int = 200, seed: int = 0
 ) -> pd.DataFrame:
     """Metrics in the selection, its comparison group and the whole cohort, every latent kind.
 
-    The comparison group is passed as a mask (never gathered as indices), and when it is the
-    whole cohort its rows are the cached cohort rows renamed.
+    The rest of the cohort is passed as a mask (never gathered as indices), the whole cohort's
+    rows are the cached cohort rows renamed, and a saved subgroup is passed as its row indices
+    (``state.comparison_indices()``).
 
     Parameters
     ----------
@@ -119,6 +148,8 @@ def selection_metrics(
         rest = np.ones(cohort.n_subjects, dtype=bool)
         rest[state.selection] = False
         groups["comparison"] = rest
+    elif state.comparison != "all":
+        groups["comparison"] = state.comparison_indices()
     parts = [
         subgroup_metrics(
             None, None, None, groups, prepared=prepared, bootstrap=bootstrap, n_resamples=n_resamples, seed=seed
@@ -147,6 +178,10 @@ class AccuracyPane(pn.viewable.Viewer):
     """
 
     state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
+    policy = param.ClassSelector(
+        class_=PrivacyPolicy, default=PrivacyPolicy(), constant=True,
+        doc="Privacy floor: metrics of a group smaller than its min_group_size are masked; the pane says why.",
+    )
     bootstrap = param.Boolean(
         default=True, doc="Add bootstrap 95% intervals, computed after the point estimates (about a second at 500k)."
     )
@@ -156,7 +191,11 @@ class AccuracyPane(pn.viewable.Viewer):
     )
     metrics = param.DataFrame(
         default=None, allow_None=True, constant=True,
-        doc="Last computed metrics, long format (groups selection, comparison, cohort); None before a selection.",
+        doc="Last computed metrics, long format (groups selection, comparison, cohort), privacy floor "
+        "applied (masked rows NaN, 'reason' says why); None before a selection.",
+    )
+    hidden = param.Dict(
+        default={}, constant=True, doc="Groups hidden by the privacy floor: {'selection'|'comparison': reason}.",
     )
     message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) plots.")
 
@@ -258,14 +297,21 @@ class AccuracyPane(pn.viewable.Viewer):
 
     def _show(self, table: pd.DataFrame | None) -> None:
         message = self._empty_message()
-        everyone = self.state.n_selected == self.state.cohort.n_subjects
-        if table is not None and self.state.comparison == "rest" and everyone:
-            message = (
-                "The comparison group is empty: every subject is selected. Compare with the whole "
-                "cohort instead, or select fewer subjects."
-            )
+        state = self.state
+        hidden: dict[str, str] = {}
+        if table is not None:
+            n_cmp = comparison_size(state)[0]
+            hidden = privacy_reasons(self.policy, state.n_selected, n_cmp, state.comparison)
+            table = mask_hidden_groups(table, hidden, self.policy)
+            notes = [f"Metrics hidden: {reason}." for reason in hidden.values()]
+            if n_cmp == 0:
+                notes.append(
+                    "The comparison group is empty: every subject is selected. Compare with the whole "
+                    "cohort instead, or select fewer subjects."
+                )
+            message = " ".join(notes)
         with param.edit_constant(self):
-            self.param.update(metrics=table, message=message)
+            self.param.update(metrics=table, hidden=hidden, message=message)
         self._alert.object = message
         self._alert.visible = bool(message)
         self._results.visible = table is not None
@@ -284,8 +330,10 @@ class AccuracyPane(pn.viewable.Viewer):
     def _update_scatter(self) -> None:
         state = self.state
         name = state.focus_phenotype
-        if self._empty_message() or name not in self._tasks:
+        hidden = self.policy.check(state.n_selected, "selection") if state.n_selected else None
+        if self._empty_message() or name not in self._tasks or hidden:
             self._scatter.object = None
+            self._scatter_key = None
             return
         rows = sample_indices(state.selection, self.max_points)
         predictions = {

@@ -17,6 +17,7 @@ from lse_panel.analysis.decode import (
     sample_indices,
     selection_comparison_means,
 )
+from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.schema import Modality
 from lse_panel.components.state import ExplorerState
@@ -39,6 +40,52 @@ def _cohort_cached(cohort: Cohort, key: Hashable, compute: Callable[[], Any]) ->
     value = compute()
     pn.state.cache[full_key] = (cohort, value)
     return value
+
+
+def comparison_size(state: ExplorerState) -> tuple[int, str]:
+    """Subjects in the state's comparison group and how to name it (no rows gathered for rest/all)."""
+    n, k = state.cohort.n_subjects, state.n_selected
+    if state.comparison == "rest":
+        return n - k, "the rest of the cohort"
+    if state.comparison == "all":
+        return n, "the whole cohort"
+    return int(len(state.comparison_indices())), f"subgroup {state.comparison!r}"
+
+
+def privacy_reasons(policy: PrivacyPolicy, n_selection: int, n_comparison: int, comparison: str) -> dict[str, str]:
+    """Why the selection or its comparison group may not be shown: ``{group: reason}``, empty when both may.
+
+    An empty group is not a privacy matter (the panes say it is empty). With ``comparison ==
+    "rest"`` the two groups split the cohort, whose own figures are shown too (the "all"
+    comparison, the cohort column), so one group's aggregate next to the cohort's gives away the
+    other's by subtraction: when one is below the floor, both are hidden.
+
+    Parameters
+    ----------
+    policy
+        The privacy policy.
+    n_selection, n_comparison
+        Sizes of the two groups.
+    comparison
+        The state's comparison (``"rest"``, ``"all"`` or a subgroup's name).
+
+    Returns
+    -------
+    dict
+        ``{"selection"|"comparison": reason}`` for the hidden groups.
+    """
+    reasons: dict[str, str] = {}
+    for group, n in (("selection", n_selection), ("comparison", n_comparison)):
+        reason = policy.check(n, group) if n else None
+        if reason is not None:
+            reasons[group] = reason
+    if comparison == "rest":
+        for group, other in (("selection", "comparison"), ("comparison", "selection")):
+            if other in reasons and group not in reasons:
+                reasons[group] = (
+                    f"{group}: hidden too, because with the whole cohort's figures it would reveal the {other}'s"
+                )
+    return reasons
 
 
 def _served() -> bool:
@@ -64,6 +111,10 @@ class DecodePane(pn.viewable.Viewer):
     """
 
     state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
+    policy = param.ClassSelector(
+        class_=PrivacyPolicy, default=PrivacyPolicy(), constant=True,
+        doc="Privacy floor: a group smaller than its min_group_size is not decoded; the pane says why.",
+    )
     n_samples = param.Integer(
         default=MAX_SAMPLES, bounds=(0, MAX_SAMPLES),
         doc="Subjects of the selection shown as original vs reconstruction (a capped, reproducible sample).",
@@ -75,7 +126,10 @@ class DecodePane(pn.viewable.Viewer):
     )
     decoded = param.Dict(
         default={}, constant=True,
-        doc="Last decoded group means: {'selection'|'comparison': {modality: array}}; empty groups absent.",
+        doc="Last decoded group means: {'selection'|'comparison': {modality: array}}; empty and hidden groups absent.",
+    )
+    hidden = param.Dict(
+        default={}, constant=True, doc="Groups hidden by the privacy floor: {'selection'|'comparison': reason}.",
     )
     sample_rows = param.Array(
         default=np.empty(0, dtype=np.int64), constant=True,
@@ -84,6 +138,9 @@ class DecodePane(pn.viewable.Viewer):
     message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) plots.")
 
     def __init__(self, state: ExplorerState, decode: Decoder, **params: Any) -> None:
+        policy = params.get("policy")
+        if policy is not None and not policy.individual_views:
+            params.setdefault("show_subjects", False)
         super().__init__(state=state, **params)
         self._decode = decode
         try:
@@ -161,46 +218,66 @@ class DecodePane(pn.viewable.Viewer):
         self._schedule("samples", self._samples, self._update_samples)
 
     # -- means -----------------------------------------------------------------------------
-    def compute_means(self) -> dict[str, dict[str, np.ndarray]]:
+    def privacy_reasons(self) -> dict[str, str]:
+        """Why the selection or the comparison group may not be decoded: ``{group: reason}``."""
+        state = self.state
+        return privacy_reasons(self.policy, state.n_selected, comparison_size(state)[0], state.comparison)
+
+    def compute_means(self, hidden: dict[str, str] | None = None) -> dict[str, dict[str, np.ndarray]]:
         """Decode the mean latent of the selection and of its comparison group (no plotting).
+
+        Parameters
+        ----------
+        hidden
+            Groups not to decode (default: :meth:`privacy_reasons`, the privacy floor).
 
         Returns
         -------
         dict
-            ``{'selection'|'comparison': {modality: array}}``; empty groups are absent.
+            ``{'selection'|'comparison': {modality: array}}``; empty and hidden groups are absent.
         """
         state, cohort = self.state, self.state.cohort
+        hidden = self.privacy_reasons() if hidden is None else hidden
         kind = state.decode_from
         block = cohort.latent(kind)
-        block_sum = _cohort_cached(cohort, ("latent_sum", kind), lambda: latent_sum(block))
-        means = selection_comparison_means(block, state.selection, state.comparison, block_sum=block_sum)
-        return decode_means(means, self._decode)
+        if state.comparison in ("rest", "all"):
+            block_sum = _cohort_cached(cohort, ("latent_sum", kind), lambda: latent_sum(block))
+            means = selection_comparison_means(block, state.selection, state.comparison, block_sum=block_sum)
+        else:
+            means = selection_comparison_means(block, state.selection, state.comparison_indices())
+        # Hidden groups are not even decoded: nothing of them reaches the page.
+        return decode_means({g: (None if g in hidden else m) for g, m in means.items()}, self._decode)
 
     def _update_means(self) -> None:
         state = self.state
         n_sel = state.n_selected
-        n_cmp = state.cohort.n_subjects - n_sel if state.comparison == "rest" else state.cohort.n_subjects
-        what = "the rest of the cohort" if state.comparison == "rest" else "the whole cohort"
+        n_cmp, what = comparison_size(state)
         self._header.object = (
             f"**Selection**: {n_sel:,} subjects · **comparison**: {what} ({n_cmp:,}) · "
             f"decoded from the **{state.decode_from}** latent"
         )
         if n_sel == 0:
-            self._set(decoded={}, message=(
+            self._set(decoded={}, hidden={}, message=(
                 "No subjects selected. Draw a box or lasso on a latent view (or set a selection from "
                 "Python) to decode the selection's mean."
             ))
             self._means.visible = False
             return
-        decoded = self.compute_means()
-        message = ""
-        if "comparison" not in decoded:
-            message = (
+        hidden = privacy_reasons(self.policy, n_sel, n_cmp, state.comparison)
+        decoded = self.compute_means(hidden)
+        notes = [f"Not decoded: {reason}." for reason in hidden.values()]
+        if n_cmp == 0:
+            notes.append(
                 "The comparison group is empty: every subject is selected. Showing the selection "
                 "alone; compare with the whole cohort instead, or select fewer subjects."
+                if state.comparison == "rest" else
+                f"The comparison group ({what}) is empty: showing the selection alone."
             )
-        self._set(decoded=decoded, message=message)
-        self._ensure_plots(decoded["selection"])
+        self._set(decoded=decoded, hidden=hidden, message=" ".join(notes))
+        if not decoded:
+            self._means.visible = False
+            return
+        self._ensure_plots(next(iter(decoded.values())))
         for modality, pipe in self._mean_pipes.items():
             pipe.send({group: items[modality] for group, items in decoded.items() if modality in items})
         self._means.visible = True

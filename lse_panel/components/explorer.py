@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
 
+from lse_panel.analysis.decode import sample_indices
+from lse_panel.analysis.privacy import PrivacyPolicy
+from lse_panel.analysis.projection import Projector
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort, open_bundle
+from lse_panel.cohort.subgroups import Subgroup, SubgroupStore
+from lse_panel.components.compare import ComparePane
 from lse_panel.components.filters import PhenotypeFilters
-from lse_panel.components.latent_view import LatentPair, selection_summary
+from lse_panel.components.latent_view import LatentPair, LatentView, selection_summary
 from lse_panel.components.state import ExplorerState
+from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.components.subject import SubjectInspector
+from lse_panel.config import SETTINGS
 
 Decoder = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 
@@ -70,6 +79,22 @@ class Explorer(pn.viewable.Viewer):
     individual_level
         Show individual-level views (subject inspector, sampled subjects, id export); switch
         off as a group where access agreements forbid them.
+    filters
+        Phenotypes shown with a filter (default: the first few).
+    min_group_size
+        The privacy floor: no aggregate of fewer subjects is shown in any pane (default
+        ``SETTINGS.min_group_size``; ``0`` or ``1`` turns it off).
+    projectors
+        Projection key → fitted projector with ``transform``, used to draw interpolation paths.
+
+    Attributes
+    ----------
+    policy
+        The :class:`PrivacyPolicy` every pane checks.
+    store
+        The cohort's :class:`SubgroupStore` (saved subgroups), shared by every pane.
+    subgroups
+        The :class:`SubgroupManager` pane (save, list, show, compare, export subgroups).
     """
 
     title = param.String(default="Latent Space Explorer", doc="Page title when served.")
@@ -81,20 +106,35 @@ class Explorer(pn.viewable.Viewer):
         *,
         individual_level: bool = True,
         filters: Sequence[str] | None = None,
+        min_group_size: int | None = None,
+        projectors: Mapping[str, Projector] | None = None,
         **params: Any,
     ) -> None:
         super().__init__(**params)
         self.cohort = cohort
         self.decode = decode
         self.individual_level = individual_level
+        floor = SETTINGS.min_group_size if min_group_size is None else min_group_size
+        self.policy = PrivacyPolicy(min_group_size=floor, individual_views=individual_level)
+        self.store = SubgroupStore(cohort)
         self.state = ExplorerState(cohort)
+        # First: it hands the store to the state and offers the saved subgroups as comparison groups.
+        self.subgroups = SubgroupManager(self.state, self.store, policy=self.policy)
         self.latent_view = LatentPair(self.state)
-        self.filters = PhenotypeFilters(self.state, shown=list(filters) if filters is not None else None)
+        self.filters = PhenotypeFilters(
+            self.state, shown=list(filters) if filters is not None else None, policy=self.policy
+        )
         self.subject = SubjectInspector(self.state, decode=decode, enabled=individual_level)
         self.decode_pane = self._make_decode_pane()
         self.accuracy_pane = self._make_accuracy_pane()
+        self.compare_pane = ComparePane(self.state, self.store, policy=self.policy)
+        self.perturb_pane = self._make_perturb_pane()
+        self.interpolate_pane = self._make_interpolate_pane(projectors)
         self._clear = pn.widgets.Button(name="Clear selection", button_type="warning", width=140)
         self._clear.on_click(self._on_clear)
+        self._comparison = pn.widgets.Select.from_param(self.state.param.comparison, name="compare with", width=180)
+        self.subgroups.param.watch(self._on_subgroups_saved, "names")
+        self._overlays = LatentOverlays(self)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -114,7 +154,7 @@ class Explorer(pn.viewable.Viewer):
             why = "no decoder was loaded for this bundle" if self.decode is None else "the decode pane is not installed"
             return pn.pane.Alert(f"Decoding is off: {why}.", alert_type="secondary")
         options = {} if self.individual_level else {"show_subjects": False}
-        return pane(self.state, decode=self.decode, **options)
+        return pane(self.state, decode=self.decode, policy=self.policy, **options)
 
     def _make_accuracy_pane(self) -> pn.viewable.Viewable:
         pane = _optional_pane("accuracy", "AccuracyPane")
@@ -124,7 +164,59 @@ class Explorer(pn.viewable.Viewer):
             return pn.pane.Alert(
                 "No cross-fitted predictions in this bundle: run `lse build` to add them.", alert_type="secondary"
             )
-        return pane(self.state)
+        return pane(self.state, policy=self.policy)
+
+    def _make_perturb_pane(self) -> pn.viewable.Viewable:
+        pane = _optional_pane("perturb", "PerturbPane")
+        if pane is None or self.decode is None:
+            why = (
+                "no decoder was loaded for this bundle" if self.decode is None else "the perturbation pane is not installed"
+            )
+            return pn.pane.Alert(f"Perturbation is off: {why}.", alert_type="secondary")
+        return pane(self.state, self.decode, policy=self.policy)
+
+    def _make_interpolate_pane(self, projectors: Mapping[str, Projector] | None) -> pn.viewable.Viewable:
+        pane = _optional_pane("interpolate", "InterpolatePane")
+        if pane is None or self.decode is None:
+            why = (
+                "no decoder was loaded for this bundle" if self.decode is None else "the interpolation pane is not installed"
+            )
+            return pn.pane.Alert(f"Interpolation is off: {why}.", alert_type="secondary")
+        return pane(self.state, self.decode, self.store, projectors=projectors, policy=self.policy)
+
+    # -- subgroups from Python --------------------------------------------------------------
+    @property
+    def subgroup_names(self) -> list[str]:
+        """Names of the saved subgroups, oldest first (re-read: another session may have saved one)."""
+        return self.store.names()
+
+    def save_subgroup(self, name: str, colour: str | None = None, *, overwrite: bool = False) -> Subgroup:
+        """Save the current selection as subgroup ``name`` (with the rule that made it); every pane offers it.
+
+        Raises
+        ------
+        SubgroupError
+            Nothing selected, a reserved or taken name, a malformed colour.
+        """
+        return self.subgroups.save_selection(name, colour, overwrite=overwrite)
+
+    def compare(self, names: Sequence[str] = ()) -> pd.DataFrame:
+        """Compare the selection and the subgroups ``names`` with the comparison group, phenotype by phenotype.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The comparison pane's table (long format: group, reference, phenotype, means, effect,
+            statistic, q-value...), privacy floor applied.
+        """
+        return self.compare_pane.compare(list(names))
+
+    def _on_subgroups_saved(self, _: param.parameterized.Event) -> None:
+        # The manager already offers the names as comparison groups; the other panes list them too.
+        self.compare_pane.refresh_subgroups()
+        if hasattr(self.interpolate_pane, "refresh_subgroups"):
+            self.interpolate_pane.refresh_subgroups()
+        self._overlays.refresh()
 
     # -- selection from Python --------------------------------------------------------------
     @property
@@ -223,16 +315,20 @@ class Explorer(pn.viewable.Viewer):
             pn.widgets.RadioButtonGroup.from_param(self.state.param.mode, name="mode", button_type="primary",
                                                    button_style="outline"),
             self._clear,
-            pn.Row(
-                pn.pane.Markdown("compare with", margin=(8, 4, 0, 10)),
-                pn.widgets.RadioButtonGroup.from_param(self.state.param.comparison, button_type="success",
-                                                       button_style="outline"),
-            ),
+            self._comparison,
             align="center",
         )
 
     def main_panes(self) -> list[pn.viewable.Viewable]:
-        tabs = pn.Tabs(("Decode", self.decode_pane), ("Accuracy", self.accuracy_pane), dynamic=False)
+        tabs = pn.Tabs(
+            ("Decode", self.decode_pane),
+            ("Accuracy", self.accuracy_pane),
+            ("Compare", self.compare_pane),
+            ("Perturb", self.perturb_pane),
+            ("Interpolate", self.interpolate_pane),
+            ("Subgroups", self.subgroups),
+            dynamic=False,
+        )
         if self.individual_level:
             tabs.append(("Subject", self.subject))
         return [self.selection_controls(), self.latent_view, tabs]
@@ -253,6 +349,92 @@ class Explorer(pn.viewable.Viewer):
             sidebar_width=320,
             accent="#e6007e",
         )
+
+
+MAX_OVERLAY_POINTS = 2_000
+"""Most subjects of each shown subgroup drawn as points on a latent view (a reproducible sample)."""
+
+
+def create_subgroup_points(data: pd.DataFrame | None = None, *, x: str = "x", y: str = "y") -> hv.Points:
+    """Subgroup members on a latent map, each in its subgroup's colour (``x, y, subgroup, colour`` columns)."""
+    if data is None or data.empty:
+        data = pd.DataFrame({x: np.empty(0), y: np.empty(0), "subgroup": np.empty(0, dtype=object),
+                             "colour": np.empty(0, dtype=object)})  # fmt: skip
+    return hv.Points(data, [x, y], ["subgroup", "colour"]).opts(
+        color="colour", size=4, alpha=0.8, line_color="white", line_width=0.3, tools=["hover"],
+    )
+
+
+class LatentOverlays:
+    """The shown subgroups and the interpolation path drawn over each latent view of an :class:`Explorer`.
+
+    Wired from outside the views: each view's pane shows ``view.plot * subgroups * path``, and is
+    recomposed whenever the view rebuilds its plot (new projection, latent kind or colouring).
+    Subgroup points are a capped sample per subgroup (:data:`MAX_OVERLAY_POINTS`), so a large
+    subgroup costs no more than a small one to draw.
+    """
+
+    def __init__(self, explorer: Explorer) -> None:
+        self.explorer = explorer
+        self.views: dict[str, LatentView] = dict(explorer.latent_view.views)
+        self._pipes: dict[str, hv.streams.Pipe] = {}
+        self._composed: dict[str, tuple[Any, Any]] = {}
+        self._points: dict[str, hv.DynamicMap] = {}
+        self._paths: dict[str, hv.DynamicMap] = {}
+        for name, view in self.views.items():
+            self._pipes[name] = hv.streams.Pipe(data=None)
+            self._points[name] = hv.DynamicMap(create_subgroup_points, streams=[self._pipes[name]])
+            view.param.watch(partial(self._on_view_change, name), ["kind", "method", "color_by", "width", "height"])
+            self._compose(name)
+        explorer.subgroups.param.watch(self._on_shown, "shown")
+        self.refresh()
+
+    def subgroup_frame(self, name: str) -> pd.DataFrame:
+        """The points drawn for the shown subgroups on view ``name``'s current projection."""
+        view = self.views[name]
+        coords = view.coords
+        parts = []
+        for group, (colour, rows) in self.explorer.subgroups.shown_members().items():
+            rows = sample_indices(rows, MAX_OVERLAY_POINTS)
+            parts.append(pd.DataFrame({
+                "x": np.asarray(coords[rows, 0], dtype=np.float64), "y": np.asarray(coords[rows, 1], dtype=np.float64),
+                "subgroup": group, "colour": colour,
+            }))  # fmt: skip
+        return pd.concat(parts, ignore_index=True) if parts else create_subgroup_points().data
+
+    def refresh(self) -> None:
+        """Send every view the shown subgroups' points on its current projection."""
+        for name in self.views:
+            self._pipes[name].send(self.subgroup_frame(name))
+
+    def overlay(self, name: str) -> Any:
+        """What view ``name``'s pane shows: its plot with the subgroups (and the path, with a decoder) on top."""
+        view = self.views[name]
+        layers = view.plot * self._points[name]
+        interpolate = self.explorer.interpolate_pane
+        if hasattr(interpolate, "create_path_overlay"):
+            # One path overlay per projection, reused: the pane keeps feeding every one it made.
+            if view.key not in self._paths:
+                self._paths[view.key] = interpolate.create_path_overlay(view.key)
+            layers = layers * self._paths[view.key]
+        return layers
+
+    def _compose(self, name: str) -> None:
+        view = self.views[name]
+        composed = self.overlay(name)
+        self._composed[name] = (view.plot, composed)
+        view._pane.object = composed
+
+    def _on_view_change(self, name: str, *_: Any) -> None:
+        # The view has rebuilt its plot (its own watcher ran first) and put it in its pane alone.
+        plot, composed = self._composed[name]
+        view = self.views[name]
+        if plot is not view.plot or view._pane.object is not composed:
+            self._compose(name)
+        self._pipes[name].send(self.subgroup_frame(name))
+
+    def _on_shown(self, _: param.parameterized.Event) -> None:
+        self.refresh()
 
 
 # -- serving: one cohort per process, shared by every session --------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 import panel as pn
 import param
 
+from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.latent import bin_counts, create_distribution_plot, histogram_bins
@@ -72,9 +73,20 @@ class PhenotypeFilters(pn.viewable.Viewer):
     Each filter sits above a small histogram of the phenotype over the whole cohort (grey) and
     over the current selection (highlight). Moving a filter writes ``state.filters``; the state
     then restricts the drawn region to subjects passing every filter.
+
+    The selection's histograms obey the privacy floor: below ``policy.min_group_size`` subjects
+    (or when the subjects left out are that few, which the cohort's histogram would then give
+    away) they are not drawn, and a note says why.
     """
 
     shown = param.ListSelector(default=[], objects=[], doc="Phenotypes shown with a filter and a histogram.")
+    policy = param.ClassSelector(
+        class_=PrivacyPolicy, default=PrivacyPolicy(), constant=True,
+        doc="Privacy floor: the selection's histograms are hidden below its min_group_size.",
+    )
+    hidden = param.String(
+        default="", constant=True, doc="Why the selection's histograms are hidden; empty while they are shown.",
+    )
 
     def __init__(self, state: ExplorerState, shown: list[str] | None = None, **params: Any) -> None:
         self.state = state
@@ -89,6 +101,8 @@ class PhenotypeFilters(pn.viewable.Viewer):
         self._plots: dict[str, pn.viewable.Viewable] = {}
         self._updating = False
         self._column = pn.Column(sizing_mode="stretch_width")
+        self._note = pn.pane.Alert("", alert_type="info", visible=False, margin=(0, 5))
+        self._check_privacy()
         self._rebuild()
         state.param.watch(self._on_selection, "selection")
         state.param.watch(self._sync_widgets, "filters")
@@ -119,7 +133,7 @@ class PhenotypeFilters(pn.viewable.Viewer):
     def _plot(self, name: str) -> pn.pane.HoloViews:
         spec = self.cohort.phenotype_specs[name]
         edges, _, cohort_counts = self.bins.get(name)
-        pipe = hv.streams.Pipe(data=self.bins.selection_counts(name, self.state.selection))
+        pipe = hv.streams.Pipe(data=self._selection_counts(name))
         self._pipes[name] = pipe
 
         def draw(data: np.ndarray) -> hv.Overlay:
@@ -182,10 +196,30 @@ class PhenotypeFilters(pn.viewable.Viewer):
         finally:
             self._updating = False
 
+    def _check_privacy(self) -> None:
+        n, k = self.cohort.n_subjects, self.state.n_selected
+        reason = self.policy.check(k, "selection") if k else None
+        if reason is None and k and n - k and self.policy.check(n - k) is not None:
+            reason = (
+                f"selection: histograms hidden, because next to the whole cohort's they would reveal the "
+                f"{n - k} subjects left out (fewer than {self.policy.min_group_size})"
+            )
+        with param.edit_constant(self):
+            self.hidden = reason or ""
+        self._note.object = f"The selection's distributions are not drawn: {reason}." if reason else ""
+        self._note.visible = bool(reason)
+
+    def _selection_counts(self, name: str) -> np.ndarray:
+        """The selection's counts per bin, or zeros (nothing drawn) when the privacy floor hides them."""
+        if self.hidden:
+            return np.zeros(len(self.bins.get(name)[2]), dtype=np.int64)
+        return self.bins.selection_counts(name, self.state.selection)
+
     def _on_selection(self, *_: Any) -> None:
+        self._check_privacy()
         for name, pipe in self._pipes.items():
-            pipe.send(self.bins.selection_counts(name, self.state.selection))
+            pipe.send(self._selection_counts(name))
 
     def __panel__(self) -> pn.viewable.Viewable:
         chooser = pn.widgets.MultiChoice.from_param(self.param.shown, name="phenotypes", sizing_mode="stretch_width")
-        return pn.Column(chooser, self._column, sizing_mode="stretch_width")
+        return pn.Column(chooser, self._note, self._column, sizing_mode="stretch_width")

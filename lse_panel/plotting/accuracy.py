@@ -13,6 +13,7 @@ LOWER_IS_BETTER = frozenset({"mae"})
 """Metrics where a smaller value is better; their change is sign-flipped so colour always means better/worse."""
 
 METRIC_LABELS = {"r2": "R²", "mae": "MAE", "auroc": "AUROC", "balanced_accuracy": "bal. acc."}
+"""Display names of the metrics, in the order rows are listed (a phenotype's task picks which apply)."""
 GROUP_ORDER = ("selection", "comparison", "cohort")
 LATENT_COLORS = {"ecg": "#1f77b4", "mri": "#ff7f0e", "fused": "#2ca02c"}
 CHANGE_CMAP = "RdBu"
@@ -52,14 +53,23 @@ def metric_change(long: pd.DataFrame, *, group: str = "selection", reference: st
     pandas.DataFrame
         Columns ``phenotype, metric, latent, row, value, reference, change`` plus text columns for
         each group in :data:`GROUP_ORDER` present (``"0.81 [0.79, 0.83]"``) and ``n`` of ``group``.
+        Only the (phenotype, metric, latent) combinations ``long`` holds: a regression phenotype
+        gets R² and MAE rows, a classification one AUROC and balanced accuracy, none both.
     """
     keys = ["phenotype", "metric", "latent"]
     wide = long.pivot_table(index=keys, columns="group", values=["value", "ci_low", "ci_high", "n"], aggfunc="first",
                             dropna=False, sort=False)
+    # dropna=False keeps the rows whose values are all NaN (an empty or masked group), but also
+    # spans the product of phenotypes × metrics: keep only the combinations the table holds.
+    present = pd.MultiIndex.from_frame(long[keys].drop_duplicates())
+    wide = wide[wide.index.isin(present)]
     out = pd.DataFrame(index=wide.index).reset_index()
     # Keep the phenotypes and latents in the order the table lists them.
     for col in ("phenotype", "latent"):
         out[col] = pd.Categorical(out[col], categories=list(dict.fromkeys(long[col])), ordered=True)
+    metrics = [m for m in METRIC_LABELS if m in set(long["metric"])]
+    metrics += [m for m in dict.fromkeys(long["metric"]) if m not in METRIC_LABELS]
+    out["metric"] = pd.Categorical(out["metric"], categories=metrics, ordered=True)
 
     def column(field: str, g: str) -> np.ndarray:
         if (field, g) in wide.columns:

@@ -141,3 +141,54 @@ def test_heatmap_and_table_show_every_latent(cohort: Cohort) -> None:
     assert set(heat["group"]) == {"selection", "comparison", "cohort"}
     state.comparison = "all"  # comparison equals the cohort: not shown twice
     assert set(pane._table.object.columns.get_level_values(1)) == {"selection", "cohort"}
+
+
+def test_a_saved_subgroup_as_comparison_equals_scikit_learn_on_its_rows() -> None:
+    from lse_panel.components.subgroups import SubgroupManager
+
+    cohort = tiny_cohort(N)  # its own cohort: in-memory subgroups are shared per cohort object
+    state = ExplorerState(cohort)
+    manager = SubgroupManager(state)
+    members = np.flatnonzero(cohort.latent("fused")[:, 3] > 0)
+    state.select(members)
+    manager.save_selection("upper")
+    pane = AccuracyPane(state, bootstrap=False)
+    selection = np.flatnonzero(cohort.latent("fused")[:, 2] > 0)
+    state.select(selection)
+    state.comparison = "upper"
+    table = pane.metrics
+    for latent in ("ecg", "mri", "fused"):
+        for phenotype in cohort.prediction_tasks():
+            for metric, expected in _sklearn(cohort, latent, phenotype, members).items():
+                got = _value(table, group="comparison", latent=latent, phenotype=phenotype, metric=metric)
+                assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), (latent, phenotype, metric)
+            for metric, expected in _sklearn(cohort, latent, phenotype, selection).items():
+                got = _value(table, group="selection", latent=latent, phenotype=phenotype, metric=metric)
+                assert got == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert pane.message == ""
+    assert {"selection", "comparison", "cohort"} == set(pane._table.object.columns.get_level_values(1))
+
+
+def test_privacy_floor_masks_small_groups_and_says_why(cohort: Cohort) -> None:
+    from lse_panel.analysis.privacy import PrivacyPolicy
+
+    state = ExplorerState(cohort)
+    pane = AccuracyPane(state, bootstrap=False)
+    state.select(np.arange(5))
+    table = pane.metrics
+    small = table[table["group"].isin(["selection", "comparison"])]
+    assert small["value"].isna().all() and small["n_pos"].isna().all()
+    assert small["reason"].str.contains("fewer than 10 subjects|hidden too").all()
+    assert (small.loc[small["group"] == "selection", "n"] == 5).all()  # sizes stay visible
+    assert table.loc[table["group"] == "cohort", "value"].notna().any()
+    assert set(pane.hidden) == {"selection", "comparison"}
+    assert "fewer than 10 subjects (5)" in pane.message and pane._alert.visible
+    assert pane._scatter.object is None  # no predicted-vs-true points of five subjects
+    assert (pane._table.object.filter(like="selection") == "–").all().all()
+    for floor in (0, 1):
+        open_state = ExplorerState(cohort)
+        open_pane = AccuracyPane(open_state, bootstrap=False, policy=PrivacyPolicy(min_group_size=floor))
+        open_state.select(np.flatnonzero(cohort.phenotype("age") > -np.inf)[:5])
+        selection = open_pane.metrics[open_pane.metrics["group"] == "selection"]
+        assert selection["value"].notna().any() and open_pane.hidden == {}
+        assert open_pane._scatter.object is not None

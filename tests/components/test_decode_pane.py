@@ -207,7 +207,7 @@ def test_a_third_signal_modality_is_decoded_and_drawn() -> None:
     pn.panel(pane).get_root()
     # A modality the cohort does not declare is drawn by the kind its shape implies.
     cohort.modalities = dict(TINY_MODALITIES)
-    other = DecodePane(ExplorerState(cohort, selection=np.arange(5)), decode=CountingDecoder(modalities))
+    other = DecodePane(ExplorerState(cohort, selection=np.arange(12)), decode=CountingDecoder(modalities))
     assert other._specs["resp"].kind == "signal"
     assert other._specs["resp"].channel_names == ("ch0", "ch1")
 
@@ -222,3 +222,53 @@ def test_pure_helpers_agree(cohort: Cohort) -> None:
     assert selection_comparison_means(block, np.empty(0, np.int64), "all")["selection"] is None
     with pytest.raises(ValueError, match="comparison"):
         selection_comparison_means(block, selection, "others")  # type: ignore[arg-type]
+
+
+def test_a_saved_subgroup_as_comparison_decodes_its_mean() -> None:
+    from lse_panel.components.subgroups import SubgroupManager
+
+    cohort = tiny_cohort(N)  # its own cohort: in-memory subgroups are shared per cohort object
+    state = ExplorerState(cohort)
+    manager = SubgroupManager(state)
+    members = np.arange(100, 180, 2)
+    state.select(members)
+    manager.save_selection("evens")
+    pane = DecodePane(state, decode=CountingDecoder())
+    selection = np.arange(0, 60)
+    state.select(selection)
+    state.comparison = "evens"
+    expected = _by_hand(cohort, state.decode_from, members)
+    for name, values in expected.items():
+        np.testing.assert_allclose(pane.decoded["comparison"][name], values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        pane.decoded["selection"]["ecg"], _by_hand(cohort, state.decode_from, selection)["ecg"], rtol=1e-5, atol=1e-5
+    )
+    assert "'evens' (40)" in pane._header.object
+    fast = selection_comparison_means(cohort.latent("mri"), selection, members)
+    np.testing.assert_allclose(fast["comparison"], cohort.latent("mri")[members].astype(np.float64).mean(0), rtol=1e-6)
+
+
+def test_privacy_floor_hides_small_groups_and_says_why(cohort: Cohort) -> None:
+    from lse_panel.analysis.privacy import PrivacyPolicy
+
+    decoder = CountingDecoder()
+    state = ExplorerState(cohort)
+    pane = DecodePane(state, decode=decoder)
+    state.select(np.arange(5))
+    # Five subjects: nothing of them is decoded, nor the rest (with the cohort's mean it gives theirs away).
+    assert pane.decoded == {}
+    assert set(pane.hidden) == {"selection", "comparison"}
+    assert "fewer than 10 subjects (5)" in pane.message and pane._alert.visible
+    assert not pane._means.visible
+    state.comparison = "all"  # the whole cohort may be shown; the selection still not
+    assert set(pane.decoded) == {"comparison"} and set(pane.hidden) == {"selection"}
+    # Every subject but five selected: the selection would give the five away.
+    state.comparison = "rest"
+    state.select(np.arange(N - 5))
+    assert pane.decoded == {} and "fewer than 10 subjects (5)" in pane.message
+    # A floor of 1 (or 0) turns it off.
+    for floor in (0, 1):
+        open_state = ExplorerState(cohort)
+        open_pane = DecodePane(open_state, decode=decoder, policy=PrivacyPolicy(min_group_size=floor))
+        open_state.select(np.arange(5))
+        assert set(open_pane.decoded) == {"selection", "comparison"} and open_pane.hidden == {}

@@ -7,8 +7,10 @@ import pandas as pd
 import panel as pn
 import pytest
 
+from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.selection import ray_casting_mask_reference
-from lse_panel.components.explorer import Explorer, bundle_from_argv, cached_cohort, warm_up
+from lse_panel.cohort.subgroups import SubgroupError
+from lse_panel.components.explorer import MAX_OVERLAY_POINTS, Explorer, bundle_from_argv, cached_cohort, warm_up
 from lse_panel.components.subject import SubjectInspector, subject_phenotypes
 from lse_panel.figures.app import write_cohort_bundle
 from lse_panel.testing import tiny_cohort, tiny_decoder
@@ -29,7 +31,8 @@ def bundle(cohort, tmp_path_factory):
     return write_cohort_bundle(cohort, tmp_path_factory.mktemp("bundle") / "tiny")
 
 
-def test_select_by_ids_updates_every_view(explorer, cohort) -> None:
+def test_select_by_ids_updates_every_view(cohort) -> None:
+    explorer = Explorer(cohort, tiny_decoder(8), min_group_size=1)  # three subjects: the floor off
     ids = cohort.ids[[40, 7, 900]]
     rows = explorer.select(ids=ids)
     np.testing.assert_array_equal(rows, [7, 40, 900])
@@ -116,3 +119,128 @@ def test_serving_helpers(bundle) -> None:
     assert cached_cohort(str(bundle)) is first
     timings = warm_up(first)
     assert {"rasterize:density", "selection"} <= set(timings)
+
+
+# -- subgroups, comparison, perturbation, interpolation, privacy --------------------------------
+def _tab_names(explorer: Explorer) -> list[str]:
+    return list(explorer.main_panes()[-1]._names)
+
+
+def test_subgroup_api_and_tabs() -> None:
+    cohort = tiny_cohort(400)  # its own cohort: in-memory subgroups are shared per cohort object
+    explorer = Explorer(cohort, tiny_decoder(8))
+    assert explorer.policy == PrivacyPolicy(min_group_size=10, individual_views=True)
+    assert explorer.state.store is explorer.store
+    assert _tab_names(explorer) == ["Decode", "Accuracy", "Compare", "Perturb", "Interpolate", "Subgroups", "Subject"]
+    assert explorer.subgroup_names == []
+    with pytest.raises(SubgroupError, match="nothing is selected"):
+        explorer.save_subgroup("empty")
+    explorer.select(indices=np.arange(0, 200, 2))
+    group = explorer.save_subgroup("evens", "#112233")
+    assert group.n == 100 and group.colour == "#112233"
+    explorer.select(indices=np.arange(300, 360))
+    explorer.save_subgroup("tail")
+    assert explorer.subgroup_names == ["evens", "tail"]
+    # Every pane offers them: the comparison control, the comparison pane, the interpolation endpoints.
+    assert list(explorer._comparison.options) == ["rest", "all", "evens", "tail"]
+    assert explorer.compare_pane.param.subgroups.objects == ["evens", "tail"]
+    assert explorer.interpolate_pane.param.start.objects == ["evens", "tail"]
+    table = explorer.compare(["evens", "tail"])
+    assert set(table["group"]) == {"selection", "evens", "tail"} and set(table["reference"]) == {"rest"}
+    assert table is explorer.compare_pane.table
+    explorer._comparison.value = "evens"
+    assert explorer.state.comparison == "evens"
+    np.testing.assert_array_equal(explorer.state.comparison_indices(), np.arange(0, 200, 2))
+    assert set(explorer.compare([])["reference"]) == {"evens"}
+    pn.panel(explorer).get_root()
+
+
+def test_without_a_decoder_the_decoding_panes_say_so(cohort) -> None:
+    explorer = Explorer(cohort, None, individual_level=False)
+    for pane in (explorer.decode_pane, explorer.perturb_pane, explorer.interpolate_pane):
+        assert isinstance(pane, pn.pane.Alert) and "no decoder" in pane.object
+    assert _tab_names(explorer) == ["Decode", "Accuracy", "Compare", "Perturb", "Interpolate", "Subgroups"]
+    assert not explorer.policy.individual_views
+
+
+def test_privacy_floor_hides_a_selection_of_five_in_every_pane() -> None:
+    cohort = tiny_cohort(400)
+    explorer = Explorer(cohort, tiny_decoder(8))
+    explorer.select(indices=np.arange(5))
+    why = "fewer than 10 subjects (5)"
+    decode, accuracy = explorer.decode_pane, explorer.accuracy_pane
+    assert decode.decoded == {} and why in decode.message
+    small = accuracy.metrics[accuracy.metrics["group"] != "cohort"]
+    assert small["value"].isna().all() and why in accuracy.message
+    assert why in explorer.filters.hidden
+    assert all(pipe.data.sum() == 0 for pipe in explorer.filters._pipes.values())
+    compare = explorer.compare_pane
+    selection = compare.table[compare.table["group"] == "selection"]
+    assert selection["hidden"].all() and why in compare.message
+    assert all("selection" in hidden for _, hidden in compare.distributions.values())
+    explorer.perturb_pane.amount = 1.0
+    assert explorer.perturb_pane.decoded == {} and why in explorer.perturb_pane.message
+    interpolate = explorer.interpolate_pane
+    assert interpolate.decoded == {} and interpolate.latents is None and why in interpolate.message
+    assert all(interpolate.path_coords(view.key) is None for view in explorer.latent_view.views.values())
+
+
+@pytest.mark.parametrize("floor", [0, 1])
+def test_a_floor_of_zero_or_one_shows_every_aggregate(floor: int) -> None:
+    cohort = tiny_cohort(400)
+    explorer = Explorer(cohort, tiny_decoder(8), min_group_size=floor)
+    assert explorer.policy.min_group_size == floor
+    explorer.select(indices=np.arange(5))
+    assert set(explorer.decode_pane.decoded) == {"selection", "comparison"}
+    metrics = explorer.accuracy_pane.metrics
+    assert metrics.loc[metrics["group"] == "selection", "value"].notna().any()
+    assert explorer.filters.hidden == "" and explorer.filters._pipes["sex"].data.sum() == 5
+    assert not explorer.compare_pane.table["hidden"].any()
+    explorer.perturb_pane.amount = 1.0
+    assert set(explorer.perturb_pane.decoded) == {"perturbed", "original"}
+    assert explorer.interpolate_pane.latents is not None
+
+
+def test_shown_subgroups_and_the_path_are_drawn_on_every_view() -> None:
+    import holoviews as hv
+
+    cohort = tiny_cohort(3_000)
+    explorer = Explorer(cohort, tiny_decoder(8))
+    explorer.select(indices=np.arange(0, 3_000, 1))
+    explorer.save_subgroup("everyone", "#ff0000")
+    explorer.select(indices=np.arange(50))
+    explorer.save_subgroup("first", "#00ff00")
+    overlays = explorer._overlays
+    for name in explorer.latent_view.views:
+        assert overlays._pipes[name].data.empty
+    explorer.subgroups.shown = ["everyone", "first"]
+    for name, view in explorer.latent_view.views.items():
+        data = overlays._pipes[name].data
+        counts = data["subgroup"].value_counts()
+        assert counts["everyone"] == MAX_OVERLAY_POINTS and counts["first"] == 50  # a capped sample
+        assert set(data.loc[data["subgroup"] == "first", "colour"]) == {"#00ff00"}
+        np.testing.assert_allclose(data.loc[data["subgroup"] == "first", ["x", "y"]], view.coords[:50], rtol=1e-6)
+        composed = view._pane.object
+        assert composed is not view.plot
+        assert isinstance(composed[()], hv.Overlay)
+        assert len(composed[()]) >= 3  # the raster layers, the subgroup points, the path
+    # A new projection: the pane shows the new plot with the overlays rebuilt on it.
+    view_name, view = next(iter(explorer.latent_view.views.items()))
+    explorer.latent_view.method = "pca"
+    assert view.key.endswith("/pca")
+    first = overlays._pipes[view_name].data
+    np.testing.assert_allclose(first.loc[first["subgroup"] == "first", ["x", "y"]], view.coords[:50], rtol=1e-6)
+    assert overlays._composed[view_name][0] is view.plot and view._pane.object is overlays._composed[view_name][1]
+    # The path follows the interpolation pane, on this projection.
+    explorer.state.comparison = "everyone"
+    explorer.select(indices=np.arange(100, 200))
+    coords = explorer.interpolate_pane.path_coords(view.key)
+    assert coords is not None and len(coords) == explorer.interpolate_pane.steps
+    (path,) = [el for el in view._pane.object[()] if isinstance(el, hv.Path)]
+    np.testing.assert_allclose(path.array(["x", "y"]), coords)
+    # Box, lasso and tap still reach the raster under the overlays.
+    plot = hv.renderer("bokeh").get_plot(view._pane.object)
+    callbacks = {type(cb).__name__ for p in plot.traverse(lambda p: p) for cb in getattr(p, "callbacks", [])}
+    assert {"BoundsCallback", "LassoCallback", "TapCallback"} <= callbacks
+    explorer.subgroups.shown = []
+    assert overlays._pipes[view_name].data.empty

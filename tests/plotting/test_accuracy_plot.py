@@ -99,3 +99,19 @@ def test_predicted_vs_true_has_one_panel_per_latent(task: str) -> None:
     hv.render(layout, backend="bokeh")
     with pytest.raises(ValueError, match="task"):
         create_predicted_vs_true_plot(truth, preds, task="ranking", phenotype="x")
+
+
+def test_each_phenotype_gets_only_the_metrics_of_its_task() -> None:
+    change = metric_change(_long())
+    assert len(change) == 8  # 2 phenotypes × 2 metrics × 2 latents, not × 4 metrics
+    by_phenotype = change.groupby("phenotype", observed=True)["metric"].agg(lambda m: sorted(set(m)))
+    assert by_phenotype["age"] == ["mae", "r2"]
+    assert by_phenotype["af"] == ["auroc", "balanced_accuracy"]
+    heatmap, _ = list(create_metric_heatmap(_long()))
+    rows = list(dict.fromkeys(heatmap.dimension_values("row")))
+    assert sorted(rows) == sorted(["age · R²", "age · MAE", "af · AUROC", "af · bal. acc."])
+    assert np.isfinite(heatmap.dimension_values("change")).all()  # no empty cells
+    # A masked (hidden) group keeps its rows, with NaN values.
+    long = _long()
+    long.loc[long["group"] == "selection", "value"] = np.nan
+    assert len(metric_change(long)) == 8
