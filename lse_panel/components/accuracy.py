@@ -17,6 +17,7 @@ from lse_panel.cohort.bundle import Cohort
 from lse_panel.components.decode import comparison_size, privacy_reasons
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
+from lse_panel.components.scheduling import Scheduler
 
 COLUMNS = ["phenotype", "task", "latent", "group", "metric", "value", "ci_low", "ci_high", "n"]
 
@@ -32,10 +33,6 @@ def _cohort_cached(cohort: Cohort, key: Hashable, compute: Callable[[], Any]) ->
     pn.state.cache[full_key] = (cohort, value)
     return value
 
-
-def _served() -> bool:
-    doc = pn.state.curdoc
-    return bool(doc is not None and doc.session_context is not None)
 
 
 def prepared_metrics(cohort: Cohort) -> PreparedMetrics:
@@ -204,7 +201,7 @@ class AccuracyPane(pn.viewable.Viewer):
         self._tasks = state.cohort.prediction_tasks()
         if not state.focus_phenotype and self._tasks:
             state.focus_phenotype = next(iter(self._tasks))
-        self._pending: set[str] = set()
+        self.scheduler = Scheduler()
         self._heat_pipe: hv.streams.Pipe | None = None
         self._scatter_pipe: hv.streams.Pipe | None = None
         self._scatter_key: tuple | None = None
@@ -238,23 +235,8 @@ class AccuracyPane(pn.viewable.Viewer):
 
     # -- scheduling ------------------------------------------------------------------------
     def _schedule(self, name: str, area: pn.viewable.Viewable, work: Callable[[], None]) -> None:
-        """Run ``work`` now (notebook, tests) or on the next tick behind a loading spinner (served)."""
-        if not _served():
-            work()
-            return
-        if name in self._pending:
-            return
-        self._pending.add(name)
-        area.loading = True
-
-        def run() -> None:
-            try:
-                self._pending.discard(name)
-                work()
-            finally:
-                area.loading = False
-
-        pn.state.execute(run, schedule=True)
+        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
+        self.scheduler.schedule(name, area, work)
 
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
         def points_then_intervals() -> None:

@@ -31,6 +31,7 @@ from lse_panel.plotting.compare import (
     histogram_edges,
     histogram_frame,
 )
+from lse_panel.components.scheduling import Scheduler
 
 Group = np.ndarray
 """Row indices (sorted int64) or a boolean mask over the cohort."""
@@ -207,10 +208,6 @@ def distribution_frames(
     return category_frame(counts, spec.categories), hidden
 
 
-def _served() -> bool:
-    doc = pn.state.curdoc
-    return bool(doc is not None and doc.session_context is not None)
-
 
 class ComparePane(pn.viewable.Viewer):
     """How the selection and any saved subgroups differ from the comparison group, side by side.
@@ -289,7 +286,7 @@ class ComparePane(pn.viewable.Viewer):
         self.param.phenotypes.objects = names
         if not self.phenotypes:
             self.phenotypes = names[:DEFAULT_PHENOTYPES]
-        self._pending: set[str] = set()
+        self.scheduler = Scheduler()
         self._plots: dict[str, tuple[Hashable, hv.streams.Pipe, pn.pane.HoloViews]] = {}
         self._effect_key: Hashable = None
         self._effect_pipe: hv.streams.Pipe | None = None
@@ -386,23 +383,8 @@ class ComparePane(pn.viewable.Viewer):
 
     # -- scheduling ------------------------------------------------------------------------
     def _schedule(self, name: str, work: Callable[[], None]) -> None:
-        """Run ``work`` now (notebook, tests) or on the next tick behind a loading spinner (served)."""
-        if not _served():
-            work()
-            return
-        if name in self._pending:
-            return
-        self._pending.add(name)
-        self._results.loading = True
-
-        def run() -> None:
-            try:
-                self._pending.discard(name)
-                work()
-            finally:
-                self._results.loading = False
-
-        pn.state.execute(run, schedule=True)
+        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
+        self.scheduler.schedule(name, self._results, work)
 
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
         self._schedule("update", self._update)

@@ -22,6 +22,7 @@ from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.schema import Modality
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.signals import create_modality_plot, modality_from_array
+from lse_panel.components.scheduling import Scheduler
 
 MAX_SAMPLES = 4
 """Most subjects shown as original vs reconstruction: individual records are heavy and sensitive."""
@@ -88,10 +89,6 @@ def privacy_reasons(policy: PrivacyPolicy, n_selection: int, n_comparison: int, 
     return reasons
 
 
-def _served() -> bool:
-    doc = pn.state.curdoc
-    return bool(doc is not None and doc.session_context is not None)
-
 
 class DecodePane(pn.viewable.Viewer):
     """Decoded means of the selection and its comparison group, and a few subjects' reconstructions.
@@ -154,7 +151,7 @@ class DecodePane(pn.viewable.Viewer):
         self._players: dict[str, pn.widgets.Player] = {}
         self._mean_pipes: dict[str, hv.streams.Pipe] = {}
         self._sample_pipes: list[dict[str, hv.streams.Pipe]] = []
-        self._pending: set[str] = set()
+        self.scheduler = Scheduler()
 
         self._decode_from = pn.widgets.RadioButtonGroup.from_param(
             state.param.decode_from, name="Decode from", button_type="primary", button_style="outline"
@@ -189,27 +186,8 @@ class DecodePane(pn.viewable.Viewer):
 
     # -- scheduling ------------------------------------------------------------------------
     def _schedule(self, name: str, area: pn.viewable.Viewable, work: Callable[[], None]) -> None:
-        """Run ``work`` now (notebook, tests) or on the next tick behind a loading spinner (served).
-
-        Served, the spinner reaches the browser before the work starts; repeated triggers
-        before it runs coalesce into one run on the latest state.
-        """
-        if not _served():
-            work()
-            return
-        if name in self._pending:
-            return
-        self._pending.add(name)
-        area.loading = True
-
-        def run() -> None:
-            try:
-                self._pending.discard(name)
-                work()
-            finally:
-                area.loading = False
-
-        pn.state.execute(run, schedule=True)
+        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
+        self.scheduler.schedule(name, area, work)
 
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
         self._schedule("means", self._means, self._update_means)

@@ -23,6 +23,7 @@ from lse_panel.cohort.subgroups import Subgroup, SubgroupStore
 from lse_panel.components.compare import ComparePane
 from lse_panel.components.filters import PhenotypeFilters
 from lse_panel.components.latent_view import LatentPair, LatentView, selection_summary
+from lse_panel.components.scheduling import served
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.components.subject import SubjectInspector
@@ -331,7 +332,26 @@ class Explorer(pn.viewable.Viewer):
         )
         if self.individual_level:
             tabs.append(("Subject", self.subject))
+        if served():
+            self._recompute_only_visible(tabs)
         return [self.selection_controls(), self.latent_view, tabs]
+
+    @staticmethod
+    def _recompute_only_visible(tabs: pn.Tabs) -> None:
+        """Served, only the visible tab's pane recomputes on a selection; the others catch up when shown.
+
+        At 500k subjects, the five analysis panes together cost several hundred ms per lasso;
+        one of them fits the interactive budget. In a notebook every pane stays live.
+        """
+        schedulers = [getattr(pane, "scheduler", None) for pane in tabs.objects]
+
+        def sync(*_: Any) -> None:
+            for index, scheduler in enumerate(schedulers):
+                if scheduler is not None:
+                    scheduler.set_active(index == tabs.active)
+
+        tabs.param.watch(sync, "active")
+        sync()
 
     def __panel__(self) -> pn.viewable.Viewable:
         """The whole app as one layout (no template), for notebooks and embedding."""

@@ -23,6 +23,7 @@ from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.schema import Modality
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.signals import create_modality_plot, modality_from_array
+from lse_panel.components.scheduling import Scheduler
 
 N_PRINCIPAL = 5
 """Principal directions offered: beyond the fifth, a 64-value latent's directions explain little each."""
@@ -77,11 +78,6 @@ def block_statistics(cohort: Cohort, kind: str) -> dict[str, np.ndarray]:
     return cohort_cached(cohort, ("block_statistics", kind), compute)
 
 
-def served() -> bool:
-    """Whether the code runs in a served Bokeh session (rather than a notebook or a test)."""
-    doc = pn.state.curdoc
-    return bool(doc is not None and doc.session_context is not None)
-
 
 def modality_spec(cohort: Cohort, name: str, item: np.ndarray) -> Modality:
     """The cohort's declaration of a decoded modality, or one guessed from the item's shape."""
@@ -103,30 +99,11 @@ class _LivePane(pn.viewable.Viewer):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._pending: set[str] = set()
+        self.scheduler = Scheduler()
 
     def _schedule(self, name: str, area: pn.viewable.Viewable, work: Callable[[], None]) -> None:
-        """Run ``work`` now (notebook, tests) or on the next tick (served), coalescing repeats.
-
-        This is the throttle of a dragged slider: while a decode runs, the drag's further
-        events only mark the work pending, and one run then decodes the latest value.
-        """
-        if not served():
-            work()
-            return
-        if name in self._pending:
-            return
-        self._pending.add(name)
-        area.loading = True
-
-        def run() -> None:
-            try:
-                self._pending.discard(name)
-                work()
-            finally:
-                area.loading = False
-
-        pn.state.execute(run, schedule=True)
+        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
+        self.scheduler.schedule(name, area, work)
 
     def _set(self, **values: Any) -> None:
         with param.edit_constant(self):
