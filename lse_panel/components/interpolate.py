@@ -96,7 +96,9 @@ def create_path_plot(data: Mapping[str, Any] | None = None, *, x: str = "x", y: 
     labels = list(data.get("labels", [])) if data else []
     if len(labels) != steps:
         labels = [str(i) for i in range(steps)]
-    path = hv.Path([coords], [x, y]).opts(color="black", line_width=2, line_dash="dashed", alpha=0.8)
+    # No path at all rather than one of zero points: Bokeh cannot deserialise an empty MultiLine
+    # ("Invalid typed array length: -1"), which broke the whole page's rendering.
+    path = hv.Path([coords] if steps else [], [x, y]).opts(color="black", line_width=2, line_dash="dashed", alpha=0.8)
     points = hv.Points(
         {x: coords[:, 0], y: coords[:, 1], "step": np.arange(steps), "label": labels}, [x, y], ["step", "label"]
     ).opts(

@@ -62,8 +62,26 @@ def test_mouse_lasso_updates_count_and_panes(page, served_explorer, ui_cohort) -
     # Decode and accuracy panes recomputed for this selection.
     _wait(lambda: "selection" in explorer.decode_pane.decoded)
     page.get_by_text(re.compile(rf"Selection\W+{expected.size:,} subjects")).first.wait_for()
+    # Served, hidden tabs catch up when shown (only the visible pane recomputes on a lasso).
+    page.locator(".bk-tab").filter(has_text="Accuracy").first.click()
     _wait(lambda: explorer.accuracy_pane.metrics is not None)
     assert "selection" in set(explorer.accuracy_pane.metrics["group"])
+
+
+def test_page_renders_every_tab_without_script_errors(page, served_explorer) -> None:
+    url, sessions = served_explorer
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    frame_box(page, "ecg latent space")
+    tabs = page.locator(".bk-tab")
+    tabs.first.wait_for()
+    names = [tabs.nth(i).inner_text().strip() for i in range(tabs.count())]
+    assert names == ["Decode", "Accuracy", "Compare", "Perturb", "Interpolate", "Subgroups", "Subject"]
+    for i in range(len(names)):
+        tabs.nth(i).click()
+        time.sleep(0.5)
+    assert errors == []  # one bad payload (an empty path) once blanked the whole page
 
 
 def test_ecg_selection_is_highlighted_in_mri_view(page, served_explorer, ui_cohort) -> None:
