@@ -103,6 +103,17 @@ def test_views_highlight_each_others_selection(pair, cohort) -> None:
     assert np.nansum(mri.plot[()].get(1).dimension_values(2)) == 0
 
 
+def test_sessions_highlight_their_own_selection(cohort) -> None:
+    # Two sessions on one cohort share the point frames, never a selection or a highlight.
+    first, second = LatentPair(ExplorerState(cohort)), LatentPair(ExplorerState(cohort))
+    first.views["ecg"].box.event(bounds=(0.0, 0.0, 20.0, 20.0))
+    assert first.state.n_selected > 0 and second.state.n_selected == 0
+    assert len(first.views["mri"].pipe.data) == first.state.n_selected
+    assert len(second.views["mri"].pipe.data) == 0
+    assert np.nansum(second.views["mri"].plot[()].get(1).dimension_values(2)) == 0
+    assert first.views["ecg"].frames is second.views["ecg"].frames
+
+
 def test_changing_colour_or_projection_keeps_streams_working(pair, cohort) -> None:
     view = pair.views["ecg"]
     lasso = view.lasso
