@@ -19,7 +19,7 @@ from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.projection import Projector
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort, open_bundle
-from lse_panel.cohort.subgroups import Subgroup, SubgroupStore
+from lse_panel.cohort.subgroups import BoxStep, LassoStep, Subgroup, SubgroupStore
 from lse_panel.components.compare import ComparePane
 from lse_panel.components.filters import PhenotypeFilters
 from lse_panel.components.latent_view import LatentPair, LatentView, selection_summary
@@ -282,10 +282,13 @@ class Explorer(pn.viewable.Viewer):
             coords = self.cohort.projection(on)
             if bounds is not None:
                 mask = box_mask(coords[:, 0], coords[:, 1], bounds, on_nan="exclude")
+                step = BoxStep(on, tuple(float(b) for b in bounds), mode)
             else:
                 poly = np.asarray(lasso, dtype=np.float64)
                 mask = lasso_mask(coords[:, 0], coords[:, 1], poly[:, 0], poly[:, 1], on_nan="exclude")
-            rows = mask_to_indices(mask)
+                step = LassoStep(on, tuple(poly[:, 0].tolist()), tuple(poly[:, 1].tolist()), mode)
+            self.state.select(mask_to_indices(mask), mode, step=step)
+            return self.state.selection
         self.state.select(rows, mode)
         return self.state.selection
 

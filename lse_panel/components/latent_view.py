@@ -13,6 +13,7 @@ import param
 
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.subgroups import BoxStep, LassoStep
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.latent import (
     DENSITY,
@@ -180,7 +181,8 @@ class LatentView(pn.viewable.Viewer):
             return
         coords = self.coords
         mask = box_mask(coords[:, 0], coords[:, 1], bounds, on_nan="exclude")
-        self.state.select_drawn(mask_to_indices(mask))
+        step = BoxStep(self.key, tuple(float(b) for b in bounds), self.state.mode)
+        self.state.select_drawn(mask_to_indices(mask), step=step)
 
     def _on_lasso(self, geometry: np.ndarray | None = None, **_: Any) -> None:
         if geometry is None:
@@ -190,7 +192,8 @@ class LatentView(pn.viewable.Viewer):
             return
         coords = self.coords
         mask = lasso_mask(coords[:, 0], coords[:, 1], geometry[:, 0], geometry[:, 1], on_nan="exclude")
-        self.state.select_drawn(mask_to_indices(mask))
+        step = LassoStep(self.key, tuple(geometry[:, 0].tolist()), tuple(geometry[:, 1].tolist()), self.state.mode)
+        self.state.select_drawn(mask_to_indices(mask), step=step)
 
     def _on_tap(self, x: float | None = None, y: float | None = None, **_: Any) -> None:
         if x is None or y is None:

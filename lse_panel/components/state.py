@@ -81,6 +81,8 @@ class ExplorerState(param.Parameterized):
         super().__init__(**params)
         self.cohort = cohort
         self.store: Any = None  # a SubgroupStore whose names the comparison may take (set by SubgroupManager)
+        # How the region was made, step by step (a box, a lasso, ids), so a saved subgroup keeps its rule.
+        self._region_steps: list[tuple[Any, np.ndarray, str]] = []
         self.param.watch(self._sync_selection, ["region", "filters"])
         kinds = list(cohort.latents) or ["fused"]
         self.param.decode_from.objects = kinds
@@ -106,10 +108,12 @@ class ExplorerState(param.Parameterized):
             return store.members(self.comparison)
         raise ValueError(f"unknown comparison group {self.comparison!r}")
 
-    def select(self, indices: np.ndarray, mode: str = "new") -> None:
+    def select(self, indices: np.ndarray, mode: str = "new", *, step: Any = None) -> None:
         """Set the region to ``indices`` (combined with the current one by ``mode``); filters then apply.
 
         Without active filters the selection becomes exactly the sorted unique ``indices``.
+        ``step`` is the geometry that produced them (a ``BoxStep`` or ``LassoStep`` from
+        :mod:`lse_panel.cohort.subgroups`); without one, the rule records the subjects' ids.
         """
         indices = sorted_unique(np.asarray(indices, dtype=np.int64), "selection")
         if indices.size and (indices[0] < 0 or indices[-1] >= self.cohort.n_subjects):
@@ -120,14 +124,28 @@ class ExplorerState(param.Parameterized):
         if mode not in MODES:
             raise ValueError(f"unknown selection mode {mode!r}; use one of {MODES}")
         current = self.region if self.region is not None else EMPTY
+        if mode == "new":
+            self._region_steps = []
+        self._region_steps.append((step, indices, mode))
         self.region = combine(current, indices, mode)
 
-    def select_drawn(self, indices: np.ndarray) -> None:
+    def select_drawn(self, indices: np.ndarray, *, step: Any = None) -> None:
         """Combine a box or lasso result with the region using the current :attr:`mode`."""
-        self.select(indices, self.mode)
+        self.select(indices, self.mode, step=step)
+
+    def region_rule(self) -> list[Any]:
+        """The steps that rebuild the region: recorded geometry where drawn, subject ids otherwise."""
+        from lse_panel.cohort.subgroups import IdsStep
+
+        ids = np.asarray(self.cohort.ids)
+        return [
+            step if step is not None else IdsStep(ids[indices], mode=mode)
+            for step, indices, mode in self._region_steps
+        ]
 
     def clear(self) -> None:
         """Forget the region and every filter: nothing is selected."""
+        self._region_steps = []
         self.param.update(region=None, filters={})
         self.selection = EMPTY
 

@@ -72,7 +72,8 @@ def selection_rule(state: ExplorerState) -> list[Step]:
     }
     steps: list[Step] = []
     if state.region is not None:
-        steps.append(IdsStep(ids[state.region]))
+        recorded = state.region_rule() if hasattr(state, "region_rule") else []
+        steps.extend(recorded or [IdsStep(ids[state.region])])
     if ranges:
         steps.append(FilterStep(ranges=ranges, mode="intersect" if steps else "new"))
     if not steps and state.n_selected:
