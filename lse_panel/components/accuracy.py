@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable
+from functools import partial
+
+from typing import Any, Callable
 
 import holoviews as hv
 import numpy as np
@@ -18,20 +20,12 @@ from lse_panel.components.decode import comparison_size, privacy_reasons
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
 from lse_panel.components.scheduling import Scheduler
+from lse_panel.components.cache import cohort_cached as shared_cohort_cached
 
 COLUMNS = ["phenotype", "task", "latent", "group", "metric", "value", "ci_low", "ci_high", "n"]
 
 
-def _cohort_cached(cohort: Cohort, key: Hashable, compute: Callable[[], Any]) -> Any:
-    """Process-wide cache of values that depend on the cohort only (shared by every session)."""
-    full_key = ("lse_panel.components.accuracy", id(cohort), key)
-    hit = pn.state.cache.get(full_key)
-    # The cohort is stored with the value: an id reused by a new cohort must not hit.
-    if hit is not None and hit[0] is cohort:
-        return hit[1]
-    value = compute()
-    pn.state.cache[full_key] = (cohort, value)
-    return value
+_cohort_cached = partial(shared_cohort_cached, namespace="lse_panel.components.accuracy")
 
 
 

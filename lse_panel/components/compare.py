@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from typing import Any, Callable, Hashable, Mapping
 
 import holoviews as hv
@@ -32,6 +34,7 @@ from lse_panel.plotting.compare import (
     histogram_frame,
 )
 from lse_panel.components.scheduling import Scheduler
+from lse_panel.components.cache import cohort_cached as shared_cohort_cached
 
 Group = np.ndarray
 """Row indices (sorted int64) or a boolean mask over the cohort."""
@@ -47,16 +50,7 @@ TABLE_COLUMNS = ["group", "reference", *COMPARE_COLUMNS, "hidden"]
 """Columns of :attr:`ComparePane.table` (and :func:`compare_with_reference`)."""
 
 
-def _cohort_cached(cohort: Cohort, key: Hashable, compute: Callable[[], Any]) -> Any:
-    """Process-wide cache of values that depend on the cohort only (shared by every session)."""
-    full_key = ("lse_panel.components.compare", id(cohort), key)
-    hit = pn.state.cache.get(full_key)
-    # The cohort is stored with the value: an id reused by a new cohort must not hit.
-    if hit is not None and hit[0] is cohort:
-        return hit[1]
-    value = compute()
-    pn.state.cache[full_key] = (cohort, value)
-    return value
+_cohort_cached = partial(shared_cohort_cached, namespace="lse_panel.components.compare")
 
 
 def _size(group: Group | None, n: int) -> int:

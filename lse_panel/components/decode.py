@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable
+from functools import partial
+
+from typing import Any, Callable
 
 import holoviews as hv
 import numpy as np
@@ -18,11 +20,11 @@ from lse_panel.analysis.decode import (
     selection_comparison_means,
 )
 from lse_panel.analysis.privacy import PrivacyPolicy
-from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.schema import Modality
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.signals import create_modality_plot, modality_from_array
 from lse_panel.components.scheduling import Scheduler
+from lse_panel.components.cache import cohort_cached as shared_cohort_cached
 
 MAX_SAMPLES = 4
 """Most subjects shown as original vs reconstruction: individual records are heavy and sensitive."""
@@ -31,16 +33,7 @@ MEAN_GROUPS = ("selection", "comparison")
 SUBJECT_GROUPS = ("original", "reconstruction")
 
 
-def _cohort_cached(cohort: Cohort, key: Hashable, compute: Callable[[], Any]) -> Any:
-    """Process-wide cache of values that depend on the cohort only (shared by every session)."""
-    full_key = ("lse_panel.components.decode", id(cohort), key)
-    hit = pn.state.cache.get(full_key)
-    # The cohort is stored with the value: an id reused by a new cohort must not hit.
-    if hit is not None and hit[0] is cohort:
-        return hit[1]
-    value = compute()
-    pn.state.cache[full_key] = (cohort, value)
-    return value
+_cohort_cached = partial(shared_cohort_cached, namespace="lse_panel.components.decode")
 
 
 def comparison_size(state: ExplorerState) -> tuple[int, str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Mapping
+from functools import partial
+
+from typing import Any, Callable, Mapping
 
 import holoviews as hv
 import numpy as np
@@ -24,6 +26,7 @@ from lse_panel.cohort.schema import Modality
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.signals import create_modality_plot, modality_from_array
 from lse_panel.components.scheduling import Scheduler
+from lse_panel.components.cache import cohort_cached as shared_cohort_cached
 
 N_PRINCIPAL = 5
 """Principal directions offered: beyond the fifth, a 64-value latent's directions explain little each."""
@@ -41,30 +44,7 @@ DIRECTION_TYPES = {
 
 
 # -- helpers shared with the interpolation pane ------------------------------------------------
-def cohort_cached(cohort: Cohort, key: Hashable, compute: Callable[[], Any]) -> Any:
-    """Process-wide cache of values that depend on the cohort only (shared by every session).
-
-    Parameters
-    ----------
-    cohort
-        The cohort the value is derived from; stored with it so a recycled ``id`` never hits.
-    key
-        What the value is, e.g. ``("covariance", "fused")``.
-    compute
-        Called on a miss.
-
-    Returns
-    -------
-    object
-        The cached or freshly computed value.
-    """
-    full_key = ("lse_panel.components.latent_paths", id(cohort), key)
-    hit = pn.state.cache.get(full_key)
-    if hit is not None and hit[0] is cohort:
-        return hit[1]
-    value = compute()
-    pn.state.cache[full_key] = (cohort, value)
-    return value
+cohort_cached = partial(shared_cohort_cached, namespace="lse_panel.components.latent_paths")
 
 
 def block_statistics(cohort: Cohort, kind: str) -> dict[str, np.ndarray]:

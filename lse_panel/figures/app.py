@@ -91,7 +91,7 @@ page and its axis ranges, or null until it is drawn."""
 
 def frame_box(page: Any, title: str, timeout_ms: int = 60_000) -> dict[str, Any]:
     """Wait for the plot titled ``title...`` to be drawn; its data frame on the page and axis ranges."""
-    handle = page.wait_for_function(FRAME_JS, arg=title, timeout=timeout_ms)
+    page.wait_for_function(FRAME_JS, arg=title, timeout=timeout_ms)
     # Layout settles after the first draw (fonts, colour bar, template); measure once it has.
     page.wait_for_timeout(1000)
     return page.wait_for_function(FRAME_JS, arg=title, timeout=timeout_ms).json_value()

@@ -88,7 +88,7 @@ def test_ecg_selection_is_highlighted_in_mri_view(page, served_explorer, ui_coho
     url, sessions = served_explorer
     page.goto(url)
     ecg_box = frame_box(page, "ecg latent space")
-    mri_box = frame_box(page, "mri latent space")
+    frame_box(page, "mri latent space")
     explorer = sessions[-1]
     select_tool(page, 0, "box-select")
     (x0, x1), (y0, y1) = ecg_box["x_range"], ecg_box["y_range"]
