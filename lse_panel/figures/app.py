@@ -48,6 +48,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_listening(port: int, timeout_s: float = 30.0) -> None:
+    """Block until a server on 127.0.0.1:``port`` accepts connections (``pn.serve(threaded=True)`` returns first)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on port {port} after {timeout_s:.0f} s") from None
+            time.sleep(0.1)
+
+
 def serve_app(bundle: str | os.PathLike[str], port: int, *, timeout: float = 90.0) -> subprocess.Popen:
     """Start ``panel serve apps/explorer.py`` on ``bundle`` (127.0.0.1:port) and wait until it answers."""
     import urllib.request

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Iterator
 
 import panel as pn
 import pytest
 
 from lse_panel.components.explorer import Explorer
-from lse_panel.figures.app import CHROMIUM, CHROMIUM_ARGS, free_port
+from lse_panel.figures.app import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    free_port,
+    wait_until_listening,
+)
 from lse_panel.testing import tiny_cohort, tiny_decoder
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -50,10 +54,8 @@ def served_explorer(ui_cohort) -> Iterator[tuple[str, list[Explorer]]]:
     port = free_port()
     server = pn.serve({"explorer": app}, port=port, address="127.0.0.1", threaded=True, show=False,
                       websocket_origin=f"127.0.0.1:{port}")
-    deadline = time.monotonic() + 30
-    while not getattr(server, "_started", True) and time.monotonic() < deadline:
-        time.sleep(0.1)
     try:
+        wait_until_listening(port)
         yield f"http://127.0.0.1:{port}/explorer", sessions
     finally:
         server.stop()

@@ -12,6 +12,7 @@ from lse_panel.analysis.selection import ray_casting_mask_reference
 from lse_panel.figures.app import (
     densest_point,
     frame_box,
+    free_port,
     lasso,
     select_tool,
     selection_count,
@@ -19,7 +20,6 @@ from lse_panel.figures.app import (
     to_screen,
     wait_for_count,
     write_cohort_bundle,
-    free_port,
 )
 
 pytestmark = pytest.mark.ui

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import time
 from collections.abc import Iterator
 
@@ -20,6 +19,7 @@ from lse_panel.figures.app import (
     select_tool,
     to_screen,
     wait_for_count,
+    wait_until_listening,
     write_cohort_bundle,
 )
 from lse_panel.testing import tiny_cohort, tiny_decoder
@@ -45,23 +45,10 @@ def served_bundle(tmp_path) -> Iterator[tuple[str, object, list[Explorer]]]:
                       websocket_origin=f"127.0.0.1:{port}")  # fmt: skip
     url = f"http://127.0.0.1:{port}/explorer"
     try:
-        _wait_until_listening(port)
+        wait_until_listening(port)
         yield url, bundle, sessions
     finally:
         server.stop()
-
-
-def _wait_until_listening(port: int, timeout_s: float = 30.0) -> None:
-    """Block until the threaded server accepts connections (``pn.serve(threaded=True)`` returns before)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on port {port} after {timeout_s:.0f} s") from None
-            time.sleep(0.1)
 
 
 def _box_drag(page, box) -> None:
