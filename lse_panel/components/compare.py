@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-
 from typing import Any, Callable, Hashable, Mapping
 
 import holoviews as hv
@@ -19,6 +18,9 @@ from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.subgroups import SubgroupStore
 from lse_panel.components.accuracy import prepared_metrics
+from lse_panel.components.cache import cohort_cached as shared_cohort_cached
+from lse_panel.components.decode import privacy_reasons
+from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.compare import (
     REFERENCE_COLOUR,
@@ -33,8 +35,6 @@ from lse_panel.plotting.compare import (
     histogram_edges,
     histogram_frame,
 )
-from lse_panel.components.scheduling import Scheduler
-from lse_panel.components.cache import cohort_cached as shared_cohort_cached
 
 Group = np.ndarray
 """Row indices (sorted int64) or a boolean mask over the cohort."""
@@ -422,6 +422,19 @@ class ComparePane(pn.viewable.Viewer):
         sizes = {reference: _size(reference_rows, n_total)}
         sizes.update({label: _size(rows, n_total) for label, rows in groups.items()})
         hidden = {label: r for label, n in sizes.items() if (r := policy.check(n, label)) is not None}
+        leak = privacy_reasons(policy, state.n_selected, sizes[reference], state.comparison)
+        if state.comparison == "rest" and leak:
+            # The rest is the cohort minus the selection, and the cohort's figures are shown
+            # elsewhere: any figure of the rest next to them reveals the small group's.
+            message = "Hidden by the privacy floor: " + "; ".join(leak.values()) + (
+                ". Compare with the whole cohort or a saved subgroup instead."
+            )
+            self._set(groups=sizes, reference=reference, hidden={**hidden, reference: leak.get("comparison", "")},
+                      table=None, accuracy=None, distributions={}, message=message)  # fmt: skip
+            self._alert.param.update(object=message, alert_type="warning", visible=True)
+            self._summary.object = ""
+            self._results.visible = False
+            return
         table = compare_with_reference(state.cohort, groups, reference_rows, reference_label=reference, policy=policy)
         accuracy = None
         if self.show_accuracy and state.cohort.predictions:

@@ -130,6 +130,7 @@ def test_privacy_floor_hides_small_groups_everywhere(cohort: Cohort) -> None:
     manager = SubgroupManager(state)
     pane = ComparePane(state, manager.store, policy=PrivacyPolicy(min_group_size=10), phenotypes=["age", "sex"])
     manager.save_condition("big", "age >= 55")
+    state.comparison = "all"  # against "rest", see test_small_selection_against_rest_hides_everything
     state.select(np.arange(7))  # below the floor
     pane.subgroups = ["big"]
     assert set(pane.hidden) == {"selection"} and "fewer than 10 subjects (7)" in pane.message
@@ -159,6 +160,22 @@ def test_privacy_floor_hides_small_groups_everywhere(cohort: Cohort) -> None:
         assert "few" not in set(frame["group"])
     assert (pane._table.object["few mean"] == "hidden (n < 10)").all()
     pn.panel(pane).get_root()
+
+
+def test_small_selection_against_rest_hides_everything(cohort: Cohort) -> None:
+    # The rest is the cohort minus the selection; with the cohort's figures shown elsewhere, any
+    # figure of the rest would give the small selection's away by subtraction.
+    state = ExplorerState(cohort)
+    manager = SubgroupManager(state)
+    pane = ComparePane(state, manager.store, policy=PrivacyPolicy(min_group_size=10), phenotypes=["age"])
+    manager.save_condition("big", "age >= 55")
+    pane.subgroups = ["big"]
+    state.select(np.arange(7))
+    assert pane.table is None and pane.accuracy is None and pane.distributions == {}
+    assert "rest" in pane.hidden and "whole cohort" in pane.message
+    state.select(np.arange(50))  # above the floor: everything comes back
+    assert pane.table is not None and not pane.table["hidden"].any()
+    assert pane.distributions
 
 
 def test_everyone_selected_says_the_rest_is_empty(cohort: Cohort) -> None:
