@@ -106,6 +106,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return subprocess.call(command, env=env)
 
 
+def _cmd_subgroups(args: argparse.Namespace) -> int:
+    from lse_panel.cohort.bundle import open_bundle
+    from lse_panel.cohort.subgroups import SubgroupStore
+
+    store = SubgroupStore(open_bundle(args.bundle))
+    if args.action == "list":
+        for subgroup in store.list():
+            print(f"{subgroup.name}\t{subgroup.n}\t{subgroup.colour}")
+        return 0
+    if not args.name or not args.out:
+        raise ValueError("`lse subgroups export` needs a subgroup NAME and --out FILE (.csv or .parquet).")
+    path = store.export(args.name, args.out)
+    print(f"wrote subgroup {args.name!r} ({store.get(args.name).n:,} subjects) to {path}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     scripts = sorted((REPO_ROOT / "tests" / "benchmarks").glob("bench_*.py"))
     if args.only:
@@ -175,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="open a browser")
     p.set_defaults(func=_cmd_serve)
 
+    p = sub.add_parser("subgroups", help="list a bundle's saved subgroups, or export one's ids and phenotypes")
+    p.add_argument("action", choices=["list", "export"], help="what to do")
+    p.add_argument("bundle", type=Path, help="bundle directory")
+    p.add_argument("name", nargs="?", help="subgroup to export")
+    p.add_argument("--out", type=Path, help="file to write: .csv or .parquet")
+    p.set_defaults(func=_cmd_subgroups)
+
     p = sub.add_parser("bench", help="run the benchmark scripts and print their figures")
     p.add_argument("--only", help="run only scripts whose name contains this")
     p.set_defaults(func=_cmd_bench)
@@ -185,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:  # BundleError, ModelError and bad options are ValueErrors
+    except (ValueError, KeyError, FileNotFoundError) as exc:  # BundleError, ModelError, unknown names
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

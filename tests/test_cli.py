@@ -14,7 +14,7 @@ from lse_panel.cohort.bundle import open_bundle
 
 def test_help_lists_every_subcommand() -> None:
     out = subprocess.run([sys.executable, "-m", "lse_panel.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("synth", "train", "embed", "build", "serve", "bench"):
+    for command in ("synth", "train", "embed", "build", "serve", "subgroups", "bench"):
         assert command in out
 
 
@@ -51,3 +51,21 @@ def test_synth_rejects_bad_sizes(tmp_path: Path, subjects: str, capsys) -> None:
     assert main(["synth", "--subjects", subjects, "--out", str(tmp_path / "b")]) == 2
     assert "between 1 and" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_subgroups_list_and_export(tmp_path: Path, capsys) -> None:
+    import pandas as pd
+
+    from lse_panel.cohort.subgroups import SubgroupStore
+
+    assert main(["synth", "--subjects", "300", "--out", str(tmp_path / "b")]) == 0
+    SubgroupStore(open_bundle(tmp_path / "b")).save_condition("older", "age >= 60")
+    capsys.readouterr()
+    assert main(["subgroups", "list", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.startswith("older\t")
+    out = tmp_path / "older.csv"
+    assert main(["subgroups", "export", str(tmp_path / "b"), "older", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert (table["age"] >= 60).all() and len(table) == SubgroupStore(open_bundle(tmp_path / "b")).get("older").n
+    assert main(["subgroups", "export", str(tmp_path / "b"), "nobody", "--out", str(out)]) == 2
+    assert "nobody" in capsys.readouterr().err
