@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-
 from typing import Any, Callable
 
 import holoviews as hv
@@ -21,10 +20,10 @@ from lse_panel.analysis.decode import (
 )
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.cohort.schema import Modality
+from lse_panel.components.cache import cohort_cached as shared_cohort_cached
+from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.signals import create_modality_plot, modality_from_array
-from lse_panel.components.scheduling import Scheduler
-from lse_panel.components.cache import cohort_cached as shared_cohort_cached
 
 MAX_SAMPLES = 4
 """Most subjects shown as original vs reconstruction: individual records are heavy and sensitive."""
@@ -81,6 +80,18 @@ def privacy_reasons(policy: PrivacyPolicy, n_selection: int, n_comparison: int, 
                 )
     return reasons
 
+
+
+def frame_players(specs: dict[str, Modality]) -> dict[str, pn.widgets.Player]:
+    """One looping frame player per image-sequence modality, paced by its frame interval."""
+    return {
+        name: pn.widgets.Player(
+            label=f"{name} frame", start=0, end=spec.n_frames - 1, value=0, loop_policy="loop",
+            interval=max(int(spec.frame_interval_ms), 20), show_loop_controls=False, width=300,
+        )
+        for name, spec in specs.items()
+        if spec.kind == "image_sequence"
+    }
 
 
 class DecodePane(pn.viewable.Viewer):
@@ -272,14 +283,7 @@ class DecodePane(pn.viewable.Viewer):
         if specs == self._specs:
             return
         self._specs = specs
-        self._players = {
-            name: pn.widgets.Player(
-                name=f"{name} frame", start=0, end=spec.n_frames - 1, value=0, loop_policy="loop",
-                interval=max(int(spec.frame_interval_ms), 20), show_loop_controls=False, width=300,
-            )
-            for name, spec in specs.items()
-            if spec.kind == "image_sequence"
-        }
+        self._players = frame_players(specs)
         self._mean_pipes = {name: hv.streams.Pipe(data={}) for name in specs}
         cards = []
         for name, spec in specs.items():

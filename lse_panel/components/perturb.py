@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-
 from typing import Any, Callable, Mapping
 
 import holoviews as hv
@@ -11,7 +10,12 @@ import numpy as np
 import panel as pn
 import param
 
-from lse_panel.analysis.decode import Decoder, latent_sum, mean_latent, selection_comparison_means
+from lse_panel.analysis.decode import (
+    Decoder,
+    latent_sum,
+    mean_latent,
+    selection_comparison_means,
+)
 from lse_panel.analysis.latent_paths import (
     decode_path,
     direction_from_means,
@@ -23,10 +27,11 @@ from lse_panel.analysis.latent_paths import (
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.schema import Modality
+from lse_panel.components.cache import cohort_cached as shared_cohort_cached
+from lse_panel.components.decode import frame_players
+from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.signals import create_modality_plot, modality_from_array
-from lse_panel.components.scheduling import Scheduler
-from lse_panel.components.cache import cohort_cached as shared_cohort_cached
 
 N_PRINCIPAL = 5
 """Principal directions offered: beyond the fifth, a 64-value latent's directions explain little each."""
@@ -326,14 +331,7 @@ class PerturbPane(_LivePane):
         if specs == self._specs:
             return
         self._specs = specs
-        self._players = {
-            name: pn.widgets.Player(
-                label=f"{name} frame", start=0, end=spec.n_frames - 1, value=0, loop_policy="loop",
-                interval=max(int(spec.frame_interval_ms), 20), show_loop_controls=False, width=300,
-            )
-            for name, spec in specs.items()
-            if spec.kind == "image_sequence"
-        }
+        self._players = frame_players(specs)
         self._pipes = {name: hv.streams.Pipe(data={}) for name in specs}
         cards = []
         for name, spec in specs.items():
