@@ -9,8 +9,8 @@ from lse_panel.cohort.schema import ImageSequenceModality
 from lse_panel.synth.phenotypes import hidden_factors
 from lse_panel.synth.random import hash_ids, noise_bank
 
-__all__ = ["DEFAULT_MRI_SHAPE", "FIELD_OF_VIEW_CM", "NOMINAL_CYCLE_MS", "cycle_contraction", "generate_mri",
-           "mri_modality"]
+__all__ = ["DEFAULT_MRI_SHAPE", "FIELD_OF_VIEW_CM", "NOMINAL_CYCLE_MS", "cycle_contraction", "end_systole_phase",
+           "generate_mri", "mri_modality"]
 
 DEFAULT_MRI_SHAPE = (16, 48, 48)
 """(frames, height, width) of the demo cine; UK Biobank's 4-chamber cines are 50 × 96 × 96 (ml4h crops)."""
@@ -19,7 +19,7 @@ FIELD_OF_VIEW_CM = 24.0
 NOMINAL_CYCLE_MS = 1000.0
 """Frames span one cycle of a nominal 60 bpm heart (cines are retrospectively binned per subject)."""
 END_SYSTOLE_PHASE = 0.35
-"""Fraction of the cycle at which the LV is smallest."""
+"""Nominal fraction of the cycle at which the LV is smallest (per subject: :func:`end_systole_phase`)."""
 
 # bSSFP-like signal levels: bright blood, dark myocardium, grey chest wall, black lungs.
 _BLOOD, _ATRIAL_BLOOD, _MYO, _BODY, _LUNG, _FAT = 0.85, 0.8, 0.15, 0.3, 0.04, 0.6
@@ -61,7 +61,18 @@ def mri_modality(shape: tuple[int, int, int] = DEFAULT_MRI_SHAPE) -> ImageSequen
     )
 
 
-def cycle_contraction(phase: np.ndarray) -> np.ndarray:
+def end_systole_phase(heart_rate: np.ndarray, qtc: np.ndarray) -> np.ndarray:
+    """Cycle phase of end-systole from the ECG's timing: mechanical systole ends near the T-wave end.
+
+    QT = QTc * sqrt(RR) (Bazett), so QT/RR = QTc / sqrt(RR): systole takes a larger fraction of the
+    cycle at fast heart rates. Scaled by 0.85 (aortic closure a little before the T-wave end) and
+    clipped to [0.25, 0.55].
+    """
+    rr = 60.0 / np.asarray(heart_rate, dtype=np.float64)
+    return np.clip(0.85 * np.asarray(qtc, dtype=np.float64) / 1000.0 / np.sqrt(rr), 0.25, 0.55)
+
+
+def cycle_contraction(phase: np.ndarray, es: np.ndarray | float = END_SYSTOLE_PHASE) -> np.ndarray:
     """Fraction of the stroke volume ejected at each cycle phase (0 at end-diastole, 1 at end-systole).
 
     Ejection, rapid filling, diastasis, then the atrial kick back to end-diastole.
@@ -70,6 +81,8 @@ def cycle_contraction(phase: np.ndarray) -> np.ndarray:
     ----------
     phase
         Cycle phase in [0, 1).
+    es
+        End-systolic phase (scalar or broadcastable to ``phase``); rapid filling lasts 0.25 after it.
 
     Returns
     -------
@@ -77,12 +90,13 @@ def cycle_contraction(phase: np.ndarray) -> np.ndarray:
         Contraction in [0, 1], shaped like ``phase``.
     """
     p = np.asarray(phase, dtype=np.float64) % 1.0
-    es = END_SYSTOLE_PHASE
-    eject = 0.5 * (1 - np.cos(np.pi * p / es))
-    fill = 0.25 + 0.375 * (1 + np.cos(np.pi * np.clip((p - es) / (0.6 - es), 0, 1)))
-    diastasis = 0.25 - 0.05 * np.clip((p - 0.6) / 0.25, 0, 1)
+    es = np.asarray(es, dtype=np.float64)
+    fe = es + 0.25  # end of rapid filling
+    eject = 0.5 * (1 - np.cos(np.pi * np.minimum(p / es, 1.0)))
+    fill = 0.25 + 0.375 * (1 + np.cos(np.pi * np.clip((p - es) / (fe - es), 0, 1)))
+    diastasis = 0.25 - 0.05 * np.clip((p - fe) / (0.85 - fe), 0, 1)
     kick = 0.1 * (1 + np.cos(np.pi * np.clip((p - 0.85) / 0.15, 0, 1)))
-    return np.select([p < es, p < 0.6, p < 0.85], [eject, fill, diastasis], kick)
+    return np.select([p < es, p < fe, p < 0.85], [eject, fill, diastasis], kick)
 
 
 def _lv_geometry(volume: np.ndarray, edv: np.ndarray, mass: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -106,7 +120,8 @@ def _lv_geometry(volume: np.ndarray, edv: np.ndarray, mass: np.ndarray) -> tuple
 def _frame_geometry(ph: dict[str, np.ndarray], hf: dict[str, np.ndarray], n_frames: int) -> np.ndarray:
     """Per-subject, per-frame anatomy in cm: (n, frames, N_FRAME_PARAMS) float32."""
     from lse_panel.synth import _mri_kernel as K  # numba loads on first use, not on import
-    c = cycle_contraction(np.arange(n_frames) / n_frames)[None, :]
+    es = end_systole_phase(ph["heart_rate"], ph["qtc"])[:, None]
+    c = cycle_contraction(np.arange(n_frames)[None, :] / n_frames, es)
     edv, esv, mass = ph["lvedv"][:, None], ph["lvesv"][:, None], ph["lv_mass"][:, None]
     length, radius, wall = _lv_geometry(edv - c * (edv - esv), edv, mass)
     r_ed, w_ed = radius[:, :1], wall[:, :1]
@@ -147,7 +162,7 @@ def generate_mri(
     """Generate a 4-chamber cine over one cardiac cycle for each subject.
 
     The LV is a half prolate ellipsoid cut through its long axis: the cavity follows
-    LVEDV at frame 0 to LVESV at end-systole (35 % of the cycle), the wall thickness
+    LVEDV at frame 0 to LVESV at end-systole (about QT/RR of the cycle, 35 % nominal), the wall thickness
     keeps the myocardial volume equal to 1.4 × LV mass / 1.05 g/mL (the
     reference masses leave out papillary muscles and trabeculae), so hypertrophied walls are
     visibly thicker and every wall thickens in systole. RV, atria (larger in AF and
@@ -157,7 +172,8 @@ def generate_mri(
     Parameters
     ----------
     phenotypes
-        Rows for ``ids`` (``lvedv``, ``lvesv``, ``lv_mass`` are used).
+        Rows for ``ids`` (``lvedv``, ``lvesv``, ``lv_mass``; ``heart_rate`` and ``qtc`` set the
+        end-systolic phase, QT/RR, see :func:`end_systole_phase`).
     ids
         The subjects' integer ids, aligned with ``phenotypes``.
     seed
@@ -178,7 +194,7 @@ def generate_mri(
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"shape must be (frames, height, width) of positive ints, got {shape!r}")
     hf = hidden_factors(ids, seed)
-    ph = {c: phenotypes[c].to_numpy(np.float64) for c in ("lvedv", "lvesv", "lv_mass")}
+    ph = {c: phenotypes[c].to_numpy(np.float64) for c in ("lvedv", "lvesv", "lv_mass", "heart_rate", "qtc")}
     # Noise field per (subject, frame), picked by hash so it depends only on (seed, id).
     frame_keys = np.stack([hash_ids(seed, ids, f"mri_noise/{t}") for t in range(shape[0])], axis=1)
     noise_idx = (frame_keys % np.uint64(_NOISE_BANK)).astype(np.intp)

@@ -135,17 +135,20 @@ def _latent(ids: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     out["pr_interval"] = np.clip(
         155.0 * np.exp(0.185 * z("pr")) + 0.6 * da + 4.0 * male, 90.0, 400.0
     )
-    block = u("bbb") < _sigmoid(-4.4 + 0.05 * da + 0.5 * male + 0.5 * lvh)
+    # Dilated, poorly contracting LVs often conduct late (LBBB is common in HFrEF).
+    block = u("bbb") < _sigmoid(-4.4 + 0.05 * da + 0.5 * male + 0.5 * lvh + 1.8 * hf)
     qrs = (
         np.where(male > 0, 92.0, 84.5)
         + 0.12 * (lvmi - lvmi_ref)
         + 0.05 * da
-        + 7.2 * z("qrs")
+        + 0.08 * (edvi - np.where(male > 0, 82.0, 73.0))
+        + 7.0 * z("qrs")
     )
     qrs = np.where(block, 138.0 + 10.0 * z("qrs_block"), qrs)
     out["qrs_duration"] = np.clip(qrs, 60.0, 200.0)
     # Block kind (1 right, 2 left bundle) only shapes the raw ECG.
-    out["conduction_block"] = np.where(block, np.where(u("bbb_kind") < 0.6, 1.0, 2.0), 0.0)
+    # In heart failure the block is mostly left-sided.
+    out["conduction_block"] = np.where(block, np.where(u("bbb_kind") < np.where(hf, 0.25, 0.6), 1.0, 2.0), 0.0)
 
     # Repolarisation: QTc longer in women, with wide QRS, with age and LVH.
     qtc = (
@@ -158,7 +161,13 @@ def _latent(ids: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     out["qtc"] = np.clip(qtc, 340.0, 520.0)
 
     # Hidden, non-phenotype factors the raw generators need.
-    out["qrs_axis_deg"] = 32.0 - 0.5 * da - 0.8 * dbmi - 8.0 * lvh + 20.0 * z("qrs_axis")
+    # Anatomical orientation of the heart in the chest (degrees, + = more vertical): horizontal in
+    # obese, short and older subjects (raised diaphragm), vertical in tall thin ones. It drives both
+    # the electrical QRS axis and the long-axis tilt seen in the cine.
+    dh = height - np.where(male > 0, 175.8, 162.4)
+    orient = 15.0 * z("heart_orient") - 1.0 * dbmi + 0.4 * dh - 0.3 * da
+    out["heart_orientation_deg"] = orient
+    out["qrs_axis_deg"] = 32.0 + orient - 0.2 * da - 8.0 * lvh + 10.0 * z("qrs_axis")
     out["heart_rotation_deg"] = 10.0 * z("heart_rotation")
     out["qrs_amplitude_scale"] = np.exp(0.18 * z("qrs_amp")) * (27.5 / bmi) ** 0.5 * (1.0 - 0.08 * female)
     out["t_amplitude_scale"] = np.exp(0.22 * z("t_amp"))
@@ -170,18 +179,23 @@ def _latent(ids: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     out["af_freq_hz"] = 4.5 + 3.0 * u("af_freq")
     out["af_amplitude_mv"] = 0.03 + 0.04 * u("af_amp")
     out["af_phase"] = 2.0 * np.pi * u("af_phase")
-    out["image_angle_deg"] = 6.0 * z("image_angle")
+    # The 4-chamber plane follows the heart's own long axis, so the in-plane tilt of the LV
+    # tracks the anatomical orientation (plus a little slice-planning scatter).
+    out["image_angle_deg"] = 0.35 * orient + 2.5 * z("image_angle")
     out["image_shift_x"] = 0.025 * z("image_shift_x")
     out["image_shift_y"] = 0.025 * z("image_shift_y")
-    out["image_scale"] = np.exp(0.05 * z("image_scale"))
+    # Field of view is planned to the chest: a larger body gets a larger FOV, so the heart looks smaller.
+    out["image_scale"] = np.exp(0.03 * z("image_scale")) * (27.5 / bmi) ** 0.25
     out["image_contrast"] = np.exp(0.1 * z("image_contrast"))
-    out["image_noise"] = 0.025 + 0.03 * u("image_noise")
+    # Thicker chest wall and fat lower the coil SNR, as it damps the ECG voltages.
+    out["image_noise"] = (0.025 + 0.03 * u("image_noise")) * (bmi / 27.5) ** 1.5
     # Atria dilate with AF, hypertension and age.
     out["atrial_scale"] = np.exp(0.08 * z("atrial")) * (1.0 + 0.25 * af + 0.08 * htn + 0.004 * da)
     return out
 
 
 HIDDEN_FACTORS = (
+    "heart_orientation_deg",
     "qrs_axis_deg",
     "heart_rotation_deg",
     "qrs_amplitude_scale",
@@ -243,7 +257,8 @@ def hidden_factors(ids: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     Returns
     -------
     dict of str to numpy.ndarray
-        float64 arrays keyed by :data:`HIDDEN_FACTORS`: ECG axis (degrees, frontal plane),
+        float64 arrays keyed by :data:`HIDDEN_FACTORS`: anatomical heart orientation (degrees,
+        shared by the ECG axis and the cine's long-axis tilt), ECG axis (degrees, frontal plane),
         heart rotation (horizontal plane), QRS/T/P amplitude scales, conduction block kind
         (0 none, 1 right, 2 left bundle), ECG noise and baseline-wander parameters, AF
         fibrillatory-wave parameters, image pose (angle, shift, scale), contrast, noise
