@@ -11,8 +11,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-MODEL_FORMAT = 1
-"""Bumped whenever the architecture changes so that old checkpoints stop loading cleanly."""
+MODEL_FORMAT = 2
+"""Bumped whenever the architecture changes so that old checkpoints stop loading cleanly.
+
+2: a learnt fusion head (:class:`LatentFusion`) makes the inference-time fused latent.
+"""
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class ModelConfig:
         frames × height × width without hard-coding the demo's.
     ecg_name, mri_name
         Manifest names of the two modalities this model was trained on.
+    fusion_width
+        Hidden width of the fusion head (:class:`LatentFusion`).
     """
 
     ecg_shape: tuple[int, int]
@@ -47,6 +52,7 @@ class ModelConfig:
     mri_max_side: int = 6
     ecg_name: str = "ecg"
     mri_name: str = "mri"
+    fusion_width: int = 256
     format: int = field(default=MODEL_FORMAT)
 
     def __post_init__(self) -> None:
@@ -58,7 +64,7 @@ class ModelConfig:
                 f"ecg_shape must be (leads, samples) and mri_shape (frames, height, width); "
                 f"got {self.ecg_shape} and {self.mri_shape}."
             )
-        if min(self.ecg_shape + self.mri_shape) < 1 or self.latent_dim < 1:
+        if min(self.ecg_shape + self.mri_shape) < 1 or min(self.latent_dim, self.fusion_width) < 1:
             raise ValueError(f"shapes and latent_dim must be positive: {self}")
 
     @property
@@ -213,6 +219,27 @@ class ImageSequenceDecoder(nn.Module):
         return self.features(h)[..., : self.shape[1], : self.shape[2]]
 
 
+class LatentFusion(nn.Module):
+    """The inference-time fused latent: the mean of the two embeddings plus a learnt correction.
+
+    Training mixes the two embeddings value by value (:meth:`CrossModalAutoencoder.fuse`), so
+    the decoders accept the mean of the two; but a mean of two 64-value codes that each hold
+    their own modality's details blurs both (held-out, the mean lost ejection fraction R²
+    0.43 → 0.29 against the MRI latent alone). This head sees both embeddings and is fitted,
+    with the autoencoder frozen, to decode both modalities from one vector; its last layer
+    starts at zero, so an untrained head gives exactly the mean.
+    """
+
+    def __init__(self, latent_dim: int, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2 * latent_dim, width), nn.ReLU(inplace=True), nn.Linear(width, latent_dim))
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+
+    def forward(self, z_ecg: torch.Tensor, z_mri: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (z_ecg + z_mri) + self.net(torch.cat([z_ecg, z_mri], dim=1))
+
+
 class CrossModalAutoencoder(nn.Module):
     """One encoder and one decoder per modality around a latent space the two share (DropFuse-style).
 
@@ -236,6 +263,7 @@ class CrossModalAutoencoder(nn.Module):
         self.ecg_decoder = SignalDecoder(leads, samples, config.latent_dim, ecg_widths)
         self.mri_encoder = ImageSequenceEncoder(config.mri_shape, config.latent_dim, mri_widths)
         self.mri_decoder = ImageSequenceDecoder(config.mri_shape, config.latent_dim, mri_widths)
+        self.fusion = LatentFusion(config.latent_dim, config.fusion_width)
         # CLIP's initial temperature 0.07; learnt in log space so it stays positive.
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         # Per-(lead, sample) mean and per-lead scale; per-(frame, pixel) mean and one scale.
@@ -307,13 +335,16 @@ class CrossModalAutoencoder(nn.Module):
         pick = torch.rand(z_ecg.shape, generator=generator, device=z_ecg.device) < p_ecg
         return torch.where(pick, z_ecg, z_mri)
 
-    @staticmethod
-    def fuse_mean(z_ecg: torch.Tensor, z_mri: torch.Tensor) -> torch.Tensor:
-        """The expected value of :meth:`fuse` over its coin flips: the inference-time fused latent."""
-        return 0.5 * (z_ecg + z_mri)
+    def fuse_latents(self, z_ecg: torch.Tensor, z_mri: torch.Tensor) -> torch.Tensor:
+        """The fused latent stored in a bundle: both embeddings of a subject through :class:`LatentFusion`."""
+        return self.fusion(z_ecg, z_mri)
 
     def forward(self, ecg: torch.Tensor, mri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_ecg(ecg), self.encode_mri(mri)
+
+    def autoencoder_parameters(self) -> list[nn.Parameter]:
+        """Everything but the fusion head, which is fitted afterwards with these frozen."""
+        return [p for name, p in self.named_parameters() if not name.startswith("fusion.")]
 
 
 def inference_copy(model: CrossModalAutoencoder) -> CrossModalAutoencoder:

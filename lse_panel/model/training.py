@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from lse_panel.cohort.schema import Modality
 from lse_panel.model.checkpoint import ModelError, _atomic_write, save_checkpoint
-from lse_panel.model.embedding import torch_threads
-from lse_panel.model.networks import CrossModalAutoencoder, ModelConfig, count_parameters
+from lse_panel.model.embedding import encode_arrays, torch_threads
+from lse_panel.model.networks import CrossModalAutoencoder, ModelConfig, count_parameters, inference_copy
 
 TRAIN_ID_OFFSET = 1_000_000_000
 """Synthetic training subjects get ids from here up: the synthetic generator keys every subject
@@ -58,6 +58,9 @@ class TrainConfig:
         Seed of the synthetic cohort the data come from.
     checkpoint_every
         Steps between ``last.pt`` saves (and validation passes).
+    fusion_steps
+        Steps fitting the fusion head (:class:`~lse_panel.model.networks.LatentFusion`) after
+        the autoencoder, which is frozen meanwhile; batches of 256 training subjects.
     """
 
     n_train: int = 32_000
@@ -71,6 +74,7 @@ class TrainConfig:
     contrastive_weight: float = 0.5
     cohort_seed: int = 0
     checkpoint_every: int = 100
+    fusion_steps: int = 600
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -275,6 +279,7 @@ def train_model(
     cohort_seed: int = 0,
     model_options: Mapping[str, Any] | None = None,
     checkpoint_every: int = 100,
+    fusion_steps: int = 600,
     resume: bool = True,
     keep_last: bool = False,
     evaluate: bool = True,
@@ -315,6 +320,8 @@ def train_model(
         Extra :class:`ModelConfig` fields (widths, ...).
     checkpoint_every
         Steps between ``last.pt`` saves and validation passes.
+    fusion_steps
+        Steps fitting the fusion head once the autoencoder is trained (see :func:`fit_fusion`).
     resume
         Continue from ``out_dir/last.pt`` if present (and made with the same options).
     keep_last
@@ -347,6 +354,7 @@ def train_model(
         contrastive_weight=contrastive_weight,
         cohort_seed=cohort_seed,
         checkpoint_every=checkpoint_every,
+        fusion_steps=fusion_steps,
     )
     if batch_size > n_train:
         raise ValueError(f"batch_size {batch_size} is larger than n_train {n_train}.")
@@ -385,7 +393,8 @@ def train_model(
         with torch.no_grad():
             k = min(n_train, 4096)
             model.set_normalisation(torch.from_numpy(ecg[:k]), torch.from_numpy(mri[:k].astype(np.float32)))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
+        # The fusion head is fitted afterwards (fit_fusion); weight decay must not move it now.
+        optimizer = torch.optim.AdamW(model.autoencoder_parameters(), lr=lr, weight_decay=tc.weight_decay)
         state = _resume_state(out_dir, tc, config) if resume else None
         history: list[dict[str, float]] = []
         start_step, elapsed = 0, 0.0
@@ -437,6 +446,11 @@ def train_model(
         bar.close()
         train_seconds = time.perf_counter() - t0
         model.eval()
+        # Not checkpointed on its own: it takes about a minute, and from the same trained
+        # autoencoder it is deterministic, so a resumed run simply refits it.
+        t_fusion = time.perf_counter()
+        fusion_history = fit_fusion(model, ecg, mri, seed=seed, steps=fusion_steps, progress=progress)
+        fusion_seconds = time.perf_counter() - t_fusion
 
         training = {
             **asdict(tc),
@@ -446,6 +460,8 @@ def train_model(
             "train_ids": [int(train_ids[0]), int(train_ids[-1])] if np.issubdtype(train_ids.dtype, np.integer) else None,
             "eval_ids": [int(eval_ids[0]), int(eval_ids[-1])] if len(eval_ids) and np.issubdtype(eval_ids.dtype, np.integer) else None,
             "train_seconds": round(train_seconds, 1),
+            "fusion_seconds": round(fusion_seconds, 1),
+            "fusion_history": fusion_history,
             "generate_seconds": round(gen_seconds, 1),
             "parameters": count_parameters(model),
             "threads": threads,
@@ -471,6 +487,61 @@ def train_model(
         # size) only matters while a run can still be interrupted.
         (out_dir / LAST).unlink(missing_ok=True)
     return out_dir
+
+
+def fit_fusion(
+    model: CrossModalAutoencoder,
+    ecg: np.ndarray,
+    mri: np.ndarray,
+    *,
+    seed: int,
+    steps: int = 600,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Fit the fusion head so that one fused latent decodes into both of a subject's records.
+
+    The encoders and decoders stay frozen (eval mode, batch norms folded): only
+    ``model.fusion`` learns, on the training set's embeddings, with the same standardised
+    MSE as training. Deterministic under ``seed``.
+
+    Returns
+    -------
+    list of dict
+        ``step`` and the running reconstruction loss of both modalities, every 100 steps.
+    """
+    if steps <= 0:
+        return []
+    net = inference_copy(model)
+    # In chunks: the training MRI is held as float16, and encode_arrays takes float32 copies.
+    chunks = [
+        encode_arrays(net, {model.config.ecg_name: ecg[i : i + 4096], model.config.mri_name: mri[i : i + 4096]})
+        for i in range(0, len(ecg), 4096)
+    ]
+    z_e = torch.from_numpy(np.concatenate([c["ecg"] for c in chunks]))
+    z_m = torch.from_numpy(np.concatenate([c["mri"] for c in chunks]))
+    fusion = model.fusion
+    fusion.train()
+    optimizer = torch.optim.AdamW(fusion.parameters(), lr=lr, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + 7)
+    history: list[dict[str, float]] = []
+    running = None
+    batch_size = min(batch_size, len(z_e))
+    for step in tqdm(range(steps), desc="fusion head", unit="step", disable=not progress):
+        idx = torch.randperm(len(z_e), generator=generator)[:batch_size].sort().values
+        x_e = net.normalise_ecg(torch.from_numpy(ecg[idx.numpy()]))
+        x_m = net.normalise_mri(torch.from_numpy(mri[idx.numpy()].astype(np.float32)))
+        z = fusion(z_e[idx], z_m[idx])
+        loss = F.mse_loss(net.ecg_decoder(z), x_e) + F.mse_loss(net.mri_decoder(z), x_m)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            history.append({"step": step + 1, "reconstruction": round(running, 5)})
+    fusion.eval()
+    return history
 
 
 @torch.no_grad()

@@ -49,5 +49,5 @@ def tiny_data(n: int, ecg_shape=TINY_ECG, mri_shape=TINY_MRI) -> TrainingData:
     return TrainingData(fetch, np.arange(n), tiny_modalities(ecg_shape, mri_shape), "tiny test data")
 
 
-TINY_TRAIN = dict(n_train=256, n_val=32, n_eval=96, steps=12, batch_size=16, checkpoint_every=6, progress=False,
+TINY_TRAIN = dict(n_train=256, n_val=32, n_eval=96, steps=12, batch_size=16, checkpoint_every=6, fusion_steps=20, progress=False,
                   latent_dim=8, model_options=TINY_OPTIONS, threads=1)

@@ -9,7 +9,7 @@ import torch
 
 from model_fixtures import TINY_ECG, TINY_MRI, tiny_modalities
 from lse_panel.model.checkpoint import ModelError, check_compatible, load_model, read_config, save_checkpoint
-from lse_panel.model.networks import CrossModalAutoencoder, ModelConfig
+from lse_panel.model.networks import MODEL_FORMAT, CrossModalAutoencoder, ModelConfig
 
 
 def test_round_trip(tmp_path):
@@ -41,7 +41,7 @@ def test_malformed_config(tiny_checkpoint):
     (tiny_checkpoint / "config.json").write_text("{not json")
     with pytest.raises(ModelError, match="not valid JSON"):
         load_model(tiny_checkpoint)
-    (tiny_checkpoint / "config.json").write_text(json.dumps({"format": 1, "model": {"ecg_shape": [12]}}))
+    (tiny_checkpoint / "config.json").write_text(json.dumps({"format": MODEL_FORMAT, "model": {"ecg_shape": [12]}}))
     with pytest.raises(ModelError, match="not a valid model config"):
         load_model(tiny_checkpoint)
 

@@ -8,7 +8,7 @@ import torch
 
 from lse_panel.cohort.bundle import open_bundle, write_bundle
 from lse_panel.model.checkpoint import ModelError, save_checkpoint
-from lse_panel.model.embedding import LATENT_KINDS, embed_bundle, encode_arrays
+from lse_panel.model.embedding import FUSION, LATENT_KINDS, embed_bundle, encode_arrays
 from lse_panel.model.networks import CrossModalAutoencoder, ModelConfig
 from model_fixtures import TINY_ECG, TINY_MRI, tiny_raw
 
@@ -68,7 +68,7 @@ def test_streaming_embed_equals_one_shot(synth_bundle, tmp_path):
         block = cohort.latent(kind)
         assert block.shape == (300, 8) and block.dtype == np.float32
         np.testing.assert_allclose(block, expected[kind], atol=1e-5)
-    assert cohort.manifest["latents"]["fused"]["fusion"] == "mean"
+    assert cohort.manifest["latents"]["fused"]["fusion"] == FUSION
     assert not list((path / "latents").glob(".*"))  # no temporary files left behind
 
 
@@ -80,3 +80,4 @@ def test_embed_refuses_a_model_of_other_shapes(synth_bundle, tmp_path):
         embed_bundle(path, tmp_path / "m", progress=False)
     assert "(4, 32, 32)" in str(err.value) and "(4, 16, 16)" in str(err.value)
     assert open_bundle(path).manifest.get("latents") == before
+

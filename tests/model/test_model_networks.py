@@ -50,7 +50,13 @@ def test_fuse_takes_each_value_from_one_modality():
     p = torch.tensor([[1.0], [0.0]])
     pure = CrossModalAutoencoder.fuse(z_e[:2], z_m[:2], g, p)
     assert torch.equal(pure[0], z_e[0]) and torch.equal(pure[1], z_m[1])
-    torch.testing.assert_close(CrossModalAutoencoder.fuse_mean(z_e, z_m), torch.full_like(z_e, 0.5))
+
+
+def test_untrained_fusion_head_gives_the_mean_of_the_two_latents():
+    torch.manual_seed(0)
+    model = CrossModalAutoencoder(ModelConfig(ecg_shape=(12, 64), mri_shape=(4, 16, 16), latent_dim=8))
+    z_e, z_m = torch.randn(5, 8), torch.randn(5, 8)
+    torch.testing.assert_close(model.fuse_latents(z_e, z_m), 0.5 * (z_e + z_m))
 
 
 def test_inference_copy_folds_batchnorm_without_changing_outputs():

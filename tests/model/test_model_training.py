@@ -116,3 +116,27 @@ def test_cross_fitting_never_predicts_a_subject_with_a_model_fitted_on_it():
     scores = cross_fit_scores(x, ph, {"age": "regression", "sex": "classification"})
     assert scores["age"] < 0.05
     assert scores["sex"] < 0.7
+
+
+def test_fusion_head_decodes_both_modalities_better_than_the_mean(tmp_path):
+    from lse_panel.model.embedding import encode_arrays
+    from lse_panel.model.networks import inference_copy
+    from model_fixtures import tiny_raw
+
+    options = {**TINY_TRAIN, "steps": 60, "lr": 5e-3, "fusion_steps": 200}
+    out = train_model(tmp_path / "m", data=tiny_data(400), evaluate=False, **options)
+    model, config = load_model(out)
+    history = json.loads((out / "config.json").read_text())["training"]["fusion_history"]
+    assert history[-1]["reconstruction"] < history[0]["reconstruction"]
+
+    raw, _ = tiny_raw(np.arange(5_000, 5_200))  # subjects the model never saw
+    net = inference_copy(model)
+    z = encode_arrays(net, raw)
+    x_e, x_m = torch.from_numpy(raw["ecg"]), torch.from_numpy(raw["mri"])
+
+    def error(latent):
+        latent = torch.from_numpy(latent)
+        with torch.no_grad():
+            return float(((net.decode_ecg(latent) - x_e) ** 2).mean() / x_e.var() + ((net.decode_mri(latent) - x_m) ** 2).mean() / x_m.var())
+
+    assert error(z["fused"]) < 0.95 * error(0.5 * (z["ecg"] + z["mri"]))
