@@ -2,8 +2,11 @@
 
 Each step records a key of its inputs in the manifest; a rerun skips every step whose key is
 unchanged, so a rerun on a finished bundle takes seconds and an interrupted one resumes where it
-stopped. Until the last step the manifest says ``build.status = "in_progress"``, which
-:func:`lse_panel.cohort.bundle.open_bundle` refuses: a half-built bundle never loads as complete.
+stopped. Until every step the app needs is done the manifest says ``build.status =
+"in_progress"``, which :func:`lse_panel.cohort.bundle.open_bundle` refuses: a half-built bundle
+never loads. Then it says ``"servable"`` (listing the projections still to come) while the
+single-modality UMAPs are computed, and ``"complete"`` at the end; ``lse serve`` serves a
+servable bundle and finishes it in the background.
 """
 
 from __future__ import annotations
@@ -129,9 +132,18 @@ def build_cohort(
     crossfit_splits: int = SETTINGS.crossfit_splits,
     crossfit_max_train: int = SETTINGS.crossfit_max_train,
     batch_size: int = SETTINGS.embed_batch_size,
+    until: str = "complete",
     progress: bool = True,
 ) -> dict[str, float]:
-    """Build (or finish building) a servable bundle; returns each step's seconds (0 when skipped)."""
+    """Build (or finish building) a bundle; returns each step's seconds (0 when skipped).
+
+    The steps the app needs (synthesis, embedding, cross-fitting, every PCA and the fused
+    latent's other projections) run first; then the bundle is marked ``servable`` and lists the
+    projections still to come, so it can be served while they are computed. ``until="servable"``
+    stops there; a later call (``until="complete"``) adds the rest and marks it ``complete``.
+    """
+    if until not in ("servable", "complete"):
+        raise ValueError(f"until must be 'servable' or 'complete', got {until!r}.")
     out = Path(out)
     model = Path(model)
     if not (model / "model.pt").exists():
@@ -166,10 +178,23 @@ def build_cohort(
         steps.timings["synth"] = time.perf_counter() - start
         if progress:
             print(f"[synth] done in {steps.timings['synth']:.1f} s", flush=True)
-    with update_bundle(out) as update:
-        update.set_build_status("in_progress")
-
     embed_key = _key(synth_key, _file_digest(model / "model.pt"))
+    crossfit_key = _key(embed_key, crossfit_splits, crossfit_max_train, seed, DOWNSTREAM_TASKS)
+    # Every PCA first (seconds), then the fused latent's other maps: the app is useful as soon as
+    # those exist. The single-modality UMAPs follow while the bundle is already servable.
+    order = [(kind, m) for m in projections if m == "pca" for kind in ("fused", "ecg", "mri")]
+    order += [(kind, m) for m in projections if m != "pca" for kind in ("fused", "ecg", "mri")]
+    project_keys = {f"{kind}/{method}": _key(embed_key, method, seed) for kind, method in order}
+    serve_first = [name for name in project_keys if name.startswith("fused/") or name.endswith("/pca")]
+    later = [name for name in project_keys if name not in serve_first]
+
+    def up_to_date(step: str, key: str) -> bool:
+        return read_manifest(out).get("build", {}).get("steps", {}).get(step, {}).get("key") == key
+
+    needed_to_serve = {"embed": embed_key, "crossfit": crossfit_key} | {f"project:{n}": project_keys[n] for n in serve_first}
+    if not all(up_to_date(step, key) for step, key in needed_to_serve.items()):
+        with update_bundle(out) as update:
+            update.set_build_status("in_progress")
 
     def embed() -> dict[str, Any]:
         from lse_panel.model.embedding import embed_bundle
@@ -178,8 +203,6 @@ def build_cohort(
         return {"figures": {k: v for k, v in (figures or {}).items() if isinstance(v, (int, float, str))}}
 
     steps.run("embed", embed_key, embed)
-
-    crossfit_key = _key(embed_key, crossfit_splits, crossfit_max_train, seed, DOWNSTREAM_TASKS)
 
     def crossfit() -> None:
         from lse_panel.analysis.crossfit import cross_fit_predictions
@@ -201,28 +224,35 @@ def build_cohort(
 
     steps.run("crossfit", crossfit_key, crossfit)
 
-    # Every PCA first (seconds), then UMAP with fused first: the app is useful as soon as the
-    # fused map exists, and the single-modality maps follow (see the projection benchmark).
-    order = [(kind, m) for m in projections if m == "pca" for kind in ("fused", "ecg", "mri")]
-    order += [(kind, m) for m in projections if m != "pca" for kind in ("fused", "ecg", "mri")]
-    for kind, method in order:
+    def project_one(name: str) -> dict[str, Any]:
+        from lse_panel.analysis.projection import project
 
-        def project_one(kind: str = kind, method: str = method) -> dict[str, Any]:
-            from lse_panel.analysis.projection import project
+        kind, _, method = name.partition("/")
+        cohort = open_bundle(out, allow_incomplete=True)
+        result = project(np.asarray(cohort.latent(kind)), method, seed=seed, progress=progress)
+        entry = result.manifest_entry()
+        with update_bundle(out) as update:
+            update.add_projection(kind, method, result.coords, params=entry["params"],
+                                  elapsed_s=entry["elapsed_s"], timings=entry["timings"])
+        return {}
 
-            cohort = open_bundle(out, allow_incomplete=True)
-            result = project(np.asarray(cohort.latent(kind)), method, seed=seed, progress=progress)
-            entry = result.manifest_entry()
-            with update_bundle(out) as update:
-                update.add_projection(kind, method, result.coords, params=entry["params"],
-                                      elapsed_s=entry["elapsed_s"], timings=entry["timings"])
-            return {}
-
-        steps.run(f"project:{kind}/{method}", _key(embed_key, method, seed), project_one)
-
-    with update_bundle(out) as update:
-        update.set_build_status("complete")
-    open_bundle(out)  # the finished bundle must load; fail loudly here rather than in the app
+    for name in serve_first:
+        steps.run(f"project:{name}", project_keys[name], lambda name=name: project_one(name))
+    for i, name in enumerate(later):
+        pending = [n for n in later[i:] if not up_to_date(f"project:{n}", project_keys[n])]
+        if not pending:
+            break
+        with update_bundle(out) as update:
+            update.set_build_status("servable", pending=pending)
+        if i == 0 and progress:
+            print(f"[servable] the bundle can be served now; still to come: {', '.join(pending)}", flush=True)
+        if until == "servable":
+            break
+        steps.run(f"project:{name}", project_keys[name], lambda name=name: project_one(name))
+    if all(up_to_date(f"project:{n}", k) for n, k in project_keys.items()):
+        with update_bundle(out) as update:
+            update.set_build_status("complete")
+    open_bundle(out)  # the bundle must load; fail loudly here rather than in the app
     if progress:
         total = sum(steps.timings.values())
         print("build times: " + ", ".join(f"{k} {v:.1f}s" for k, v in steps.timings.items()) + f"; total {total:.1f} s")

@@ -61,6 +61,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         seed=args.seed,
         model=args.model,
         projections=tuple(args.projections),
+        until=args.until,
         progress=True,
     )
     return 0
@@ -85,25 +86,56 @@ def serve_command(args: argparse.Namespace) -> list[str]:
     return command
 
 
+def _build_status(bundle: Path) -> str | None:
+    """The bundle's ``build.status``, or None when there is no bundle."""
+    from lse_panel.cohort.bundle import read_manifest
+
+    if not (bundle / "manifest.json").exists():
+        return None
+    return str(read_manifest(bundle).get("build", {}).get("status", "complete"))
+
+
+def finish_build_command(args: argparse.Namespace) -> list[str]:
+    """The ``lse build`` that finishes a servable bundle's projections in the background."""
+    return [
+        sys.executable, "-m", "lse_panel.cli", "build", "--out", str(args.bundle), "--subjects", str(args.subjects),
+        "--seed", str(args.seed), "--model", str(args.model),
+    ]
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
-    if not (bundle / "manifest.json").exists():
+    status = _build_status(bundle)
+    if status in (None, "in_progress"):
         if not args.build_if_missing:
+            what = "is not a built bundle" if status is None else "is half-built"
             print(
-                f"error: {bundle} is not a built bundle. Build it with `lse build --out {bundle}`, "
-                "or pass --build-if-missing.",
+                f"error: {bundle} {what}. Build it with `lse build --out {bundle}`, or pass --build-if-missing.",
                 file=sys.stderr,
             )
             return 2
-        print(f"{bundle} is missing: building the demo cohort ({args.subjects:,} subjects) first.")
+        print(f"{bundle} is {'missing' if status is None else 'half-built'}: building the cohort "
+              f"({args.subjects:,} subjects) up to what the app needs first.")
         from lse_panel.build import build_cohort
 
-        build_cohort(bundle, n_subjects=args.subjects, seed=args.seed, model=args.model, progress=True)
+        build_cohort(bundle, n_subjects=args.subjects, seed=args.seed, model=args.model, until="servable", progress=True)
+        status = _build_status(bundle)
+    finisher = None
+    if status == "servable" and args.build_if_missing:
+        # The remaining projections are computed while the app runs; it shows them when they land.
+        log = bundle / "build.log"
+        print(f"finishing the remaining projections in the background (progress: {log})")
+        with open(log, "ab") as fh:
+            finisher = subprocess.Popen(finish_build_command(args), stdout=fh, stderr=subprocess.STDOUT)
     command = serve_command(args)
     env = dict(os.environ, LSE_BUNDLE=str(bundle.resolve()))
     print("serving:", shlex.join(command))
     print(f"open http://{args.address}:{args.port}/explorer")
-    return subprocess.call(command, env=env)
+    try:
+        return subprocess.call(command, env=env)
+    finally:
+        if finisher is not None and finisher.poll() is None:
+            finisher.terminate()  # resumable: the next `lse serve --build-if-missing` carries on
 
 
 def _cmd_subgroups(args: argparse.Namespace) -> int:
@@ -177,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--projections", nargs="+", default=list(SETTINGS.projection_methods),
         help="projection methods (default: %(default)s)",
     )
+    p.add_argument(
+        "--until", choices=["servable", "complete"], default="complete",
+        help="stop once the app can serve the bundle, or compute every projection (default: %(default)s)",
+    )
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("serve", help="serve the explorer on a bundle (wraps `panel serve`)")
@@ -184,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=SETTINGS.port, help="port (default: %(default)s)")
     p.add_argument("--address", default=SETTINGS.address, help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--num-procs", type=int, default=SETTINGS.num_procs, help="server processes (default: %(default)s)")
-    p.add_argument("--build-if-missing", action="store_true", help="build the bundle first if it does not exist")
+    p.add_argument("--build-if-missing", action="store_true",
+                   help="build the bundle first if it does not exist (up to what the app needs; the rest in the background)")
     p.add_argument("--subjects", type=int, default=SETTINGS.demo_subjects, help="cohort size if building (default: %(default)s)")
     p.add_argument("--seed", type=int, default=SETTINGS.seed, help="seed if building (default: %(default)s)")
     p.add_argument("--model", type=Path, default=SETTINGS.demo_model, help="model if building (default: %(default)s)")

@@ -69,3 +69,39 @@ def test_subgroups_list_and_export(tmp_path: Path, capsys) -> None:
     assert (table["age"] >= 60).all() and len(table) == SubgroupStore(open_bundle(tmp_path / "b")).get("older").n
     assert main(["subgroups", "export", str(tmp_path / "b"), "nobody", "--out", str(out)]) == 2
     assert "nobody" in capsys.readouterr().err
+
+
+def test_serve_builds_to_servable_then_finishes_in_the_background(tmp_path: Path, monkeypatch) -> None:
+    import lse_panel.build
+    import lse_panel.cli as cli
+    from lse_panel.build import synthesise_bundle
+
+    bundle = tmp_path / "demo"
+    calls = {}
+
+    def fake_build(out, **kwargs):
+        calls["until"] = kwargs["until"]
+        synthesise_bundle(out, n_subjects=50, progress=False, build_status="servable")
+
+    class FakeFinisher:
+        terminated = False
+
+        def __init__(self, command, **kwargs):
+            calls["finisher"] = command
+
+        def poll(self):
+            return None
+
+        def terminate(self):
+            FakeFinisher.terminated = True
+
+    monkeypatch.setattr(lse_panel.build, "build_cohort", fake_build)
+    monkeypatch.setattr(cli.subprocess, "Popen", FakeFinisher)
+    monkeypatch.setattr(cli.subprocess, "call", lambda command, env: calls.setdefault("served", command) and 0)
+    assert main(["serve", str(bundle), "--build-if-missing", "--subjects", "1000"]) == 0
+    assert calls["until"] == "servable"
+    finisher = calls["finisher"]
+    assert finisher[finisher.index("build") + 1 :][:4] == ["--out", str(bundle), "--subjects", "1000"]
+    assert calls["served"][-1] == str(bundle.resolve())
+    assert FakeFinisher.terminated  # the server stopped: the build is left resumable, not orphaned
+    assert (bundle / "build.log").exists()

@@ -39,6 +39,9 @@ from lse_panel.cohort.schema import (
 )
 
 MANIFEST = "manifest.json"
+BUILD_STATUSES = ("in_progress", "servable", "complete")
+"""``build.status`` values: half-built (refused by :func:`open_bundle`), servable while a build
+still adds projections, complete."""
 
 
 def _fix_hint(path: Path) -> str:
@@ -224,17 +227,52 @@ class Cohort:
                 )
             self._check_column(where, block, block.shape, "float32")
         for key, coords in self.projections.items():
-            where = self._where("projections", key.replace("/", "__"))
-            self._check_column(where, coords, (n, 2), "float32")
-            if np.isnan(coords).any():
-                raise BundleError(
-                    f"{where}: projection {key!r} has NaN coordinates; every subject needs a "
-                    "position. Recompute the projection (`lse build`)."
-                )
+            self._check_projection(key, coords)
         for kind, per_phenotype in self.predictions.items():
             for name, values in per_phenotype.items():
                 where = self._where("predictions", f"{kind}/{name}")
                 self._check_column(where, values, (n,), "float32")
+
+    def _check_projection(self, key: str, coords: np.ndarray) -> None:
+        where = self._where("projections", key.replace("/", "__"))
+        self._check_column(where, coords, (self.n_subjects, 2), "float32")
+        if np.isnan(coords).any():
+            raise BundleError(
+                f"{where}: projection {key!r} has NaN coordinates; every subject needs a "
+                "position. Recompute the projection (`lse build`)."
+            )
+
+    # -- a bundle still being finished ----------------------------------------------------
+    @property
+    def build_status(self) -> str:
+        """``"complete"``, or ``"servable"`` while a build still adds projections (see :attr:`pending_projections`)."""
+        return str(self.manifest.get("build", {}).get("status", "complete"))
+
+    @property
+    def pending_projections(self) -> list[str]:
+        """Projection keys a running ``lse build`` has still to add (empty once complete)."""
+        if self.build_status != "servable":
+            return []
+        return [key for key in self.manifest.get("build", {}).get("pending", []) if key not in self.projections]
+
+    def refresh_projections(self) -> list[str]:
+        """Load the projections a background build has added since this cohort was opened.
+
+        Only projections are picked up (the build adds nothing else once a bundle is
+        servable); each new one is validated like at opening. Returns the new keys.
+        """
+        if self.path is None:
+            return []
+        manifest = read_manifest(self.path)
+        new = [key for key in manifest.get("projections", {}) if key not in self.projections]
+        for key in new:
+            meta = manifest["projections"][key]
+            coords = _load_column(self.path, meta["file"], f"projections.{key}", mmap=True)
+            self._check_projection(key, coords)
+            self.projections[key] = coords
+            self.manifest.setdefault("projections", {})[key] = meta
+        self.manifest["build"] = manifest.get("build", {})
+        return new
 
     def _where(self, group: str, name: str) -> str:
         return str(self.path / group / f"{name}.npy") if self.path else f"{group}/{name}"
@@ -310,6 +348,7 @@ def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True, allow_incomp
     path = Path(path)
     manifest = read_manifest(path)
     build = manifest.get("build", {})
+    # "servable": every step the app needs is done, and a build is still adding projections.
     if build.get("status") == "in_progress" and not allow_incomplete:
         done = ", ".join(build.get("steps", {})) or "none"
         raise BundleError(
@@ -469,9 +508,17 @@ class BundleUpdate:
         """Note a finished build step (its input key and timing) so a rerun can skip it."""
         self.manifest.setdefault("build", {}).setdefault("steps", {})[step] = info
 
-    def set_build_status(self, status: str) -> None:
-        """``"in_progress"`` hides the bundle from :func:`open_bundle`; ``"complete"`` shows it."""
-        self.manifest.setdefault("build", {})["status"] = status
+    def set_build_status(self, status: str, pending: list[str] | None = None) -> None:
+        """``"in_progress"`` hides the bundle from :func:`open_bundle`; ``"servable"`` (with the
+        projection keys still ``pending``) and ``"complete"`` show it."""
+        if status not in BUILD_STATUSES:
+            raise ValueError(f"build status must be one of {BUILD_STATUSES}, got {status!r}.")
+        build = self.manifest.setdefault("build", {})
+        build["status"] = status
+        if status == "servable":
+            build["pending"] = list(pending or [])
+        else:
+            build.pop("pending", None)
 
     def _check_rows(self, array: np.ndarray, what: str) -> None:
         n = self.manifest["n_subjects"]

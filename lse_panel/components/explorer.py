@@ -20,6 +20,7 @@ from lse_panel.analysis.projection import Projector
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort, open_bundle
 from lse_panel.cohort.subgroups import BoxStep, LassoStep, Subgroup, SubgroupStore
+from lse_panel.components.build_progress import BuildProgress
 from lse_panel.components.compare import ComparePane
 from lse_panel.components.filters import PhenotypeFilters
 from lse_panel.components.latent_view import LatentPair, LatentView, selection_summary
@@ -122,6 +123,7 @@ class Explorer(pn.viewable.Viewer):
         # First: it hands the store to the state and offers the saved subgroups as comparison groups.
         self.subgroups = SubgroupManager(self.state, self.store, policy=self.policy)
         self.latent_view = LatentPair(self.state)
+        self.build_progress = BuildProgress(cohort, on_new=self.latent_view.refresh_options)
         self.filters = PhenotypeFilters(
             self.state, shown=list(filters) if filters is not None else None, policy=self.policy
         )
@@ -337,7 +339,7 @@ class Explorer(pn.viewable.Viewer):
             tabs.append(("Subject", self.subject))
         if served():
             self._recompute_only_visible(tabs)
-        return [self.selection_controls(), self.latent_view, tabs]
+        return [self.selection_controls(), self.build_progress, self.latent_view, tabs]
 
     @staticmethod
     def _recompute_only_visible(tabs: pn.Tabs) -> None:

@@ -162,6 +162,12 @@ class LatentView(pn.viewable.Viewer):
         )
         return plot
 
+    def refresh_options(self) -> None:
+        """Offer the projections added since this view was made (a bundle finished in the background)."""
+        self._methods = projection_options(self.cohort)
+        self.param.kind.objects = list(self._methods)
+        self.param.method.objects = self._methods[self.kind]
+
     def _on_kind(self, event: param.parameterized.Event) -> None:
         methods = self._methods[event.new]
         self.param.method.objects = methods
@@ -250,6 +256,13 @@ class LatentPair(pn.viewable.Viewer):
             for kind in kinds
         }
         self.param.watch(self._sync_views, ["method", "color_by"])
+
+    def refresh_options(self, *_: Any) -> None:
+        """Offer the projections added since the pair was made; the method shown stays as it is."""
+        for view in self.views.values():
+            view.refresh_options()
+        options = projection_options(self.state.cohort)
+        self.param.method.objects = sorted(set.intersection(*(set(options[k]) for k in self.views)))
 
     def _sync_views(self, event: param.parameterized.Event) -> None:
         for view in self.views.values():

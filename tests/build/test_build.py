@@ -94,3 +94,43 @@ def test_corrupted_column_in_built_bundle_is_refused(built, tmp_path: Path) -> N
     (copy / "latents" / "fused.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(BundleError, match="fused.npy: unreadable"):
         open_bundle(copy)
+
+
+def test_servable_first_then_finished_while_the_app_runs(tmp_path: Path, built, monkeypatch) -> None:
+    from lse_panel.analysis import projection
+    from lse_panel.cohort.bundle import read_manifest
+    from lse_panel.components.explorer import Explorer
+
+    out = tmp_path / "cohort"
+    build_cohort(out, n_subjects=N, seed=3, model=MODEL, until="servable", progress=False)
+    cohort = open_bundle(out)  # servable bundles load
+    assert cohort.build_status == "servable"
+    assert set(cohort.projections) == {"fused/pca", "ecg/pca", "mri/pca", "fused/umap"}
+    assert cohort.pending_projections == ["ecg/umap", "mri/umap"]
+
+    explorer = Explorer.from_bundle(out)
+    assert explorer.latent_view.param.method.objects == ["pca"]
+    assert explorer.build_progress._notice.visible
+    assert "ecg/umap" in explorer.build_progress._text.object
+
+    # The finishing build never hides the bundle: it stays servable until it is complete.
+    real = projection.project
+    seen = []
+
+    def watched(*args, **kwargs):
+        seen.append(read_manifest(out)["build"]["status"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(projection, "project", watched)
+    timings = build_cohort(out, n_subjects=N, seed=3, model=MODEL, progress=False)
+    assert seen == ["servable", "servable"]
+    assert timings["embed"] == 0.0 and timings["project:fused/umap"] == 0.0 and timings["project:mri/umap"] > 0
+
+    assert sorted(explorer.build_progress.check()) == ["ecg/umap", "mri/umap"]
+    assert explorer.cohort.build_status == "complete" and explorer.cohort.pending_projections == []
+    assert not explorer.build_progress._notice.visible
+    assert explorer.latent_view.param.method.objects == ["pca", "umap"]
+    explorer.latent_view.method = "umap"
+    assert explorer.latent_view.views["ecg"].key == "ecg/umap"
+    np.testing.assert_array_equal(explorer.cohort.projection("mri/umap"), open_bundle(built[0]).projection("mri/umap"))
+    assert explorer.build_progress.check() == []

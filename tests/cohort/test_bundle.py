@@ -216,3 +216,38 @@ def test_no_temporary_files_left_behind(bundle: Path) -> None:
 def test_in_memory_cohort_validates_like_disk(source: Cohort) -> None:
     with pytest.raises(BundleError, match="duplicate"):
         Cohort.from_arrays(np.zeros(3, dtype=np.int64), source.phenotypes.iloc[:3], TINY_PHENOTYPES)
+
+
+def test_servable_bundle_loads_and_picks_up_projections_added_later(bundle: Path, source: Cohort) -> None:
+    with update_bundle(bundle) as update:
+        del update.manifest["projections"]["mri/umap"]
+        update.set_build_status("servable", pending=["mri/umap"])
+    cohort = open_bundle(bundle)
+    assert cohort.build_status == "servable" and cohort.pending_projections == ["mri/umap"]
+    assert cohort.refresh_projections() == []
+    with update_bundle(bundle) as update:
+        update.add_projection("mri", "umap", source.projection("mri/umap"), params={})
+        update.set_build_status("complete")
+    assert cohort.refresh_projections() == ["mri/umap"]
+    np.testing.assert_array_equal(cohort.projection("mri/umap"), source.projection("mri/umap"))
+    assert cohort.build_status == "complete" and cohort.pending_projections == []
+    assert "pending" not in json.loads((bundle / "manifest.json").read_text())["build"]
+
+
+def test_projection_added_later_with_nan_is_refused(bundle: Path) -> None:
+    cohort = open_bundle(bundle)
+    coords = np.load(bundle / "projections" / "ecg__pca.npy")
+    coords[3, 0] = np.nan
+    np.save(bundle / "projections" / "late.npy", coords)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["projections"]["ecg/late"] = {**manifest["projections"]["ecg/pca"], "file": "projections/late.npy"}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="projection 'ecg/late' has NaN coordinates"):
+        cohort.refresh_projections()
+    assert "ecg/late" not in cohort.projections
+
+
+def test_unknown_build_status_refused(bundle: Path) -> None:
+    with pytest.raises(ValueError, match="build status must be one of"):
+        with update_bundle(bundle) as update:
+            update.set_build_status("done")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import panel as pn
@@ -59,3 +61,29 @@ def served_explorer(ui_cohort) -> Iterator[tuple[str, list[Explorer]]]:
         yield f"http://127.0.0.1:{port}/explorer", sessions
     finally:
         server.stop()
+
+
+@contextmanager
+def serving_bundle(bundle: Path) -> Iterator[tuple[str, list[Explorer]]]:
+    """An explorer on a bundle on disk, served by ``pn.serve`` in a thread: (url, the sessions' Explorer objects)."""
+    sessions: list[Explorer] = []
+
+    def app() -> pn.template.BaseTemplate:
+        explorer = Explorer.from_bundle(bundle, decode=tiny_decoder(8))
+        sessions.append(explorer)
+        return explorer.servable_template()
+
+    port = free_port()
+    server = pn.serve({"explorer": app}, port=port, address="127.0.0.1", threaded=True, show=False,
+                      websocket_origin=f"127.0.0.1:{port}")  # fmt: skip
+    try:
+        wait_until_listening(port)
+        yield f"http://127.0.0.1:{port}/explorer", sessions
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def serve_bundle():
+    """:func:`serving_bundle`, for tests and fixtures that serve a bundle they wrote."""
+    return serving_bundle

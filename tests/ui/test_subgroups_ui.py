@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
-import panel as pn
 import pytest
 
 from lse_panel.cohort.bundle import open_bundle
@@ -15,14 +14,12 @@ from lse_panel.cohort.subgroups import SubgroupStore
 from lse_panel.components.explorer import Explorer
 from lse_panel.figures.app import (
     frame_box,
-    free_port,
     select_tool,
     to_screen,
     wait_for_count,
-    wait_until_listening,
     write_cohort_bundle,
 )
-from lse_panel.testing import tiny_cohort, tiny_decoder
+from lse_panel.testing import tiny_cohort
 
 pytestmark = pytest.mark.ui
 
@@ -30,25 +27,11 @@ NAME = "ui saved group"
 
 
 @pytest.fixture
-def served_bundle(tmp_path) -> Iterator[tuple[str, object, list[Explorer]]]:
+def served_bundle(tmp_path, serve_bundle) -> Iterator[tuple[str, object, list[Explorer]]]:
     """An explorer on a bundle on disk (so subgroups persist), served in-process: (url, bundle path, sessions)."""
     bundle = write_cohort_bundle(tiny_cohort(5_000), tmp_path / "bundle")
-    sessions: list[Explorer] = []
-
-    def app() -> pn.template.BaseTemplate:
-        explorer = Explorer.from_bundle(bundle, decode=tiny_decoder(8))
-        sessions.append(explorer)
-        return explorer.servable_template()
-
-    port = free_port()
-    server = pn.serve({"explorer": app}, port=port, address="127.0.0.1", threaded=True, show=False,
-                      websocket_origin=f"127.0.0.1:{port}")  # fmt: skip
-    url = f"http://127.0.0.1:{port}/explorer"
-    try:
-        wait_until_listening(port)
+    with serve_bundle(bundle) as (url, sessions):
         yield url, bundle, sessions
-    finally:
-        server.stop()
 
 
 def _box_drag(page, box) -> None:
@@ -104,7 +87,7 @@ def test_saved_subgroup_is_listed_after_reload(page, served_bundle) -> None:
     name_box.wait_for()
     name_box.fill(NAME)
     name_box.press("Enter")  # a Panel TextInput sends its value on change (Enter or blur)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # generous: on a loaded 2-core machine this round trip took over 10 s
     while explorer.subgroups._name.value != NAME:
         assert time.monotonic() < deadline, "the typed name never reached the server"
         page.wait_for_timeout(100)
