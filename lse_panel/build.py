@@ -11,12 +11,15 @@ servable bundle and finishes it in the background.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,6 +27,7 @@ from tqdm.auto import tqdm
 from lse_panel.cohort.bundle import open_bundle, read_manifest, update_bundle, write_bundle
 from lse_panel.cohort.schema import BundleError
 from lse_panel.config import SETTINGS
+from lse_panel.synth import GENERATOR_VERSION
 
 #: The downstream tasks the model card and the accuracy pane report (issue 3's list).
 DOWNSTREAM_TASKS: dict[str, str] = {
@@ -122,6 +126,33 @@ class _Step:
             print(f"[{name}] done in {elapsed:.1f} s", flush=True)
 
 
+@contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` for the whole build: two builders would overwrite each other's manifest."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.parent / f".{out.name}.build.lock"
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise BundleError(
+                f"{out}: another `lse build` ({holder}) is building this bundle. Wait for it to finish "
+                f"(it resumes where it stops if killed), or delete {lock} if no build is running."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def build_cohort(
     out: str | Path,
     *,
@@ -145,7 +176,27 @@ def build_cohort(
     if until not in ("servable", "complete"):
         raise ValueError(f"until must be 'servable' or 'complete', got {until!r}.")
     out = Path(out)
-    model = Path(model)
+    settings = {
+        "n_subjects": n_subjects, "seed": seed, "model": str(model), "projections": list(projections),
+        "crossfit_splits": crossfit_splits, "crossfit_max_train": crossfit_max_train,
+    }
+    with _build_lock(out):
+        return _build(out, settings, batch_size=batch_size, until=until, progress=progress)
+
+
+def recorded_build_settings(out: str | Path) -> dict[str, Any]:
+    """The settings the bundle at ``out`` was built with (``build_cohort``'s keyword arguments), or {}."""
+    path = Path(out) / "manifest.json"
+    if not path.exists():
+        return {}
+    return dict(read_manifest(out).get("build", {}).get("settings", {}))
+
+
+def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, progress: bool) -> dict[str, float]:
+    n_subjects, seed = settings["n_subjects"], settings["seed"]
+    projections = tuple(settings["projections"])
+    crossfit_splits, crossfit_max_train = settings["crossfit_splits"], settings["crossfit_max_train"]
+    model = Path(settings["model"])
     if not (model / "model.pt").exists():
         raise FileNotFoundError(
             f"{model / 'model.pt'}: no model checkpoint. The demo model ships in models/demo; "
@@ -153,12 +204,12 @@ def build_cohort(
         )
     with open(model / "config.json") as fh:
         model_config = json.load(fh)
-    mri_shape = tuple(model_config.get("mri_shape", SETTINGS.mri_shape))
+    mri_shape = tuple(model_config.get("model", {}).get("mri_shape", SETTINGS.mri_shape))
     for partial in out.parent.glob(f".{out.name}.partial-*"):
         shutil.rmtree(partial, ignore_errors=True)  # leftovers of an interrupted synth step
 
     steps = _Step(out, progress)
-    synth_key = _key("synth", n_subjects, seed, mri_shape)
+    synth_key = _key("synth", n_subjects, seed, mri_shape, GENERATOR_VERSION)
     if (out / "manifest.json").exists():
         manifest = read_manifest(out)
         if manifest.get("build", {}).get("steps", {}).get("synth", {}).get("key") != synth_key:
@@ -192,8 +243,9 @@ def build_cohort(
         return read_manifest(out).get("build", {}).get("steps", {}).get(step, {}).get("key") == key
 
     needed_to_serve = {"embed": embed_key, "crossfit": crossfit_key} | {f"project:{n}": project_keys[n] for n in serve_first}
-    if not all(up_to_date(step, key) for step, key in needed_to_serve.items()):
-        with update_bundle(out) as update:
+    with update_bundle(out) as update:
+        update.manifest.setdefault("build", {})["settings"] = settings  # so `lse serve` can finish it the same way
+        if not all(up_to_date(step, key) for step, key in needed_to_serve.items()):
             update.set_build_status("in_progress")
 
     def embed() -> dict[str, Any]:
@@ -238,16 +290,19 @@ def build_cohort(
 
     for name in serve_first:
         steps.run(f"project:{name}", project_keys[name], lambda name=name: project_one(name))
+    announced = False
     for i, name in enumerate(later):
         pending = [n for n in later[i:] if not up_to_date(f"project:{n}", project_keys[n])]
-        if not pending:
-            break
-        with update_bundle(out) as update:
-            update.set_build_status("servable", pending=pending)
-        if i == 0 and progress:
-            print(f"[servable] the bundle can be served now; still to come: {', '.join(pending)}", flush=True)
-        if until == "servable":
-            break
+        if pending:
+            with update_bundle(out) as update:
+                update.set_build_status("servable", pending=pending)
+                for key in pending:  # maps of older latents must not be served as if current
+                    update.manifest.get("projections", {}).pop(key, None)
+            if progress and not announced:
+                print(f"[servable] the bundle can be served now; still to come: {', '.join(pending)}", flush=True)
+            announced = True
+            if until == "servable":
+                break
         steps.run(f"project:{name}", project_keys[name], lambda name=name: project_one(name))
     if all(up_to_date(f"project:{n}", k) for n, k in project_keys.items()):
         with update_bundle(out) as update:

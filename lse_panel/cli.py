@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -95,12 +96,32 @@ def _build_status(bundle: Path) -> str | None:
     return str(read_manifest(bundle).get("build", {}).get("status", "complete"))
 
 
-def finish_build_command(args: argparse.Namespace) -> list[str]:
-    """The ``lse build`` that finishes a servable bundle's projections in the background."""
-    return [
-        sys.executable, "-m", "lse_panel.cli", "build", "--out", str(args.bundle), "--subjects", str(args.subjects),
-        "--seed", str(args.seed), "--model", str(args.model),
-    ]
+def finish_build_command(bundle: Path) -> list[str]:
+    """The ``lse build`` that finishes a servable bundle's projections, with the settings it was built with."""
+    from lse_panel.build import recorded_build_settings
+
+    settings = recorded_build_settings(bundle)
+    command = [sys.executable, "-m", "lse_panel.cli", "build", "--out", str(bundle)]
+    for option, key in (("--subjects", "n_subjects"), ("--seed", "seed"), ("--model", "model")):
+        if key in settings:
+            command += [option, str(settings[key])]
+    if settings.get("projections"):
+        command += ["--projections", *map(str, settings["projections"])]
+    return command
+
+
+def _start_finisher(bundle: Path) -> subprocess.Popen | None:
+    """Run the rest of a servable bundle's build in the background, its output in ``bundle/build.log``."""
+    log = bundle / "build.log"
+    try:
+        with open(log, "ab") as fh:
+            finisher = subprocess.Popen(finish_build_command(bundle), stdout=fh, stderr=subprocess.STDOUT)
+    except OSError as exc:
+        print(f"warning: could not start the background build ({exc}); run `lse build --out {bundle}` to finish it.",
+              file=sys.stderr)
+        return None
+    print(f"finishing the remaining projections in the background (progress: {log})")
+    return finisher
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -120,22 +141,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         build_cohort(bundle, n_subjects=args.subjects, seed=args.seed, model=args.model, until="servable", progress=True)
         status = _build_status(bundle)
-    finisher = None
-    if status == "servable" and args.build_if_missing:
-        # The remaining projections are computed while the app runs; it shows them when they land.
-        log = bundle / "build.log"
-        print(f"finishing the remaining projections in the background (progress: {log})")
-        with open(log, "ab") as fh:
-            finisher = subprocess.Popen(finish_build_command(args), stdout=fh, stderr=subprocess.STDOUT)
+    # The remaining projections are computed while the app runs; it shows them when they land.
+    finisher = _start_finisher(bundle) if status == "servable" and args.build_if_missing else None
     command = serve_command(args)
     env = dict(os.environ, LSE_BUNDLE=str(bundle.resolve()))
     print("serving:", shlex.join(command))
     print(f"open http://{args.address}:{args.port}/explorer")
+    # SIGTERM (e.g. `kill`, a container stop) unwinds like Ctrl-C, so no child is left running.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    server = subprocess.Popen(command, env=env)
     try:
-        return subprocess.call(command, env=env)
+        return server.wait()
     finally:
-        if finisher is not None and finisher.poll() is None:
-            finisher.terminate()  # resumable: the next `lse serve --build-if-missing` carries on
+        signal.signal(signal.SIGTERM, previous)
+        for child in (server, finisher):
+            if child is not None and child.poll() is None:
+                child.terminate()  # the build resumes where it stopped on the next `lse serve --build-if-missing`
 
 
 def _cmd_subgroups(args: argparse.Namespace) -> int:

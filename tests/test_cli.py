@@ -75,33 +75,41 @@ def test_serve_builds_to_servable_then_finishes_in_the_background(tmp_path: Path
     import lse_panel.build
     import lse_panel.cli as cli
     from lse_panel.build import synthesise_bundle
+    from lse_panel.cohort.bundle import update_bundle
 
     bundle = tmp_path / "demo"
-    calls = {}
+    calls: dict = {"started": []}
 
     def fake_build(out, **kwargs):
         calls["until"] = kwargs["until"]
         synthesise_bundle(out, n_subjects=50, progress=False, build_status="servable")
+        with update_bundle(out) as update:  # what build_cohort records
+            update.manifest["build"]["settings"] = {"n_subjects": 50, "seed": 7, "model": "models/x",
+                                                    "projections": ["pca", "umap"]}
 
-    class FakeFinisher:
-        terminated = False
-
+    class FakeProcess:
         def __init__(self, command, **kwargs):
-            calls["finisher"] = command
+            calls["started"].append(self)
+            self.command, self.terminated = command, False
 
         def poll(self):
             return None
 
+        def wait(self):
+            return 0
+
         def terminate(self):
-            FakeFinisher.terminated = True
+            self.terminated = True
 
     monkeypatch.setattr(lse_panel.build, "build_cohort", fake_build)
-    monkeypatch.setattr(cli.subprocess, "Popen", FakeFinisher)
-    monkeypatch.setattr(cli.subprocess, "call", lambda command, env: calls.setdefault("served", command) and 0)
+    monkeypatch.setattr(cli.subprocess, "Popen", FakeProcess)
     assert main(["serve", str(bundle), "--build-if-missing", "--subjects", "1000"]) == 0
     assert calls["until"] == "servable"
-    finisher = calls["finisher"]
-    assert finisher[finisher.index("build") + 1 :][:4] == ["--out", str(bundle), "--subjects", "1000"]
-    assert calls["served"][-1] == str(bundle.resolve())
-    assert FakeFinisher.terminated  # the server stopped: the build is left resumable, not orphaned
+    finisher, server = calls["started"]
+    # The finisher repeats the bundle's own settings, not serve's defaults.
+    assert finisher.command[finisher.command.index("build") + 1 :] == [
+        "--out", str(bundle), "--subjects", "50", "--seed", "7", "--model", "models/x", "--projections", "pca", "umap",
+    ]
+    assert server.command[-1] == str(bundle.resolve())
+    assert finisher.terminated and server.terminated  # nothing is left running once serve returns
     assert (bundle / "build.log").exists()

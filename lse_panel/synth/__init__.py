@@ -15,6 +15,7 @@ from lse_panel.synth.phenotypes import PHENOTYPES, generate_phenotypes, hidden_f
 __all__ = [
     "DEFAULT_MRI_SHAPE",
     "ECG_LEADS",
+    "GENERATOR_VERSION",
     "PHENOTYPES",
     "SyntheticCohort",
     "generate_ecg",
@@ -22,6 +23,11 @@ __all__ = [
     "generate_phenotypes",
     "hidden_factors",
 ]
+
+GENERATOR_VERSION = 2
+"""Bumped whenever the generator's output changes, so a build never mixes a bundle's stored
+phenotypes with raw data from another generator. 2: ECG and MRI coupled through heart
+orientation, systolic timing, conduction block and body size."""
 
 
 class SyntheticCohort:
@@ -95,7 +101,7 @@ class SyntheticCohort:
 
     def to_json(self) -> dict[str, Any]:
         """How to regenerate this cohort's raw data, for a bundle's manifest."""
-        return {"source": "synthetic", "seed": self.seed, "mri_shape": list(self.mri_shape)}
+        return {"source": "synthetic", "seed": self.seed, "mri_shape": list(self.mri_shape), "version": GENERATOR_VERSION}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SyntheticCohort:

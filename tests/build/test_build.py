@@ -134,3 +134,26 @@ def test_servable_first_then_finished_while_the_app_runs(tmp_path: Path, built, 
     assert explorer.latent_view.views["ecg"].key == "ecg/umap"
     np.testing.assert_array_equal(explorer.cohort.projection("mri/umap"), open_bundle(built[0]).projection("mri/umap"))
     assert explorer.build_progress.check() == []
+
+
+def test_a_map_of_older_latents_is_withdrawn_until_recomputed(built, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(built[0], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["build"]["settings"]["n_subjects"] == N  # what `lse serve` finishes a bundle with
+    manifest["build"]["steps"]["project:ecg/umap"]["key"] = "made-from-other-latents"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    build_cohort(copy, n_subjects=N, seed=3, model=MODEL, until="servable", progress=False)
+    cohort = open_bundle(copy)
+    assert cohort.pending_projections == ["ecg/umap"]
+    assert "ecg/umap" not in cohort.projections and "mri/umap" in cohort.projections
+
+
+def test_a_second_builder_on_the_same_bundle_is_refused(built) -> None:
+    from lse_panel.build import _build_lock
+
+    out = built[0]
+    with _build_lock(out):
+        with pytest.raises(BundleError, match=r"another `lse build` \(pid \d+\) is building this bundle"):
+            build_cohort(out, n_subjects=N, seed=3, model=MODEL, progress=False)
+    assert build_cohort(out, n_subjects=N, seed=3, model=MODEL, progress=False)["embed"] == 0.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lse_panel.cohort.schema import ImageSequenceModality, SignalModality, modality_from_json
-from lse_panel.synth import PHENOTYPES, SyntheticCohort
+from lse_panel.synth import GENERATOR_VERSION, PHENOTYPES, SyntheticCohort
 
 
 def test_modalities_and_raw() -> None:
@@ -34,7 +34,7 @@ def test_modalities_and_raw() -> None:
 def test_json_round_trip() -> None:
     cohort = SyntheticCohort(seed=5, mri_shape=(8, 32, 32))
     data = json.loads(json.dumps(cohort.to_json()))
-    assert data == {"source": "synthetic", "seed": 5, "mri_shape": [8, 32, 32]}
+    assert data == {"source": "synthetic", "seed": 5, "mri_shape": [8, 32, 32], "version": GENERATOR_VERSION}
     assert SyntheticCohort.from_json(data) == cohort
     with pytest.raises(ValueError, match="synthetic"):
         SyntheticCohort.from_json({"source": "files", "seed": 1})
