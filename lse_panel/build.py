@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from lse_panel.cohort.bundle import open_bundle, read_manifest, update_bundle, write_bundle
 from lse_panel.cohort.schema import BundleError
 from lse_panel.config import SETTINGS
+from lse_panel.digest import checkpoint_digest
 from lse_panel.synth import GENERATOR_VERSION
 
 #: The downstream tasks the model card and the accuracy pane report (issue 3's list).
@@ -52,14 +53,6 @@ ID_OFFSET = 1_000_000
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def synthesise_bundle(
@@ -229,7 +222,7 @@ def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, 
         steps.timings["synth"] = time.perf_counter() - start
         if progress:
             print(f"[synth] done in {steps.timings['synth']:.1f} s", flush=True)
-    embed_key = _key(synth_key, _file_digest(model / "model.pt"))
+    embed_key = _key(synth_key, checkpoint_digest(model))
     crossfit_key = _key(embed_key, crossfit_splits, crossfit_max_train, seed, DOWNSTREAM_TASKS)
     # Every PCA first (seconds), then the fused latent's other maps: the app is useful as soon as
     # those exist. The single-modality UMAPs follow while the bundle is already servable.

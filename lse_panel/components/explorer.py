@@ -29,6 +29,7 @@ from lse_panel.components.state import ExplorerState
 from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.components.subject import SubjectInspector
 from lse_panel.config import SETTINGS
+from lse_panel.digest import checkpoint_digest
 
 Decoder = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 
@@ -39,7 +40,8 @@ def load_decoder(cohort: Cohort) -> Decoder | None:
     """The decoder named by the bundle's manifest (``latents.<kind>.model``), or ``None``.
 
     Tries the fused latent's model first. Any failure (no model package, no checkpoint, torch
-    missing) is logged and yields ``None``: the explorer then runs without decode panes.
+    missing, a checkpoint other than the one that encoded the latents) is logged and yields
+    ``None``: the explorer then runs without decode panes.
     """
     latents = cohort.manifest.get("latents", {})
     kinds = sorted(latents, key=lambda k: k != "fused")
@@ -51,6 +53,15 @@ def load_decoder(cohort: Cohort) -> Decoder | None:
         if not path.is_absolute() and cohort.path is not None:
             path = cohort.path / path
         try:
+            recorded, current = latents[kind].get("model_sha256"), checkpoint_digest(path)
+            if recorded != current:
+                # Another model's decoder would draw its own reading of these latents, not theirs.
+                log.warning(
+                    "%s: the %s latents were encoded by %s, whose model.pt has changed since (digest %s, now %s); "
+                    "decode panes are off. Rebuild the bundle (`lse build --out %s`) to decode it.",
+                    cohort.path, kind, path, recorded or "not recorded", current, cohort.path,
+                )
+                return None
             from lse_panel.model.decoding import Decoder as ModelDecoder
 
             return ModelDecoder.from_checkpoint(path)

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lse_panel.cohort.bundle import open_bundle, open_npy_for_writing, update_bundle
+from lse_panel.digest import checkpoint_digest
 from lse_panel.model.checkpoint import ModelError, check_compatible, load_model
 from lse_panel.model.networks import CrossModalAutoencoder, inference_copy
 
@@ -172,6 +173,7 @@ def embed_bundle(
         seconds = time.perf_counter() - t0
         meta = {
             "model": str(model_path),
+            "model_sha256": checkpoint_digest(model_path),  # the app decodes only with this checkpoint
             "latent_dim": dim,
             "modalities": names,
             "seconds": round(seconds, 2),

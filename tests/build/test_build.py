@@ -157,3 +157,18 @@ def test_a_second_builder_on_the_same_bundle_is_refused(built) -> None:
         with pytest.raises(BundleError, match=r"another `lse build` \(pid \d+\) is building this bundle"):
             build_cohort(out, n_subjects=N, seed=3, model=MODEL, progress=False)
     assert build_cohort(out, n_subjects=N, seed=3, model=MODEL, progress=False)["embed"] == 0.0
+
+
+def test_decoder_only_for_the_checkpoint_that_encoded_the_latents(built, tmp_path: Path, caplog) -> None:
+    from lse_panel.components.explorer import load_decoder
+
+    assert load_decoder(open_bundle(built[0])) is not None
+    copy = tmp_path / "copy"
+    shutil.copytree(built[0], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for meta in manifest["latents"].values():
+        meta["model_sha256"] = "0123456789abcdef"  # as if models/demo had been retrained since
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING"):
+        assert load_decoder(open_bundle(copy)) is None
+    assert "has changed since" in caplog.text and "lse build --out" in caplog.text
