@@ -21,6 +21,18 @@ from lse_panel.testing import tiny_cohort, tiny_decoder
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 
+def stop_server(server: Any) -> None:
+    """Stop a threaded ``pn.serve`` and wait for its thread to end.
+
+    Without the join, a loaded machine could still be rendering the last test's session while
+    the next test's server rendered its own: two threads building Bokeh plots at once (Bokeh's
+    property validation switch is process-wide) once left a plot title as a bare string and the
+    page never loaded.
+    """
+    server.stop()
+    server.join(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     with playwright_api.sync_playwright() as pw:
@@ -60,7 +72,7 @@ def served_explorer(ui_cohort) -> Iterator[tuple[str, list[Explorer]]]:
         wait_until_listening(port)
         yield f"http://127.0.0.1:{port}/explorer", sessions
     finally:
-        server.stop()
+        stop_server(server)
 
 
 @contextmanager
@@ -80,7 +92,7 @@ def serving_bundle(bundle: Path) -> Iterator[tuple[str, list[Explorer]]]:
         wait_until_listening(port)
         yield f"http://127.0.0.1:{port}/explorer", sessions
     finally:
-        server.stop()
+        stop_server(server)
 
 
 @pytest.fixture
