@@ -102,9 +102,12 @@ class _Step:
         self.progress = progress
         self.timings: dict[str, float] = {}
 
+    def up_to_date(self, name: str, key: str) -> bool:
+        """Whether the manifest shows step ``name`` finished with inputs ``key``."""
+        return read_manifest(self.out).get("build", {}).get("steps", {}).get(name, {}).get("key") == key
+
     def run(self, name: str, key: str, fn: Callable[[], dict[str, Any] | None]) -> None:
-        steps = read_manifest(self.out).get("build", {}).get("steps", {})
-        if steps.get(name, {}).get("key") == key:
+        if self.up_to_date(name, key):
             self.timings[name] = 0.0
             if self.progress:
                 print(f"[{name}] up to date, skipped")
@@ -232,13 +235,10 @@ def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, 
     serve_first = [name for name in project_keys if name.startswith("fused/") or name.endswith("/pca")]
     later = [name for name in project_keys if name not in serve_first]
 
-    def up_to_date(step: str, key: str) -> bool:
-        return read_manifest(out).get("build", {}).get("steps", {}).get(step, {}).get("key") == key
-
     needed_to_serve = {"embed": embed_key, "crossfit": crossfit_key} | {f"project:{n}": project_keys[n] for n in serve_first}
     with update_bundle(out) as update:
         update.manifest.setdefault("build", {})["settings"] = settings  # so `lse serve` can finish it the same way
-        if not all(up_to_date(step, key) for step, key in needed_to_serve.items()):
+        if not all(steps.up_to_date(step, key) for step, key in needed_to_serve.items()):
             update.set_build_status("in_progress")
 
     def embed() -> dict[str, Any]:
@@ -285,7 +285,7 @@ def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, 
         steps.run(f"project:{name}", project_keys[name], lambda name=name: project_one(name))
     announced = False
     for i, name in enumerate(later):
-        pending = [n for n in later[i:] if not up_to_date(f"project:{n}", project_keys[n])]
+        pending = [n for n in later[i:] if not steps.up_to_date(f"project:{n}", project_keys[n])]
         if pending:
             with update_bundle(out) as update:
                 update.set_build_status("servable", pending=pending)
@@ -297,7 +297,7 @@ def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, 
             if until == "servable":
                 break
         steps.run(f"project:{name}", project_keys[name], lambda name=name: project_one(name))
-    if all(up_to_date(f"project:{n}", k) for n, k in project_keys.items()):
+    if all(steps.up_to_date(f"project:{n}", k) for n, k in project_keys.items()):
         with update_bundle(out) as update:
             update.set_build_status("complete")
     open_bundle(out)  # the bundle must load; fail loudly here rather than in the app
