@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
 from lse_panel.components.explorer import bundle_from_argv, cached_cohort, cached_decoder, warm_up
+from lse_panel.serving import TIE_ENV, die_with_parent
 
 log = logging.getLogger("lse_panel.serve")
+
+# Under `lse serve`, every server process ends with its parent: with --num-procs N this runs in each
+# forked worker, whose parent is the `panel serve` process that `lse serve` already tied to itself.
+if os.environ.get(TIE_ENV) and die_with_parent(os.getppid()):
+    log.warning("lse-panel: server process %d ends with its parent %d", os.getpid(), os.getppid())
 
 # During --setup, sys.argv is the whole `panel serve ... --args BUNDLE` command line.
 path = bundle_from_argv(sys.argv[1:])

@@ -69,8 +69,8 @@ def synthesise_bundle(
     """Write a phenotypes-only synthetic bundle; raw ECG/MRI are regenerated from (seed, id) on demand."""
     from lse_panel.synth import PHENOTYPES, SyntheticCohort
 
-    if not 1 <= n_subjects <= 50_000_000:
-        raise ValueError(f"--subjects must be between 1 and 50,000,000; got {n_subjects:,}.")
+    if not 1 <= n_subjects <= SETTINGS.max_subjects:
+        raise ValueError(f"--subjects must be between 1 and {SETTINGS.max_subjects:,}; got {n_subjects:,}.")
     source = SyntheticCohort(seed=seed, mri_shape=tuple(mri_shape))
     ids = np.arange(ID_OFFSET, ID_OFFSET + n_subjects, dtype=np.int64)
     parts = []
