@@ -1,0 +1,21 @@
+"""Settings shared by every test: hypothesis profiles, deterministic unless asked otherwise."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from hypothesis import HealthCheck, settings
+
+# `make test` (and CI) run the "default" profile: derandomized, so the same examples run every time
+# and the suite cannot flake. Property tests size their example counts as fractions of the profile's
+# max_examples (100 here), so the whole property suite stays under a minute; `HYPOTHESIS_PROFILE=explore`
+# draws fresh random examples, ten times as many, to hunt for new bugs on demand.
+_COMMON = dict(
+    deadline=timedelta(seconds=10),  # generous: the 2-core machine is shared; a hang still fails
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    print_blob=True,
+)
+settings.register_profile("default", derandomize=True, database=None, max_examples=100, **_COMMON)
+settings.register_profile("explore", derandomize=False, max_examples=1000, **_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
