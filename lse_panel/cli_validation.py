@@ -7,6 +7,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import os
 import re
 import socket
 import stat
@@ -46,6 +47,8 @@ class LineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line (no usage block), exit status 2 as usual."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse quotes the user's words raw; control characters and line breaks would split the line.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         self.exit(2, f"{self.prog}: error: {message.rstrip('.')} (see `{self.prog} --help`)\n")
 
 
@@ -185,34 +188,45 @@ def allowed_origin(text: str) -> str:
     return text.lower()
 
 
-def _existing(text: str, *, directory: bool) -> Path:
-    path = Path(text)
-    kind, other = ("directory", "file") if directory else ("file", "directory")
-    if not (path.is_dir() if directory else path.is_file()):
-        problem = f"is a {other}, not a {kind}" if path.exists() else "does not exist"
-        raise _error(text, problem, f"pass an existing {kind}")
-    return path
+def _path_kind(text: str) -> str | None:
+    """``"directory"``, ``"file"``, ``"other"`` or ``None`` (nothing there); a path the system refuses is an error."""
+    if not text.strip():
+        raise _error(text, "is empty", "pass a path")
+    try:
+        mode = os.stat(text).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as exc:  # too long, a NUL character, no permission
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _error(text, f"is not a usable path ({reason})", "pass a shorter path you may read") from None
+    return "directory" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def _existing(text: str, *, want: str) -> Path:
+    kind = _path_kind(text)
+    if kind != want:
+        raise _error(text, "does not exist" if kind is None else f"is a {kind}, not a {want}", f"pass an existing {want}")
+    return Path(text)
 
 
 def existing_directory(text: str) -> Path:
     """A directory that exists."""
-    return _existing(text, directory=True)
+    return _existing(text, want="directory")
 
 
 def existing_file(text: str) -> Path:
     """A regular file that exists."""
-    return _existing(text, directory=False)
+    return _existing(text, want="file")
 
 
 def output_directory(text: str) -> Path:
     """A directory to write: it may exist; neither it nor a parent may be a file."""
     path = Path(text)
-    if not text.strip():
-        raise _error(text, "is empty", "pass a directory path")
     for candidate in (path, *path.parents):
-        if candidate.exists():
-            if not candidate.is_dir():
-                raise _error(text, f"cannot be a directory: {str(candidate)!r} is a file", "pick another path")
+        kind = _path_kind(str(candidate))
+        if kind is not None:
+            if kind != "directory":
+                raise _error(text, f"cannot be a directory: {str(candidate)[:80]!r} is a {kind}", "pick another path")
             break
     return path
 
@@ -229,11 +243,11 @@ def export_file(text: str) -> Path:
     """A file to write a table to: ``.csv`` or ``.parquet``, in an existing directory."""
     path = Path(text)
     if path.suffix.lower() not in (".csv", ".parquet"):
-        raise _error(text, f"has suffix {path.suffix or '(none)'!r}", "name a .csv or .parquet file")
-    if not path.parent.is_dir():
-        raise _error(text, f"is in {str(path.parent)!r}, which is not a directory", "create the directory first")
-    if path.is_dir():
-        raise _error(text, "is a directory", "name a file inside it")
+        raise _error(text, f"has suffix {path.suffix[:20] or '(none)'!r}", "name a .csv or .parquet file")
+    if _path_kind(str(path.parent)) != "directory":
+        raise _error(text, f"is in {str(path.parent)[:80]!r}, which is not a directory", "create the directory first")
+    if _path_kind(text) not in (None, "file"):
+        raise _error(text, "is not a file", "name a file to write")
     return path
 
 
@@ -245,6 +259,7 @@ def password_file(text: str) -> Path:
     """
     path = Path(text)
     fix = 'write a JSON object such as {"alice": "a long password"} and `chmod 600` it'
+    _path_kind(text)  # refuses unusable paths in one line
     try:
         mode = path.stat().st_mode
         content = path.read_text(encoding="utf-8")

@@ -235,20 +235,19 @@ def serve_command(args: argparse.Namespace) -> list[str]:
 
 def check_port_free(address: HostAddress, port: int) -> None:
     """Refuse, in one line, a port another server already holds (Tornado would print a traceback)."""
-    family = socket.AF_INET6 if address.ip is not None and address.ip.version == 6 else socket.AF_INET
-    host = str(address) if address.ip is not None else socket.getaddrinfo(str(address), port, family)[0][4][0]
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ValueError(f"port {port} on {address} is in use (another `lse serve`?); "
-                                 "stop it or pick another --port.") from None
-            if exc.errno == errno.EACCES:
-                raise ValueError(f"port {port} needs administrator rights; pick one from 1024 up.") from None
-            raise ValueError(f"cannot listen on {address}:{port} ({exc.strerror}); "
-                             "pick another --address or --port.") from None
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(str(address), port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(sockaddr)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ValueError(f"port {port} on {address} is in use (another `lse serve`?); "
+                             "stop it or pick another --port.") from None
+        if exc.errno == errno.EACCES:
+            raise ValueError(f"port {port} needs administrator rights; pick one from 1024 up.") from None
+        raise ValueError(f"cannot listen on {address}:{port} ({exc.strerror or exc}); "
+                         "pick another --address or --port.") from None
 
 
 # ----------------------------------------------------------------------------- children that die with us
