@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from lse_panel.cohort.bundle import open_bundle, read_manifest, update_bundle, write_bundle
+from lse_panel.cohort.bundle import open_bundle, read_manifest, remove_build_temporaries, update_bundle, write_bundle
 from lse_panel.cohort.schema import BundleError
 from lse_panel.config import SETTINGS
 from lse_panel.digest import checkpoint_digest
@@ -203,6 +203,7 @@ def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, 
     mri_shape = tuple(model_config.get("model", {}).get("mri_shape", SETTINGS.mri_shape))
     for partial in out.parent.glob(f".{out.name}.partial-*"):
         shutil.rmtree(partial, ignore_errors=True)  # leftovers of an interrupted synth step
+    remove_build_temporaries(out)  # and of a killed embed or write (128 MB per latent kind at 500k)
 
     steps = _Step(out, progress)
     synth_key = _key("synth", n_subjects, seed, mri_shape, GENERATOR_VERSION)

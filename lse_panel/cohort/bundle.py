@@ -539,6 +539,27 @@ def update_bundle(path: str | os.PathLike[str]) -> Iterator[BundleUpdate]:
     atomic_write_json(path / MANIFEST, update.manifest)
 
 
+BUILD_DIRECTORIES = ("phenotypes", "latents", "projections", "predictions")
+"""Where builders write columns; hidden files in them are a writer's temporaries."""
+
+
+def remove_build_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries a killed writer left in a bundle's columns (and of its manifest).
+
+    A SIGKILL skips every ``finally``: a streamed latent block (``latents/.<kind>.<tag>.npy``) or an
+    atomic write's temporary stays behind. Call this only while holding the build lock (as
+    ``lse build`` does): only builders write there. The subgroup store's own temporaries, beside
+    ``subgroups.json``, are left alone: a served app may be saving one.
+    """
+    path = Path(path)
+    stale = list(path.glob(f".{MANIFEST}.*.tmp"))
+    for directory in BUILD_DIRECTORIES:
+        stale += [p for p in (path / directory).rglob(".*") if p.is_file()]
+    for file in stale:
+        file.unlink(missing_ok=True)
+    return stale
+
+
 def open_npy_for_writing(path: Path, shape: tuple[int, ...], dtype: str = "float32") -> np.memmap:
     """A writable memory-mapped ``.npy`` of ``shape``, for streaming blocks larger than memory.
 

@@ -222,3 +222,18 @@ def test_manifest_may_not_name_files_outside_the_bundle(fresh, file: str) -> Non
     _write_manifest(bundle, manifest)
     with pytest.raises(BundleError, match="outside the bundle"):
         open_bundle(bundle)
+
+
+def test_build_temporaries_are_removed_but_not_the_subgroup_store_s(fresh) -> None:
+    """What a SIGKILL leaves (tests/benchmarks/faults_build.py found 30 such files in 40 kills on 941f057)."""
+    from lse_panel.cohort.bundle import remove_build_temporaries
+
+    bundle = fresh()
+    stale = [bundle / "latents" / ".ecg.1a2b3c4d.npy", bundle / "projections" / ".fused__pca.npy.99.tmp",
+             bundle / ".manifest.json.77.tmp"]
+    saving = bundle / ".subgroups.json.55.tmp"  # an app may be saving a subgroup right now
+    for path in [*stale, saving]:
+        path.write_bytes(b"partial")
+    assert sorted(remove_build_temporaries(bundle)) == sorted(stale)
+    assert not any(p.exists() for p in stale) and saving.exists()
+    assert assert_refused_clearly_or_intact(bundle) is not None
