@@ -50,7 +50,7 @@ OAUTH_PROVIDERS = (
 _CHILD_AUTH_ENV = (
     "PANEL_BASIC_AUTH", "PANEL_COOKIE_SECRET", "BOKEH_COOKIE_SECRET", "PANEL_OAUTH_PROVIDER", "PANEL_OAUTH_KEY",
     "PANEL_OAUTH_SECRET", "PANEL_OAUTH_REDIRECT_URI", "PANEL_OAUTH_ENCRYPTION", "BOKEH_SECRET_KEY",
-    "BOKEH_SIGN_SESSIONS", "BOKEH_ALLOW_WS_ORIGIN",
+    "BOKEH_SIGN_SESSIONS", "BOKEH_ALLOW_WS_ORIGIN",  # Bokeh's env override would replace the allow-list
 )
 
 
@@ -140,6 +140,9 @@ def check_access(args: argparse.Namespace) -> list[str]:
             raise ValueError(f"--oauth-provider {args.oauth_provider} needs {' and '.join(missing)} "
                              "(the client id and secret your identity provider issued for this app).")
     if args.address.is_loopback:
+        if args.allow_origin and mode is None:
+            warnings.append("note: --allow-origin on a loopback address means a proxy publishes the app; unless "
+                            "the proxy asks for a login, add --basic-auth or --oauth-provider.")
         return warnings
     where = f"{args.address}:{args.port}"
     if mode is None and not args.insecure_network:
@@ -181,8 +184,7 @@ def serve_environment(args: argparse.Namespace, bundle: Path, privacy: str) -> t
     notes = []
     # Signed session ids: a client cannot pick the id of somebody else's session. One key per run,
     # shared by every `--num-procs` worker through the environment.
-    env["BOKEH_SECRET_KEY"] = secrets.token_urlsafe(32)
-    env["BOKEH_SIGN_SESSIONS"] = "true"
+    env["BOKEH_SECRET_KEY"] = secrets.token_urlsafe(32)  # `--session-ids signed` (serve_command) signs with it
     mode = auth_mode(args)
     if mode is None:
         return env, notes
@@ -372,9 +374,9 @@ def run_serve(args: argparse.Namespace) -> int:
     for line in warnings + notes:
         print(line, file=sys.stderr)
     scheme = "https" if args.ssl_certfile else "http"
-    host = "localhost" if args.address.is_loopback else (socket.getfqdn() if args.address.is_all_interfaces else args.address)
+    origins = websocket_origins(args.address, args.port, args.allow_origin or ())
     print(f"privacy: {privacy} ({'individual-level views on' if privacy == 'full' else 'aggregates only'})")
-    print(f"open {scheme}://{host}:{args.port}/explorer")
+    print(f"open {scheme}://{origins[0] if origins else f'{args.address}:{args.port}'}/explorer")
     # SIGTERM (e.g. `kill`, a container stop) unwinds like Ctrl-C, so no child is left running; after
     # `kill -9`, the children's parent-death signal stops them (spawn_tied).
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

@@ -353,3 +353,10 @@ def test_spawned_child_dies_with_its_parent(tmp_path: Path) -> None:
         if child.is_running():
             child.kill()
     assert not child.is_running()
+
+
+def test_loopback_behind_a_proxy_without_login_gets_a_note(bundle: Path, fake_popen, capsys) -> None:
+    assert main(["serve", str(bundle), "--port", str(free_port()), "--allow-origin", "lse.example.org"]) == 0
+    out, err = capsys.readouterr()
+    assert "a proxy publishes the app" in err
+    assert "open http://localhost:" in out
