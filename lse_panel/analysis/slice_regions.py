@@ -59,8 +59,10 @@ def high_loss_regions(
     gets the count, sum and sum of squares of the subjects' excess loss (one ``np.bincount`` per
     sum), summed over the cell and its eight neighbours so a region is not shredded by noise. A
     cell is flagged when that neighbourhood's mean excess is more than ``z`` standard errors above
-    zero; edge-adjacent flagged cells merge into regions, holes are filled, and each region's
-    outline becomes a polygon. Regions are returned by their total excess loss, largest first.
+    zero; edge-adjacent flagged cells merge into regions. Of each region, the cells whose own mean
+    excess is at least half the region's are kept (the neighbourhood sums blur it by a cell), holes
+    are filled, and each connected piece's outline becomes a polygon. Pieces are returned by their
+    total excess loss, largest first.
 
     These regions are chosen by looking at the loss, so a test of them on the same subjects is
     biased: pass an ``include`` mask that keeps only a random half (the caller tests on the other half).
@@ -111,16 +113,24 @@ def high_loss_regions(
         score = mean / np.sqrt(var / n)
     flagged = (n >= min_count) & (var > 0) & (score > z)
     labels, n_labels = ndimage.label(flagged)
-    if n_labels == 0:
+    # The neighbourhood sums blur a region by a cell all round; keep, of each region found, the
+    # cells whose own mean excess is at least half the region's ("full width at half maximum").
+    cell_n, cell_sum = sums[0], sums[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cell_mean = cell_sum / cell_n
+    core = np.zeros_like(flagged)
+    for label in range(1, n_labels + 1):
+        region = labels == label
+        half = 0.5 * cell_sum[region].sum() / max(cell_n[region].sum(), 1.0)
+        core |= region & (cell_n > 0) & (cell_mean >= half)
+    pieces, n_pieces = ndimage.label(ndimage.binary_fill_holes(core))
+    if n_pieces == 0:
         return []
-    # Total (unsmoothed) excess per region, to rank them.
-    excess_by_label = ndimage.sum_labels(sums[1], labels, index=np.arange(1, n_labels + 1))
-    order = np.argsort(-excess_by_label)
+    excess_by_piece = ndimage.sum_labels(cell_sum, pieces, index=np.arange(1, n_pieces + 1))
     regions = []
-    for label in order[:max_regions] + 1:
-        if excess_by_label[label - 1] <= 0:
+    for piece in np.argsort(-excess_by_piece)[:max_regions] + 1:
+        if excess_by_piece[piece - 1] <= 0:
             break
-        component = ndimage.binary_fill_holes(labels == label)
-        ring = _outline(component, x0, y0, width, height)
+        ring = _outline(pieces == piece, x0, y0, width, height)
         regions.append((ring[:, 0].copy(), ring[:, 1].copy()))
     return regions

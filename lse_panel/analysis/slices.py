@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,116 +15,33 @@ from lse_panel.analysis.metrics import METRICS, Task, subgroup_metrics
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.selection import lasso_mask
 from lse_panel.analysis.slice_regions import high_loss_regions
+from lse_panel.analysis.slice_stats import (
+    LOSS_NAMES,
+    LOSSES,
+    Loss,
+    benjamini_hochberg,
+    loss_given_target,
+    per_subject_loss,
+    welch_greater,
+)
 from lse_panel.analysis.slice_sums import (
+    CLINICAL_BINS,
     COUNT,
     SUM,
-    CLINICAL_BINS,
     Bins,
-    encode_candidates,
     CandidateCodes,
-    slice_mask,
+    encode_candidates,
     pair_sums,
     single_sums,
+    slice_mask,
     triple_sums,
 )
+from lse_panel.config import SETTINGS
 
 if TYPE_CHECKING:
     from lse_panel.cohort.schema import PhenotypeSpec
 
-__all__ = ["CLINICAL_BINS", "LOSSES", "Bins", "benjamini_hochberg", "find_slices", "per_subject_loss"]
-
-Loss = Literal["absolute", "squared", "brier", "log"]
-
-LOSSES: dict[str, tuple[str, ...]] = {"regression": ("absolute", "squared"), "classification": ("brier", "log")}
-"""The per-subject losses each task may be searched on; the first is the default."""
-
-LOSS_NAMES = {"absolute": "absolute error", "squared": "squared error", "brier": "Brier score", "log": "log-loss"}
-
-
-# ----------------------------------------------------------------------------- losses
-
-
-def per_subject_loss(truth: np.ndarray, prediction: np.ndarray, task: Task, loss: Loss | None = None) -> np.ndarray:
-    """Each subject's loss: what a slice's failure is measured, tested and ranked by.
-
-    Parameters
-    ----------
-    truth, prediction
-        Observed values (0/1 labels for classification) and cross-fitted predictions
-        (probability of class 1 for classification).
-    task
-        ``"regression"`` or ``"classification"``.
-    loss
-        ``"absolute"`` (default for regression: its mean is the MAE) or ``"squared"`` (its mean
-        is the MSE); ``"brier"`` (default for classification: bounded, so its mean is well
-        behaved) or ``"log"`` (log-loss, scores clipped to [1e-15, 1 − 1e-15]).
-
-    Returns
-    -------
-    numpy.ndarray
-        float64, NaN where the truth or the prediction is missing (or a label is not 0/1).
-    """
-    if task not in LOSSES:
-        raise ValueError(f"task must be 'regression' or 'classification'; got {task!r}.")
-    loss = loss or LOSSES[task][0]
-    if loss not in LOSSES[task]:
-        raise ValueError(f"loss {loss!r} does not fit a {task} target; use one of {', '.join(LOSSES[task])}.")
-    t = np.asarray(truth, dtype=np.float64)
-    p = np.asarray(prediction, dtype=np.float64)
-    if t.shape != p.shape or t.ndim != 1:
-        raise ValueError(f"truth and prediction must be 1-D and the same length; got {t.shape} and {p.shape}.")
-    if task == "classification":
-        t = np.where((t == 0) | (t == 1), t, np.nan)
-    if loss == "absolute":
-        return np.abs(t - p)
-    if loss == "squared":
-        return (t - p) ** 2
-    if loss == "brier":
-        return (p - t) ** 2
-    q = np.clip(p, 1e-15, 1 - 1e-15)
-    return -(t * np.log(q) + (1 - t) * np.log1p(-q))
-
-
-# ----------------------------------------------------------------------------- tests
-
-
-def _welch(n1, s1, q1, n0, s0, q0):
-    """One-sided Welch t-test that group 1's mean loss exceeds group 0's, from counts and sums.
-
-    Returns ``(difference of means, its standard error, Welch–Satterthwaite df, p-value)``; the
-    p-value is 1 where either group has fewer than two subjects or no spread.
-    """
-    n1, s1, q1, n0, s0, q0 = (np.asarray(v, dtype=np.float64) for v in (n1, s1, q1, n0, s0, q0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        m1, m0 = s1 / n1, s0 / n0
-        a1 = np.maximum(q1 - s1 * m1, 0.0) / (n1 - 1.0) / n1
-        a0 = np.maximum(q0 - s0 * m0, 0.0) / (n0 - 1.0) / n0
-        se = np.sqrt(a1 + a0)
-        df = (a1 + a0) ** 2 / (a1**2 / (n1 - 1.0) + a0**2 / (n0 - 1.0))
-        t = (m1 - m0) / se
-        ok = (n1 >= 2) & (n0 >= 2) & (se > 0)
-        p = np.where(ok, stats.t.sf(np.where(ok, t, 0.0), np.where(ok, df, 1.0)), 1.0)
-    return m1 - m0, se, df, p
-
-
-def benjamini_hochberg(p_values: np.ndarray, n_tests: int | None = None) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (q-values), over ``n_tests`` hypotheses.
-
-    ``scipy.stats.false_discovery_control(p, method="bh")`` when ``n_tests`` is ``len(p)``; a
-    larger ``n_tests`` counts hypotheses that were not computed (pruned slices) as p = 1, which
-    can only make every q-value larger.
-    """
-    p = np.asarray(p_values, dtype=np.float64)
-    m = p.size if n_tests is None else int(n_tests)
-    if m < p.size:
-        raise ValueError(f"n_tests ({m}) is smaller than the number of p-values ({p.size}).")
-    if p.size == 0:
-        return p.copy()
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * m / np.arange(1, p.size + 1)
-    q = np.empty_like(p)
-    q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-    return q
+__all__ = ["CLINICAL_BINS", "LOSSES", "Bins", "benjamini_hochberg", "find_slices", "loss_given_target", "per_subject_loss"]
 
 
 # ----------------------------------------------------------------------------- the search
@@ -201,10 +118,10 @@ def _fold_nested(
     all_child = np.concatenate([child, np.array(own_child, dtype=np.int64)])
     all_c = np.vstack([c_sums, np.array([phen[r].sums for r in own_child]).reshape(-1, 3)])
     all_p = np.vstack([p_sums, np.array(own_parent).reshape(-1, 3)])
-    adds = _welch(*all_c.T, *(all_p - all_c).T)[3] < alpha
+    adds = welch_greater(*all_c.T, *(all_p - all_c).T)[3] < alpha
     dropped = set(all_child[~adds].tolist())
     left = p_sums - c_sums  # a short-listed parent's members outside its child
-    dilutes = _welch(*left.T, *(totals[None, :3] - p_sums).T)[3] >= alpha
+    dilutes = welch_greater(*left.T, *(totals[None, :3] - p_sums).T)[3] >= alpha
     dropped |= set(parent[adds[: child.size] & dilutes].tolist())
     gone = {id(phen[r]) for r in dropped}
     return [s for s in short if id(s) not in gone]
@@ -236,7 +153,7 @@ def _fold_overlapping(
         if kept:
             fresh = sums_in[members & ~covered, :3].sum(axis=0)
             outside = totals[:3] - sums_in[members | covered, :3].sum(axis=0)
-            if _welch(*fresh, *outside)[3] >= alpha:
+            if welch_greater(*fresh, *outside)[3] >= alpha:
                 continue
         kept.append(s)
         kept_sets.append((members, size))
@@ -304,7 +221,7 @@ def _search(
         size_ok = np.concatenate([size_ok, t_ok])
     keys, sums = keys[size_ok], sums[size_ok]
     rest = totals[None, :3] - sums[:, :3]
-    p = _welch(*sums[:, :3].T, *rest.T)[3]
+    p = welch_greater(*sums[:, :3].T, *rest.T)[3]
     tried["phenotype"] = int(keys.shape[0])
     found = [
         _Slice("phenotype", float(sums[r, SUM]), int(sums[r, COUNT]), sums[r, :3], rest[r], float(p[r]), row=int(r),
@@ -333,7 +250,7 @@ def _search(
                     continue
                 s = sums_in[inside & held].sum(axis=0)
                 r = held_totals[:3] - s[:3]
-                p_region = float(_welch(*s[:3], *r)[3])
+                p_region = float(welch_greater(*s[:3], *r)[3])
                 tried["region"] += 1
                 all_p.append(np.array([p_region]))
                 scale = n_valid / max(n_valid_held, 1)
@@ -365,6 +282,11 @@ def _search(
 
 
 # ----------------------------------------------------------------------------- the public entry
+
+
+def _loss(truth, prediction, task, loss, given_target) -> np.ndarray:
+    values = per_subject_loss(truth, prediction, task, loss)
+    return loss_given_target(values, truth, task) if given_target else values
 
 
 def _check_inputs(truth, predictions, candidates, specs, task, search, projections, max_conditions, fdr, top):
@@ -407,11 +329,11 @@ def find_slices(
     search: Sequence[str] | None = None,
     projections: Mapping[str, np.ndarray] | None = None,
     loss: Loss | None = None,
-    max_conditions: int = 2,
+    max_conditions: int = SETTINGS.slice_max_conditions,
     quantile_bins: int = 5,
     bins: Mapping[str, Bins] | None = None,
-    fdr: float = 0.05,
-    top: int = 20,
+    fdr: float = SETTINGS.slice_fdr,
+    top: int = SETTINGS.slice_top,
     min_fraction: float = 0.001,
     max_fraction: float = 0.5,
     jaccard: float = 0.8,
@@ -422,6 +344,7 @@ def find_slices(
     region_z: float = 3.0,
     max_regions: int = 10,
     max_parents: int = 200,
+    given_target: bool = False,
     seed: int = 0,
 ) -> pd.DataFrame:
     """The subgroups where a target is predicted worst, found by searching phenotype rules and map regions.
@@ -501,6 +424,10 @@ def find_slices(
         standard errors) and most regions per projection.
     max_parents
         Most two-condition slices extended to three conditions.
+    given_target
+        Search on the loss beyond what subjects with a similar target value incur
+        (:func:`loss_given_target`), so phenotypes that merely track the target's tails drop out;
+        ``loss_slice``, ``loss_rest`` and ``gap`` are then in those adjusted terms.
     seed
         Seed for the half split of the region search.
 
@@ -509,7 +436,7 @@ def find_slices(
     pandas.DataFrame
         One row per slice and searched latent kind, best first within each kind: ``latent``,
         ``rank``, ``kind`` (``"phenotype"``/``"region"``), ``rule`` (condition text, or a region's
-        description), ``condition`` (the parsed :class:`Condition`, or None), ``projection``,
+        projection and extent), ``condition`` (the parsed :class:`Condition`, or None), ``projection``,
         ``polygon_x``, ``polygon_y`` (a region's vertices, or None), ``n_conditions``, ``n``,
         ``n_rest``, ``loss`` (its name), ``loss_slice``, ``loss_rest``, ``gap``, ``gap_ci_low``,
         ``gap_ci_high``, ``p_value``, ``q_value``, ``significant``, ``excess``, ``tested_on``
@@ -525,10 +452,11 @@ def find_slices(
     policy = policy or PrivacyPolicy()
     loss = loss or LOSSES[task][0]
     features = encode_candidates(candidates, specs, quantile_bins, {**CLINICAL_BINS, **dict(bins or {})})
+    label = LOSS_NAMES[loss] + (" beyond the target's stratum" if given_target else "")
     rows, tried_by, level_by, masks = [], {}, {}, []
     for latent in search:
         outcome = _search(
-            features, per_subject_loss(truth, predictions[latent], task, loss), projections,
+            features, _loss(truth, predictions[latent], task, loss, given_target), projections,
             max_conditions=max_conditions, fdr=fdr, top=int(top), floor=max(policy.min_group_size, 2),
             min_fraction=min_fraction, max_fraction=max_fraction, jaccard=jaccard,
             only_significant=only_significant, regions=regions, grid=grid, region_z=region_z,
@@ -536,11 +464,13 @@ def find_slices(
         )
         tried_by[latent], level_by[latent] = outcome.tried, outcome.ci_level
         for rank, s in enumerate(outcome.kept, start=1):
-            rows.append(_row(s, features, outcome, latent=latent, rank=rank, loss=loss, fdr=fdr))
+            rows.append(_row(s, features, outcome, latent=latent, rank=rank, loss=label, fdr=fdr))
             masks.append(s.mask)
     frame = pd.DataFrame(rows, columns=_COLUMNS)
     frame = _side_by_side(frame, masks, truth, predictions, task, policy)
-    frame.attrs.update(task=task, loss=LOSS_NAMES[loss], fdr=fdr, ci_level=level_by, tried=tried_by)
+    frame.attrs.update(
+        task=task, loss=label, given_target=given_target, fdr=fdr, ci_level=level_by, tried=tried_by
+    )
     return frame
 
 
@@ -552,20 +482,25 @@ _COLUMNS = [
 
 
 def _row(s: _Slice, features: CandidateCodes, outcome: _Outcome, *, latent: str, rank: int, loss: str, fdr: float) -> dict:
-    gap, se, df, _p = (float(v) for v in _welch(*s.sums, *s.rest))
+    """One row of the result table; ``loss`` is the loss's display name."""
+    gap, se, df, _p = (float(v) for v in welch_greater(*s.sums, *s.rest))
     half = float(stats.t.ppf(0.5 + outcome.ci_level / 2, df)) * se if math.isfinite(df) else math.nan
     condition = _phenotype_condition(features, s.key) if s.kind == "phenotype" else None
     if condition is not None:
         rule = condition.to_text()
     else:
-        rule = f"region of {s.projection} ({len(s.polygon[0]) - 1} vertices)"
+        xs, ys = s.polygon
+        rule = (
+            f"region of {s.projection}: x {xs.min():.3g} to {xs.max():.3g}, y {ys.min():.3g} to {ys.max():.3g} "
+            f"({len(xs) - 1} vertices)"
+        )
     return {
         "latent": latent, "rank": rank, "kind": s.kind, "rule": rule, "condition": condition,
         "projection": s.projection,
         "polygon_x": s.polygon[0].tolist() if s.polygon else None,
         "polygon_y": s.polygon[1].tolist() if s.polygon else None,
         "n_conditions": int((s.key >= 0).sum()) if s.key is not None else 0,
-        "n": s.n, "n_rest": outcome.n_valid - s.n, "loss": LOSS_NAMES[loss],
+        "n": s.n, "n_rest": outcome.n_valid - s.n, "loss": loss,
         "loss_slice": outcome.mean_loss + float(s.sums[1] / s.sums[0]),
         "loss_rest": outcome.mean_loss + float(s.rest[1] / s.rest[0]),
         "gap": gap, "gap_ci_low": gap - half, "gap_ci_high": gap + half,

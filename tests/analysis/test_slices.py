@@ -22,7 +22,8 @@ from lse_panel.analysis.slice_sums import (
     slice_mask,
     triple_sums,
 )
-from lse_panel.analysis.slices import _welch, benjamini_hochberg, find_slices, per_subject_loss
+from lse_panel.analysis.slice_stats import benjamini_hochberg, per_subject_loss, welch_greater
+from lse_panel.analysis.slices import find_slices
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.synth.phenotypes import PHENOTYPES
 
@@ -131,6 +132,20 @@ def test_the_failing_latent_is_told_apart() -> None:
     assert ecg_rows.iloc[0]["mae_ecg"] > 2 * ecg_rows.iloc[0]["mae_mri"]
     assert mri_rows.empty  # the MRI latent fails nowhere in particular
     assert {"r2_ecg", "r2_mri", "mae_rest_ecg", "r2_rest_mri"} <= set(found.columns)
+
+
+def test_given_target_sets_aside_failures_that_only_track_the_targets_tails() -> None:
+    columns, truth, _pred, rng = _table(20_000, seed=15)
+    columns["sbp"] = (135 + 3 * (truth - 60) + rng.normal(0, 5, truth.size)).astype(np.float32)  # a proxy
+    pred = 60 + 0.4 * (truth - 60) + rng.normal(0, 2, truth.size)  # shrinks towards the mean
+    planted = columns["af"] == 1
+    pred[planted] += rng.normal(0, 8, planted.sum())
+    plain = _search(columns, truth, {"k": pred}, regions=False)
+    assert "sbp" in plain.iloc[0]["rule"]
+    adjusted = _search(columns, truth, {"k": pred}, regions=False, given_target=True)
+    assert adjusted.iloc[0]["rule"] == 'af == "yes"'
+    assert not adjusted["rule"].str.contains("sbp").any()
+    assert adjusted.attrs["given_target"] and adjusted.iloc[0]["loss"].endswith("beyond the target's stratum")
 
 
 # ----------------------------------------------------------------------------- no failure
@@ -255,7 +270,7 @@ def test_clinical_bins_apply_only_in_their_units_and_can_be_extended() -> None:
 def test_welch_from_sums_matches_scipy() -> None:
     rng = np.random.default_rng(11)
     a, b = rng.exponential(2.0, 40), rng.exponential(1.5, 900)
-    gap, se, df, p = _welch(a.size, a.sum(), (a**2).sum(), b.size, b.sum(), (b**2).sum())
+    gap, se, df, p = welch_greater(a.size, a.sum(), (a**2).sum(), b.size, b.sum(), (b**2).sum())
     ref = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
     assert p == pytest.approx(ref.pvalue, rel=1e-9)
     assert gap / se == pytest.approx(ref.statistic, rel=1e-9)
