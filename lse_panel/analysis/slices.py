@@ -169,6 +169,49 @@ def _phenotype_condition(features: CandidateCodes, key: np.ndarray) -> Condition
     return parts[0] if len(parts) == 1 else And(tuple(parts))
 
 
+def _region_slices(
+    projections: Mapping[str, np.ndarray],
+    sums_in: np.ndarray,
+    excess: np.ndarray,
+    limits: tuple[int, int, int],
+    *,
+    first_row: int,
+    grid: int,
+    z: float,
+    max_regions: int,
+    seed: int,
+) -> list[_Slice]:
+    """Failing regions of each map, drawn on one random half of the subjects and tested on the other.
+
+    Chosen by the loss, a region would pass any test on the subjects it was drawn from. Its test
+    columns (sums, p-value, excess scaled to the whole cohort) come from the held-out half; its
+    size ``n`` counts every subject inside.
+    """
+    lo_n, hi_n, floor = limits
+    valid = sums_in[:, COUNT] > 0
+    n_valid = int(valid.sum())
+    discover = np.random.default_rng(seed).random(valid.size) < 0.5
+    held = valid & ~discover
+    held_totals = sums_in[held].sum(axis=0)
+    scale = n_valid / max(int(held.sum()), 1)
+    found = []
+    for name, coords in projections.items():
+        x, y = coords[:, 0], coords[:, 1]
+        for xs, ys in high_loss_regions(
+            x, y, valid & discover, excess, grid=grid, z=z, min_count=max(2 * floor, 20), max_regions=max_regions, seed=seed
+        ):
+            inside = lasso_mask(x, y, xs, ys, on_nan="exclude")
+            n_in = int(np.count_nonzero(inside & valid))
+            if not (lo_n <= n_in <= hi_n and n_valid - n_in >= floor):
+                continue
+            s = sums_in[inside & held].sum(axis=0)
+            rest = held_totals[:3] - s[:3]
+            p = float(welch_greater(*s[:3], *rest)[3])
+            found.append(_Slice("region", float(s[SUM]) * scale, n_in, s[:3], rest, p, row=first_row + len(found),
+                                projection=name, polygon=(xs, ys), mask=inside))
+    return found
+
+
 def _search(
     features: CandidateCodes,
     loss: np.ndarray,
@@ -232,32 +275,13 @@ def _search(
     all_p = [p]
 
     if regions and projections:
-        # Regions are drawn on one random half and tested on the other: chosen by the loss, they
-        # would pass any test on the subjects they were chosen from.
-        discover = np.random.default_rng(seed).random(loss.size) < 0.5
-        held = valid & ~discover
-        held_totals = sums_in[held].sum(axis=0)
-        n_valid_held = int(held.sum())
-        for name, coords in projections.items():
-            x, y = coords[:, 0], coords[:, 1]
-            for xs, ys in high_loss_regions(
-                x, y, valid & discover, excess, grid=grid, z=region_z, min_count=max(2 * floor, 20),
-                max_regions=max_regions, seed=seed,
-            ):
-                inside = lasso_mask(x, y, xs, ys, on_nan="exclude")
-                n_in = int(np.count_nonzero(inside & valid))
-                if not (lo_n <= n_in <= hi_n and n_valid - n_in >= floor):
-                    continue
-                s = sums_in[inside & held].sum(axis=0)
-                r = held_totals[:3] - s[:3]
-                p_region = float(welch_greater(*s[:3], *r)[3])
-                tried["region"] += 1
-                all_p.append(np.array([p_region]))
-                scale = n_valid / max(n_valid_held, 1)
-                found.append(
-                    _Slice("region", float(s[SUM]) * scale, n_in, s[:3], r, p_region, row=keys.shape[0] + tried["region"] - 1,
-                           projection=name, polygon=(xs, ys), mask=inside)
-                )
+        region_slices = _region_slices(
+            projections, sums_in, excess, (lo_n, hi_n, floor), first_row=keys.shape[0], grid=grid, z=region_z,
+            max_regions=max_regions, seed=seed,
+        )
+        found.extend(region_slices)
+        all_p.append(np.array([s.p for s in region_slices]))
+        tried["region"] = len(region_slices)
     n_tests = sum(tried.values())
     q = benjamini_hochberg(np.concatenate(all_p), n_tests)
     for s in found:
