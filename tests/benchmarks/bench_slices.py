@@ -20,6 +20,7 @@ import argparse
 import os
 import statistics
 import time
+import timeit
 from typing import Callable
 
 import numpy as np
@@ -31,16 +32,10 @@ from lse_panel.analysis.slices import find_slices
 from lse_panel.synth.phenotypes import PHENOTYPES, generate_phenotypes
 
 
-def timed(fn: Callable[[], object], repeat: int, warm: int = 1) -> float:
-    """Median seconds of ``fn()`` after ``warm`` untimed calls."""
-    for _ in range(warm):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    """Median seconds of ``fn()`` over ``repeat`` calls after one untimed warm-up (``timeit`` does the timing)."""
+    fn()
+    return statistics.median(timeit.repeat(fn, number=1, repeat=repeat))
 
 
 def synthetic(n: int):
