@@ -7,6 +7,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import math
 import os
 import re
 import socket
@@ -25,6 +26,7 @@ __all__ = [
     "existing_directory",
     "existing_file",
     "export_file",
+    "fraction",
     "host_address",
     "integer",
     "oauth_encryption_key",
@@ -88,6 +90,17 @@ def integer(lo: int, hi: int, *, example: int | None = None) -> Callable[[str], 
 
     parse.__name__ = "integer"  # argparse names the type in its own messages
     return parse
+
+
+def fraction(text: str) -> float:
+    """A number strictly between 0 and 1 (a false discovery rate, a share)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:  # NaN fails too
+        raise _error(text, "is not a number strictly between 0 and 1", "pass one such as 0.05")
+    return value
 
 
 class MriShapeAction(argparse.Action):

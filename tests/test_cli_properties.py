@@ -81,6 +81,12 @@ def options(places: dict[str, str]) -> dict[str, dict[str, st.SearchStrategy | N
                   "--insecure-network": None},
         "subgroups": {"": st.sampled_from(["list", "export", "delete", ""]), " bundle": path,
                       " name": st.sampled_from(["older", "nobody", "", "<b>x</b>"]) | st.text(max_size=10), "--out": path},
+        "slices": {" bundle": path, "--target": st.sampled_from(["lvef", "age", "sex", "nobody", ""]) | TEXT,
+                   "--latent": st.sampled_from(["fused", "ecg", "all", "none"]), "--max-conditions": NUMBERS,
+                   "--fdr": NUMBERS | st.floats().map(str), "--top": NUMBERS, "--out": path,
+                   "--loss": st.sampled_from(["absolute", "brier", "log", "cubic"]),
+                   "--bins": st.sampled_from(["age=45,55,65", "age=", "=1", "age=x,y", "lvef=40:%", "nobody=1"]) | TEXT,
+                   "--include-target": None, "--given-target": None, "--no-regions": None, "--all": None},
         "bench": {"--only": TEXT},
     }
 
@@ -109,7 +115,7 @@ def argv(draw, places: dict[str, str]) -> list[str]:
 @pytest.fixture
 def harness(places, monkeypatch, tmp_path):
     """Heavy commands (synth, train, embed, build, bench, a build inside serve, the server itself) replaced
-    by stubs that record their arguments; `subgroups` and the checks inside `serve` run for real."""
+    by stubs that record their arguments; `subgroups`, `slices` and the checks inside `serve` run for real."""
     calls: list = []
 
     def stub(args):
@@ -142,6 +148,10 @@ def check_parsed(args) -> None:
     for name in ("subjects", "n_train"):
         if getattr(args, name, None) is not None:
             assert 1 <= getattr(args, name) <= SETTINGS.max_subjects
+    if getattr(args, "fdr", None) is not None:
+        assert 0 < args.fdr < 1
+    if getattr(args, "top", None) is not None:
+        assert args.top >= 1
     if getattr(args, "seed", None) is not None:
         assert 0 <= args.seed < 2**32
     for name in ("batch_size", "steps", "latent_dim"):
