@@ -8,7 +8,9 @@ from datetime import timedelta
 from hypothesis import HealthCheck, settings
 
 # `make test` (and CI) run the "default" profile: derandomized, so the same examples run every time
-# and the suite cannot flake. Property tests size their example counts as fractions of the profile's
+# and the suite cannot flake. (Hypothesis also draws literals found in the loaded project modules, so
+# a run of a subset of tests may see other examples than the whole suite: a failure there is a real
+# counterexample all the same; `make test` itself always collects and runs the same modules.) Property tests size their example counts as fractions of the profile's
 # max_examples (100 here), so the whole property suite stays under a minute; `HYPOTHESIS_PROFILE=explore`
 # draws fresh random examples, ten times as many, to hunt for new bugs on demand.
 _COMMON = dict(

@@ -127,13 +127,13 @@ def check_manifest(manifest: Any, where: str, hint: str) -> dict[str, Any]:
         for key in ("units", "description"):
             if key in entry:
                 check.text(entry[key], f"{field}.{key}")
-        if entry["type"] != "continuous":
-            check.text_list(entry.get("categories"), f"{field}.categories", min_size=2)
+        if entry["type"] != "continuous" or "categories" in entry:
+            check.text_list(entry.get("categories"), f"{field}.categories", min_size=0 if entry["type"] == "continuous" else 2)
 
     def modality(name: str, entry: Any, field: str) -> None:
         entry = check.object(entry, field)
         kind = entry.get("kind")
-        if kind not in _MODALITY_FIELDS:
+        if not isinstance(kind, str) or kind not in _MODALITY_FIELDS:
             check.fail(f"{field}.kind", f"is {kind!r}; expected 'signal' or 'image_sequence'")
         unknown = set(entry) - _MODALITY_FIELDS[kind]
         if unknown:
