@@ -25,7 +25,8 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -139,6 +140,11 @@ class Cohort:
             ) from None
 
     @property
+    def phenotype_columns(self) -> Mapping[str, np.ndarray]:
+        """Phenotype name → column, read-only and uncopied: what the analysis layer's filters take."""
+        return MappingProxyType(self._phenotypes)
+
+    @property
     def phenotypes(self) -> pd.DataFrame:
         """All phenotype columns as a DataFrame that shares (does not copy) the arrays."""
         return pd.DataFrame(self._phenotypes, copy=False)
@@ -174,15 +180,6 @@ class Cohort:
                     spec = self.phenotype_specs[name]
                     tasks[name] = "regression" if spec.type == "continuous" else "classification"
         return tasks
-
-    def raw_source(self) -> Any:
-        """An object whose ``raw(ids)`` regenerates or reads each subject's raw modalities."""
-        raw = self.manifest.get("raw") or {}
-        if raw.get("source") == "synthetic":
-            from lse_panel.synth import SyntheticCohort
-
-            return SyntheticCohort.from_json(raw)
-        return None
 
     # -- validation ---------------------------------------------------------------------
     def validate(self) -> None:

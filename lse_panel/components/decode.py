@@ -24,6 +24,7 @@ from lse_panel.components.cache import cohort_cached as shared_cohort_cached
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.signals import create_modality_plot, modality_from_array
+from lse_panel.sources import RawSource
 
 MAX_SAMPLES = 4
 """Most subjects shown as original vs reconstruction: individual records are heavy and sensitive."""
@@ -109,6 +110,9 @@ class DecodePane(pn.viewable.Viewer):
         and ``decode_from``.
     decode
         Latents ``(k, d)`` float32 → ``{modality: (k, *shape)}``, e.g. a wrapped torch decoder.
+    raw_source
+        Reads or regenerates the subjects' original records (:func:`lse_panel.sources.open_raw_source`);
+        without one, subjects show reconstructions only.
     """
 
     state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
@@ -138,19 +142,15 @@ class DecodePane(pn.viewable.Viewer):
     )
     message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) plots.")
 
-    def __init__(self, state: ExplorerState, decode: Decoder, **params: Any) -> None:
+    def __init__(
+        self, state: ExplorerState, decode: Decoder, *, raw_source: RawSource | None = None, **params: Any
+    ) -> None:
         policy = params.get("policy")
         if policy is not None and not policy.individual_views:
             params.setdefault("show_subjects", False)
         super().__init__(state=state, **params)
         self._decode = decode
-        try:
-            self._raw_source = state.cohort.raw_source()
-        except Exception as exc:  # a broken raw source must not take the pane down
-            self._raw_source = None
-            self._raw_error = f"raw records unavailable ({exc})"
-        else:
-            self._raw_error = ""
+        self._raw_source = raw_source
         self._specs: dict[str, Modality] = {}
         self._players: dict[str, pn.widgets.Player] = {}
         self._mean_pipes: dict[str, hv.streams.Pipe] = {}
@@ -336,7 +336,7 @@ class DecodePane(pn.viewable.Viewer):
 
     def _raw(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray] | None, str]:
         if self._raw_source is None:
-            reason = self._raw_error or "this cohort names no raw source"
+            reason = "this cohort names no raw source"
             return None, f"Original records are not shown: {reason}. Reconstructions only."
         try:
             raw = self._raw_source.raw(self.state.cohort.ids[rows])

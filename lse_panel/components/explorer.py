@@ -19,7 +19,9 @@ from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.projection import Projector
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort, open_bundle
-from lse_panel.cohort.subgroups import BoxStep, LassoStep, Subgroup, SubgroupStore
+from lse_panel.cohort.ids import rows_of_ids
+from lse_panel.cohort.rules import BoxStep, LassoStep
+from lse_panel.cohort.subgroups import Subgroup, SubgroupStore
 from lse_panel.components.build_progress import BuildProgress
 from lse_panel.components.compare import ComparePane
 from lse_panel.components.filters import PhenotypeFilters
@@ -30,6 +32,7 @@ from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.components.subject import SubjectInspector
 from lse_panel.config import SETTINGS
 from lse_panel.digest import checkpoint_digest
+from lse_panel.sources import RawSource, open_raw_source
 
 Decoder = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 
@@ -69,6 +72,15 @@ def load_decoder(cohort: Cohort) -> Decoder | None:
             log.warning("could not load the decoder %s (%s); decode panes are off", path, exc)
             return None
     return None
+
+
+def _raw_source(cohort: Cohort) -> RawSource | None:
+    """The bundle's raw source, or ``None`` (logged) when it names none or it cannot be opened."""
+    try:
+        return open_raw_source(cohort)
+    except Exception as exc:  # a broken raw source must not take the explorer down
+        log.warning("raw records unavailable (%s); panes show reconstructions only", exc)
+        return None
 
 
 def _optional_pane(module: str, name: str) -> type | None:
@@ -138,7 +150,8 @@ class Explorer(pn.viewable.Viewer):
         self.filters = PhenotypeFilters(
             self.state, shown=list(filters) if filters is not None else None, policy=self.policy
         )
-        self.subject = SubjectInspector(self.state, decode=decode, enabled=individual_level)
+        self.raw_source = _raw_source(cohort)
+        self.subject = SubjectInspector(self.state, decode=decode, raw_source=self.raw_source, enabled=individual_level)
         self.decode_pane = self._make_decode_pane()
         self.accuracy_pane = self._make_accuracy_pane()
         self.compare_pane = ComparePane(self.state, self.store, policy=self.policy)
@@ -168,7 +181,7 @@ class Explorer(pn.viewable.Viewer):
             why = "no decoder was loaded for this bundle" if self.decode is None else "the decode pane is not installed"
             return pn.pane.Alert(f"Decoding is off: {why}.", alert_type="secondary")
         options = {} if self.individual_level else {"show_subjects": False}
-        return pane(self.state, decode=self.decode, policy=self.policy, **options)
+        return pane(self.state, decode=self.decode, raw_source=self.raw_source, policy=self.policy, **options)
 
     def _make_accuracy_pane(self) -> pn.viewable.Viewable:
         pane = _optional_pane("accuracy", "AccuracyPane")
@@ -288,7 +301,7 @@ class Explorer(pn.viewable.Viewer):
         if sum(given) != 1:
             raise ValueError("select() takes exactly one of ids=, indices=, bounds=, lasso=")
         if ids is not None:
-            rows = self._rows_of(ids)
+            rows = rows_of_ids(self.cohort, ids)
         elif indices is not None:
             rows = np.asarray(indices, dtype=np.int64)
         else:
@@ -304,18 +317,6 @@ class Explorer(pn.viewable.Viewer):
             return self.state.selection
         self.state.select(rows, mode)
         return self.state.selection
-
-    def _rows_of(self, ids: Sequence[Any] | np.ndarray) -> np.ndarray:
-        all_ids = np.asarray(self.cohort.ids)
-        wanted = np.asarray(ids).astype(all_ids.dtype, copy=False)
-        order = np.argsort(all_ids, kind="stable")
-        pos = np.searchsorted(all_ids, wanted, sorter=order)
-        pos = np.clip(pos, 0, len(all_ids) - 1)
-        rows = order[pos]
-        missing = all_ids[rows] != wanted
-        if missing.any():
-            raise KeyError(f"{int(missing.sum())} id(s) not in this cohort, e.g. {wanted[missing][:5].tolist()}")
-        return rows.astype(np.int64)
 
     def clear(self) -> None:
         """Clear the selection and every filter."""

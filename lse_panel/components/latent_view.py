@@ -13,7 +13,7 @@ import param
 
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort
-from lse_panel.cohort.subgroups import BoxStep, LassoStep
+from lse_panel.cohort.rules import BoxStep, LassoStep
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.latent import (
     DENSITY,

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import param
 
-from lse_panel.analysis.selection import combine, range_mask, sorted_unique
+from lse_panel.analysis.phenotype_filters import filter_mask
+from lse_panel.analysis.selection import MODES, combine, sorted_unique
 from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.rules import IdsStep
 
 EMPTY = np.empty(0, dtype=np.int64)
 EMPTY.flags.writeable = False
 
-MODES = ["new", "add", "intersect", "subtract"]
-
-
-def filter_mask(cohort: Cohort, filters: Mapping[str, Any]) -> np.ndarray | None:
-    """Subjects passing every phenotype filter, or ``None`` when no filter restricts anything.
-
-    ``filters`` maps a continuous phenotype to ``(lo, hi)`` (inclusive, ``None`` for an open
-    side) and a binary/categorical one to the category codes to keep.
-    """
-    mask = None
-    for name, rule in filters.items():
-        spec = cohort.phenotype_specs[name]
-        values = cohort.phenotype(name)
-        if spec.type == "continuous":
-            lo, hi = rule
-            keep = range_mask(values, lo, hi)
-        else:
-            codes = sorted(int(c) for c in rule)
-            if len(codes) >= len(spec.categories):
-                continue
-            keep = np.isin(values, np.asarray(codes, dtype=values.dtype))
-        mask = keep if mask is None else (mask & keep)
-    return mask
 
 
 class ExplorerState(param.Parameterized):
@@ -61,7 +40,7 @@ class ExplorerState(param.Parameterized):
     inspected = param.Integer(default=None, allow_None=True, doc="Row index of the subject opened by a click.")
     mode = param.Selector(
         default="new",
-        objects=MODES,
+        objects=list(MODES),
         doc="How a new box or lasso combines with the current region: replace it, add to it, "
         "intersect with it or subtract from it.",
     )
@@ -135,8 +114,6 @@ class ExplorerState(param.Parameterized):
 
     def region_rule(self) -> list[Any]:
         """The steps that rebuild the region: recorded geometry where drawn, subject ids otherwise."""
-        from lse_panel.cohort.subgroups import IdsStep
-
         ids = np.asarray(self.cohort.ids)
         return [
             step if step is not None else IdsStep(ids[indices], mode=mode)
@@ -150,7 +127,7 @@ class ExplorerState(param.Parameterized):
         self.selection = EMPTY
 
     def _sync_selection(self, *_: Any) -> None:
-        mask = filter_mask(self.cohort, self.filters)
+        mask = filter_mask(self.cohort.phenotype_columns, self.cohort.phenotype_specs, self.filters)
         if mask is None:
             selection = EMPTY if self.region is None else self.region
         elif self.region is None:

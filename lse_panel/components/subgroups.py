@@ -15,17 +15,12 @@ import pandas as pd
 import panel as pn
 import param
 
-from lse_panel.analysis.conditions import EXAMPLE, ConditionError, condition_from_json, evaluate
+from lse_panel.analysis.conditions import EXAMPLE, ConditionError, condition_from_json
+from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.analysis.privacy import PrivacyError, PrivacyPolicy
-from lse_panel.cohort.subgroups import (
-    PALETTE,
-    FilterStep,
-    IdsStep,
-    Step,
-    Subgroup,
-    SubgroupError,
-    SubgroupStore,
-)
+from lse_panel.cohort.rules import FilterStep, IdsStep, Step, SubgroupError
+from lse_panel.cohort.subgroups import Subgroup, SubgroupStore
+from lse_panel.palette import SUBGROUP_COLOURS, next_free_colour
 from lse_panel.components.state import ExplorerState
 
 BUILTIN_COMPARISONS = ("rest", "all")
@@ -63,7 +58,7 @@ def selection_rule(state: ExplorerState) -> list[Step]:
             return list(recorded)
     cohort = state.cohort
     ids = np.asarray(cohort.ids)
-    # The same no-op rule ExplorerState.filter_mask skips: every category kept.
+    # The same no-op rule filter_mask skips: every category kept.
     ranges = {
         name: tuple(rule)
         for name, rule in state.filters.items()
@@ -158,7 +153,7 @@ class SubgroupManager(pn.viewable.Viewer):
         state.store = store
         self._rows: dict[str, _Row] = {}
         self._name = pn.widgets.TextInput(label="Subgroup name", placeholder="e.g. high LV mass", width=200)
-        self._colour = pn.widgets.ColorPicker(label="Colour", value=PALETTE[0], width=60)
+        self._colour = pn.widgets.ColorPicker(label="Colour", value=SUBGROUP_COLOURS[0], width=60)
         self._save = pn.widgets.Button(label="Save selection", color="primary", width=130, align="end")
         self._condition = pn.widgets.TextInput(
             label="New subgroup from condition", placeholder=EXAMPLE, width=340,
@@ -316,8 +311,7 @@ class SubgroupManager(pn.viewable.Viewer):
         self._list.objects = [row.layout() for row in self._rows.values()] or [
             pn.pane.Markdown("*No saved subgroups yet: select subjects and press Save selection.*")
         ]
-        used = {g.colour for g in groups}
-        self._colour.value = next((c for c in PALETTE if c not in used), PALETTE[len(groups) % len(PALETTE)])
+        self._colour.value = next_free_colour([g.colour for g in groups])
         return names
 
     # -- internals -------------------------------------------------------------------------
@@ -423,7 +417,8 @@ class SubgroupManager(pn.viewable.Viewer):
             return
         try:
             step = FilterStep.from_text(text, self.state.cohort)
-            n = int(evaluate(condition_from_json(step.condition), self.state.cohort).sum())
+            cohort = self.state.cohort
+            n = int(evaluate(condition_from_json(step.condition), cohort.phenotype_columns, cohort.phenotype_specs).sum())
         except ConditionError as exc:
             self._condition_feedback.object = str(exc)
             return

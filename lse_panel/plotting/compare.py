@@ -9,15 +9,10 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options thes
 import numpy as np
 import pandas as pd
 
-from lse_panel.plotting.latent import HIGHLIGHT
+from lse_panel.palette import FALLBACK_COLOURS, HIGHLIGHT, REFERENCE_COLOUR
 
 SELECTION_COLOUR = HIGHLIGHT
 """The selection is drawn in the latent views' highlight colour everywhere."""
-
-REFERENCE_COLOUR = "#7f7f7f"
-"""The comparison group (rest, whole cohort) is grey unless it is a saved subgroup with a colour."""
-
-FALLBACK_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#8c564b", "#17becf", "#9467bd", "#bcbd22", "#393b79")
 
 HISTOGRAM_COLUMNS = ["group", "left", "right", "density", "count", "n"]
 CATEGORY_COLUMNS = ["group", "category", "proportion", "count", "n"]

@@ -14,6 +14,7 @@ from bokeh.palettes import interp_palette
 from holoviews.operation.datashader import aggregate, rasterize
 
 from lse_panel.cohort.schema import PhenotypeSpec
+from lse_panel.palette import CATEGORY_COLORS, COHORT_COLOUR, HIGHLIGHT
 
 # Bokeh is this package's only backend; outside a notebook nothing else selects it, and
 # ``hv.opts.<Element>`` lookups need a current backend.
@@ -24,19 +25,11 @@ ColorMode = Literal["density", "continuous", "categorical"]
 DENSITY = "density"
 """The ``color_by`` value meaning: colour each pixel by how many subjects fall in it."""
 
-HIGHLIGHT = "#e6007e"
-"""Selection colour: a magenta that appears in neither the density, viridis nor category palettes."""
-
 DENSITY_CMAP = list(interp_palette(("#e3e9f0", "#9fb3c8", "#5f7f9f", "#2f4f6f", "#0b1d30"), 256))
 """Light-to-dark slate blue: quiet enough for the highlight to stand out on top of it."""
 
 CONTINUOUS_CMAP = "viridis"
 
-CATEGORY_COLORS = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#8c564b", "#17becf",
-    "#9467bd", "#bcbd22", "#7f7f7f", "#d62728", "#393b79",
-)
-"""Category10 without its pink (too close to :data:`HIGHLIGHT`), red moved late for the same reason."""
 
 
 def color_mode(spec: PhenotypeSpec | None) -> ColorMode:
@@ -354,7 +347,7 @@ def create_distribution_plot(
     if spec.type == "continuous":
         edges = np.asarray(edges_or_labels, dtype=np.float64)
         cohort = hv.Histogram((edges, cohort_p), kdims=[name], vdims=[proportion]).opts(
-            fill_color="#b8c4d0", line_color="#b8c4d0", **common
+            fill_color=COHORT_COLOUR, line_color=COHORT_COLOUR, **common
         )
         sel = hv.Histogram((edges, sel_p), kdims=[name], vdims=[proportion]).opts(
             fill_alpha=0.0, line_color=highlight, line_width=1.5
@@ -372,7 +365,7 @@ def create_distribution_plot(
         }
     )
     return hv.Bars(frame, [name, "group"], proportion).opts(
-        color="group", cmap={"cohort": "#b8c4d0", "selection": highlight}, show_legend=False,
+        color="group", cmap={"cohort": COHORT_COLOUR, "selection": highlight}, show_legend=False,
         multi_level=False, line_color=None, **common
     )
 
@@ -412,7 +405,6 @@ def bin_counts(codes: np.ndarray, n_bins: int, indices: np.ndarray | None = None
 
 __all__ = [
     "DENSITY",
-    "HIGHLIGHT",
     "bin_counts",
     "color_mode",
     "create_distribution_plot",

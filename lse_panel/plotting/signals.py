@@ -10,9 +10,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options thes
 import numpy as np
 
 from lse_panel.cohort.schema import ImageSequenceModality, Modality, SignalModality
-
-GROUP_COLORS: tuple[str, ...] = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
-"""Colours of the overlaid groups, by position (the selection first, then what it is compared with)."""
+from lse_panel.palette import GROUP_COLORS
 
 DIFFERENCE_CMAP = "RdBu_r"
 """Diverging colour map of difference images; zero is white."""

@@ -175,7 +175,7 @@ def test_sample_shows_at_most_four_subjects_reconstructed(cohort: Cohort) -> Non
     assert pane.sample_rows.size == 0
 
 
-def test_originals_come_from_the_raw_source(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_originals_come_from_the_raw_source() -> None:
     cohort = tiny_cohort(60)
     decode = tiny_decoder(8)
 
@@ -184,9 +184,8 @@ def test_originals_come_from_the_raw_source(monkeypatch: pytest.MonkeyPatch) -> 
             rows = np.searchsorted(cohort.ids, ids)
             return {name: values + 1.0 for name, values in decode(cohort.latent("ecg")[rows]).items()}
 
-    monkeypatch.setattr(cohort, "raw_source", lambda: Raw())
     state = ExplorerState(cohort)
-    pane = DecodePane(state, decode=CountingDecoder())
+    pane = DecodePane(state, decode=CountingDecoder(), raw_source=Raw())
     pane._samples.collapsed = False
     state.select(np.arange(10))
     rows = pane.sample_rows
