@@ -12,7 +12,7 @@ from lse_panel.analysis.selection import sorted_unique
 if TYPE_CHECKING:
     from lse_panel.cohort.bundle import Cohort
 
-__all__ = ["IdIndex", "ids_to_indices", "rows_of_ids"]
+__all__ = ["IdIndex", "ids_to_indices", "locate_ids", "rows_of_ids"]
 
 
 class IdIndex:
@@ -70,6 +70,40 @@ def ids_to_indices(cohort: Cohort, ids: np.ndarray) -> tuple[np.ndarray, np.ndar
         return np.empty(0, dtype=np.int64), ids
     rows, found = IdIndex.of(cohort).lookup(ids)
     return sorted_unique(rows[found]), ids[~found]
+
+
+def locate_ids(
+    cohort: Cohort, ids: np.ndarray, *, saved_rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ids_to_indices`, trusting ``saved_rows`` when they still hold exactly ``ids`` (no lookup).
+
+    A subgroup saves its members' ids and their rows; on the same bundle (or one rebuilt in the
+    same order) the rows are still right, which one comparison of ids shows.
+
+    Parameters
+    ----------
+    cohort
+        The cohort to look in.
+    ids
+        Subject ids, in the order of ``saved_rows``.
+    saved_rows
+        Sorted rows the ids had when they were saved, or ``None``.
+
+    Returns
+    -------
+    indices, missing
+        As :func:`ids_to_indices`.
+    """
+    ids = np.asarray(ids)
+    if saved_rows is not None and saved_rows.size == ids.size:
+        target = np.asarray(cohort.ids)
+        if (
+            (saved_rows.size == 0 or saved_rows[-1] < cohort.n_subjects)
+            and (ids.dtype.kind == "U") == (target.dtype.kind == "U")
+            and np.array_equal(target[saved_rows], ids)
+        ):
+            return np.asarray(saved_rows, dtype=np.int64).copy(), ids[:0]
+    return ids_to_indices(cohort, ids)
 
 
 def rows_of_ids(cohort: Cohort, ids: Sequence[Any] | np.ndarray) -> np.ndarray:

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from lse_panel.analysis.selection import sorted_unique
-from lse_panel.cohort.bundle import Cohort, atomic_save_npy, atomic_write_json
-from lse_panel.cohort.ids import ids_to_indices
+from lse_panel.cohort.bundle import Cohort, atomic_save_npy, atomic_write_json, atomic_write_table
+from lse_panel.cohort.ids import locate_ids
 from lse_panel.cohort.rules import (
     FilterStep,
     IdsStep,
@@ -166,6 +166,7 @@ class SubgroupStore:
         self._cache_version: Hashable = object()  # matches no version: the first read goes to disk
         self._cache_entries: dict[str, dict[str, Any]] | None = None
         self._cache_members: dict[tuple[str | None, str], np.ndarray] = {}
+        self._cache_loaded: dict[str, Subgroup] = {}
 
     # -- reading ------------------------------------------------------------------------
     def version(self) -> Hashable:
@@ -189,11 +190,20 @@ class SubgroupStore:
             with self._lock(exclusive=False):
                 entries = self._read()
             self._cache_version, self._cache_entries, self._cache_members = version, entries, {}
+            self._cache_loaded = {}
         return self._cache_entries
+
+    def _loaded(self, key: str) -> Subgroup:
+        """Subgroup ``key`` (an exact saved name) with its member arrays opened, once per version."""
+        entries = self._entries()
+        found = self._cache_loaded.get(key)
+        if found is None:
+            found = self._cache_loaded[key] = self._load(entries[key])
+        return found
 
     def list(self) -> list[Subgroup]:
         """Every saved subgroup, oldest first."""
-        return [self._load(entry) for entry in self._entries().values()]
+        return [self._loaded(key) for key in self._entries()]
 
     def names(self) -> list[str]:
         """Names of the saved subgroups, oldest first."""
@@ -201,7 +211,7 @@ class SubgroupStore:
 
     def get(self, name: str) -> Subgroup:
         """The subgroup called ``name``; :class:`UnknownSubgroupError` listing the names if none."""
-        return self._load(self._entry(self._entries(), name))
+        return self._loaded(self._entry_key(self._entries(), name))
 
     def __contains__(self, name: object) -> bool:
         # Case-insensitive, like every other lookup: names are unique ignoring case.
@@ -253,20 +263,7 @@ class SubgroupStore:
 
     def _members(self, name: str, target: Cohort, missing: Literal["drop", "raise"]) -> np.ndarray:
         group = self.get(name)
-        rows = np.asarray(group.rows, dtype=np.int64)
-        ids = np.asarray(group.ids)
-        if rows.size == 0:
-            return rows.copy()
-        # Fast path: the cohort still holds these subjects at the saved rows (same bundle, or one
-        # rebuilt in the same order), checked exactly before it is trusted.
-        target_ids = np.asarray(target.ids)
-        if (
-            rows[-1] < target.n_subjects
-            and (ids.dtype.kind == "U") == (target_ids.dtype.kind == "U")
-            and np.array_equal(target_ids[rows], ids)
-        ):
-            return rows.copy()
-        indices, absent = ids_to_indices(target, ids)
+        indices, absent = locate_ids(target, group.ids, saved_rows=np.asarray(group.rows, dtype=np.int64))
         if absent.size and missing == "raise":
             raise SubgroupError(
                 f"subgroup {group.name!r}: {absent.size} of its {group.n} subjects are not in this cohort "
@@ -277,10 +274,6 @@ class SubgroupStore:
     def reapply(self, name: str, *, cohort: Cohort | None = None) -> np.ndarray:
         """Re-run the saved rule of ``name`` on ``cohort`` (default: this store's); see :func:`apply_rule`."""
         return apply_rule(self.get(name).rule, cohort if cohort is not None else self.cohort)
-
-    def apply_rule(self, rule: Sequence[Step | Mapping[str, Any]], cohort: Cohort | None = None) -> np.ndarray:
-        """:func:`apply_rule` on ``cohort`` (default: this store's cohort)."""
-        return apply_rule(rule, cohort if cohort is not None else self.cohort)
 
     # -- changing -----------------------------------------------------------------------
     def save(
@@ -422,20 +415,9 @@ class SubgroupStore:
         if policy is not None:
             policy.guard_individual(f"export of subgroup {name!r}")
         path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in (".csv", ".parquet", ".pq"):
+        if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
             raise SubgroupError(f"cannot export to {path.name!r}: use a .csv or .parquet file name.")
-        table = self.table(name, phenotypes=phenotypes)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            if suffix == ".csv":
-                table.to_csv(tmp, index=False)
-            else:
-                table.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_table(path, self.table(name, phenotypes=phenotypes))
         return path
 
     def table(self, name: str, *, phenotypes: Sequence[str] | None = None) -> pd.DataFrame:
@@ -484,9 +466,6 @@ class SubgroupStore:
         if key is None:
             raise self._unknown(entries, name)
         return key
-
-    def _entry(self, entries: Mapping[str, Any], name: str) -> dict[str, Any]:
-        return entries[self._entry_key(entries, name)]
 
     @staticmethod
     def _unknown(entries: Mapping[str, Any], name: str) -> UnknownSubgroupError:

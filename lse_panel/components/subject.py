@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
 
+from lse_panel.analysis.decode import Decoder
 from lse_panel.components.state import ExplorerState
 from lse_panel.sources import RawSource
-
-Decoder = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 
 
 def subject_phenotypes(state: ExplorerState, row: int) -> pd.DataFrame:
@@ -68,7 +67,7 @@ class SubjectInspector(pn.viewable.Viewer):
                 out.setdefault(name, {})["original"] = np.asarray(values)[0]
         if self.decode is not None and self.state.decode_from in cohort.latents:
             latent = np.asarray(cohort.latent(self.state.decode_from)[[row]], dtype=np.float32)
-            for name, values in dict(self.decode(latent)).items():
+            for name, values in dict(self.decode(latent, self.state.decode_from)).items():
                 out.setdefault(name, {})["reconstruction"] = np.asarray(values)[0]
         return out
 

@@ -318,6 +318,17 @@ def _label(name: str | None, spec: PhenotypeSpec | None) -> str:
     return f"{name} ({spec.units})" if spec is not None and spec.units else name
 
 
+# -- subgroups drawn over a map ------------------------------------------------------------------
+def create_subgroup_points(data: pd.DataFrame | None = None, *, x: str = "x", y: str = "y") -> hv.Points:
+    """Subgroup members on a latent map, each in its subgroup's colour (``x, y, subgroup, colour`` columns)."""
+    if data is None or data.empty:
+        data = pd.DataFrame({x: np.empty(0), y: np.empty(0), "subgroup": np.empty(0, dtype=object),
+                             "colour": np.empty(0, dtype=object)})  # fmt: skip
+    return hv.Points(data, [x, y], ["subgroup", "colour"]).opts(
+        color="colour", size=4, alpha=0.8, line_color="white", line_width=0.3, tools=["hover"],
+    )
+
+
 # -- distributions (the filter histograms, the paper's panel A) ----------------------------------
 def create_distribution_plot(
     name: str,
@@ -376,43 +387,15 @@ def _proportions(counts: np.ndarray) -> np.ndarray:
     return counts / total if total > 0 else np.zeros_like(counts)
 
 
-def histogram_bins(values: np.ndarray, bins: int = 30) -> tuple[np.ndarray, np.ndarray]:
-    """Bin edges over the finite range of ``values`` and each row's bin code (-1 for missing).
-
-    Codes are computed once per process so a selection's histogram is one ``np.bincount``.
-    """
-    finite = np.isfinite(values)
-    if finite.any():
-        lo, hi = float(np.min(values[finite])), float(np.max(values[finite]))
-    else:
-        lo, hi = 0.0, 1.0
-    if hi <= lo:
-        hi = lo + 1.0
-    edges = np.linspace(lo, hi, bins + 1)
-    scaled = (np.where(finite, values, lo) - lo) / (hi - lo) * bins
-    codes = np.clip(scaled.astype(np.int64), 0, bins - 1)
-    codes[~finite] = -1
-    codes = codes.astype(np.int16)
-    return edges, codes
-
-
-def bin_counts(codes: np.ndarray, n_bins: int, indices: np.ndarray | None = None) -> np.ndarray:
-    """Counts per bin of ``codes`` (all rows or ``indices``); negative codes (missing) are skipped."""
-    sub = codes if indices is None else codes[np.asarray(indices, dtype=np.int64)]
-    sub = sub[sub >= 0]
-    return np.bincount(sub.astype(np.int64), minlength=n_bins)[:n_bins]
-
-
 __all__ = [
     "DENSITY",
-    "bin_counts",
     "color_mode",
     "create_distribution_plot",
     "create_latent_plot",
     "create_selection_layer",
+    "create_subgroup_points",
     "data_extent",
     "highlight_image",
-    "histogram_bins",
     "points_frame",
     "rasterize_points",
     "selection_frame",

@@ -46,6 +46,29 @@ def modality_from_array(name: str, shape: Sequence[int]) -> Modality:
     )
 
 
+def modality_spec(declared: Mapping[str, Modality], name: str, item: np.ndarray) -> Modality:
+    """The declaration of a decoded modality (the cohort's ``modalities``), or one guessed from the item's shape.
+
+    Parameters
+    ----------
+    declared
+        The cohort's modalities by name.
+    name
+        The modality's name as the decoder returns it.
+    item
+        One decoded record (no batch axis).
+
+    Returns
+    -------
+    SignalModality or ImageSequenceModality
+        The declared one when its shape matches, else :func:`modality_from_array`'s guess.
+    """
+    found = declared.get(name)
+    if found is not None and tuple(found.shape) == tuple(np.shape(item)):
+        return found
+    return modality_from_array(name, np.shape(item))
+
+
 def _group_names(groups: Groups | hv.streams.Pipe, group_names: Sequence[str] | None) -> tuple[str, ...]:
     if group_names is not None:
         return tuple(group_names)

@@ -180,8 +180,8 @@ def test_export_round_trips(manager: SubgroupManager, fmt: str) -> None:
 
 
 def test_export_off_when_individual_views_are_off() -> None:
-    state = ExplorerState(tiny_cohort(N))
-    manager = SubgroupManager(state, policy=PrivacyPolicy(individual_views=False))
+    state = ExplorerState(tiny_cohort(N), policy=PrivacyPolicy(individual_views=False))
+    manager = SubgroupManager(state)
     state.select(np.arange(20))
     manager.save_selection("private")
     assert manager._rows["private"].download is None
