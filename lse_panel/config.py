@@ -28,6 +28,9 @@ class Settings:
     min_group_size: int = 10
     max_selection_sample: int = 4
     """Most subjects of a selection shown one by one (original vs reconstruction) in the decode pane."""
+    slice_fdr: float = 0.05
+    slice_top: int = 20
+    slice_max_conditions: int = 2
 
 
 SETTINGS = Settings()
