@@ -9,8 +9,8 @@ times that whole chain from ``Explorer.select(lasso=...)`` to its return, and ea
 with and without the accuracy pane's bootstrap, and comparison with a saved subgroup.
 
 The bundle is copied to a temporary directory first, so saving the subgroup never writes into
-the bundle given (the demo is shared read-only). Without ``--bundle`` the script uses
-``data/demo`` of this checkout, else ``/work/main/data/demo``, else a 500k ``tiny_cohort``.
+the bundle given (the demo may be shared read-only). Without ``--bundle`` the script uses
+``data/demo`` of this checkout when it is built, else a 500k ``tiny_cohort``.
 
 It uses only the public Explorer API, so the same script times an older checkout too
 (``PYTHONPATH=/path/to/old/checkout python tests/benchmarks/bench_panes.py``).
@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-CANDIDATES = (Path(__file__).resolve().parents[2] / "data" / "demo", Path("/work/main/data/demo"))
+DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 
 
 def _timed_schedulers(explorer: Any) -> dict[str, list[float]]:
@@ -70,6 +70,10 @@ def _lasso(coords: np.ndarray, share: float = 0.3) -> np.ndarray:
     return np.c_[centre[0] + r * np.cos(t), centre[1] + r * np.sin(t)]
 
 
+per_pane: dict[tuple[str, str], list[float]] = {}
+"""(case, pane) → the pane's seconds in each timed run."""
+
+
 def run_case(explorer: Any, spent: dict[str, list[float]], poly: np.ndarray, on: str, repeat: int, label: str) -> None:
     walls, cpus = [], []
     for i in range(repeat + 1):
@@ -90,9 +94,6 @@ def run_case(explorer: Any, spent: dict[str, list[float]], poly: np.ndarray, on:
     print(f"{label:<44} {wall * 1e3:7.0f} ms (cpu {cpu * 1e3:6.0f} ms)   per pane, ms: {shares}")
 
 
-per_pane: dict[tuple[str, str], list[float]] = {}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=None)
@@ -105,7 +106,7 @@ def main() -> None:
     from lse_panel.components.explorer import Explorer
 
     print(f"lse_panel from {Path(lse_panel.__file__).parent}")
-    bundle = None if args.tiny else args.bundle or next((p for p in CANDIDATES if (p / "manifest.json").exists()), None)
+    bundle = None if args.tiny else args.bundle or (DEMO if (DEMO / "manifest.json").exists() else None)
     with tempfile.TemporaryDirectory(prefix="bench-panes-") as tmp:
         if bundle is not None:
             copy = Path(tmp) / "bundle"
