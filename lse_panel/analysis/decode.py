@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Mapping, Protocol
+from typing import Iterable, Mapping, Protocol
 
 import numpy as np
 
@@ -15,7 +15,6 @@ __all__ = [
     "latent_sum",
     "mean_latent",
     "sample_indices",
-    "selection_comparison_means",
 ]
 
 
@@ -104,55 +103,6 @@ def mean_latent(block: np.ndarray, indices: np.ndarray) -> np.ndarray | None:
     if indices.size == 0:
         return None
     return latent_sum(block, indices) / len(indices)
-
-
-def selection_comparison_means(
-    block: np.ndarray,
-    selection: np.ndarray,
-    comparison: Literal["rest", "all"] | np.ndarray,
-    *,
-    block_sum: np.ndarray | None = None,
-) -> dict[str, np.ndarray | None]:
-    """Mean latents of a selection and its comparison group without gathering the comparison.
-
-    The comparison group is usually most of the cohort; its mean follows from the cached
-    column sum of the whole block minus the selection's sum, so the cost is O(selection).
-    Any other comparison group (a saved subgroup) is given as its row indices and gathered.
-
-    Parameters
-    ----------
-    block
-        Latents, shape ``(n, d)``.
-    selection
-        Sorted unique row indices of the selection.
-    comparison
-        ``"rest"`` (every subject not selected), ``"all"`` (the whole cohort), or the row
-        indices of any other group (e.g. ``ExplorerState.comparison_indices()`` of a subgroup).
-    block_sum
-        Column sums of the whole block (:func:`latent_sum`); computed when not given.
-        Pass a cached one: it does not change.
-
-    Returns
-    -------
-    dict
-        ``{"selection": mean or None, "comparison": mean or None}``; ``None`` marks an empty group.
-    """
-    n = block.shape[0]
-    selection = np.asarray(selection)
-    k = int(selection.size)
-    selected_sum = latent_sum(block, selection) if k else np.zeros(block.shape[1])
-    if not isinstance(comparison, str):
-        # A saved subgroup: its own rows, gathered (no fast path; subgroups are usually small).
-        return {"selection": selected_sum / k if k else None, "comparison": mean_latent(block, comparison)}
-    if block_sum is None:
-        block_sum = latent_sum(block)
-    if comparison == "all":
-        other = block_sum / n if n else None
-    elif comparison == "rest":
-        other = (block_sum - selected_sum) / (n - k) if n - k > 0 else None
-    else:
-        raise ValueError(f"comparison must be 'rest', 'all' or row indices, got {comparison!r}")
-    return {"selection": selected_sum / k if k else None, "comparison": other}
 
 
 def decode_means(

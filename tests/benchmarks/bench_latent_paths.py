@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from lse_panel.analysis.decode import latent_sum, selection_comparison_means
+from lse_panel.analysis.decode import latent_sum
+from lse_panel.analysis.groups import BlockSums, GroupSet
 from lse_panel.analysis.latent_paths import (
     NeighbourPlacer,
     decode_path,
@@ -102,8 +103,11 @@ def main() -> None:
     block_sum = latent_sum(block)  # cached per latent kind in the panes
 
     # -- interpolation decode ---------------------------------------------------------------
+    sums = BlockSums(lambda kind: block, lambda kind: block_sum)
+
     def means() -> dict:
-        return selection_comparison_means(block, selection, "rest", block_sum=block_sum)
+        groups = GroupSet(n, selection, "rest", sums=sums)  # what the state derives on each selection
+        return {label: groups.mean_latent(label, "fused") for label in ("selection", "comparison")}
 
     m = means()
     path = interpolate(m["comparison"], m["selection"], steps)

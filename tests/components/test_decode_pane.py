@@ -8,7 +8,7 @@ import panel as pn
 import pytest
 from bokeh.models import ColumnDataSource
 
-from lse_panel.analysis.decode import decode_group_means, sample_indices, selection_comparison_means
+from lse_panel.analysis.decode import decode_group_means, sample_indices
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.schema import SignalModality
 from lse_panel.components.decode import MAX_SAMPLES, DecodePane
@@ -207,13 +207,8 @@ def test_a_third_signal_modality_is_decoded_and_drawn() -> None:
 def test_pure_helpers_agree(cohort: Cohort) -> None:
     block = cohort.latent("mri")
     selection = np.arange(10, 90)
-    fast = selection_comparison_means(block, selection, "rest")
-    np.testing.assert_allclose(fast["comparison"], block[_rest(N, selection)].astype(np.float64).mean(0), rtol=1e-6)
     out = decode_group_means(block, {"a": selection, "empty": np.empty(0, dtype=np.int64)}, tiny_decoder(8), "fused")
     assert set(out) == {"a"}
-    assert selection_comparison_means(block, np.empty(0, np.int64), "all")["selection"] is None
-    with pytest.raises(ValueError, match="comparison"):
-        selection_comparison_means(block, selection, "others")  # type: ignore[arg-type]
 
 
 def test_a_saved_subgroup_as_comparison_decodes_its_mean() -> None:
@@ -236,8 +231,8 @@ def test_a_saved_subgroup_as_comparison_decodes_its_mean() -> None:
         pane.decoded["selection"]["ecg"], _by_hand(cohort, state.decode_from, selection)["ecg"], rtol=1e-5, atol=1e-5
     )
     assert "'evens' (40)" in pane._header.object
-    fast = selection_comparison_means(cohort.latent("mri"), selection, members)
-    np.testing.assert_allclose(fast["comparison"], cohort.latent("mri")[members].astype(np.float64).mean(0), rtol=1e-6)
+    mean = state.groups.mean_latent("comparison", "mri")
+    np.testing.assert_allclose(mean, cohort.latent("mri")[members].astype(np.float64).mean(0), rtol=1e-6)
 
 
 def test_privacy_floor_hides_small_groups_and_says_why(cohort: Cohort) -> None:
