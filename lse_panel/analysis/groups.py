@@ -80,7 +80,8 @@ class GroupSet:
 
     Immutable: a new selection or comparison makes a new GroupSet. Masks, rows of the rest, and
     latent sums are computed on first use and kept, so every pane that asks after the first gets
-    them for free.
+    them for free. Safe to read from several threads (intervals computed off the interaction
+    path, say): two threads asking at once may both compute a value, never a wrong one.
 
     Parameters
     ----------

@@ -177,7 +177,7 @@ class DecodePane(pn.viewable.Viewer):
             notes.append(
                 "The comparison group is empty: every subject is selected. Showing the selection "
                 "alone; compare with the whole cohort instead, or select fewer subjects."
-                if state.comparison == "rest" else
+                if groups.comparison == "rest" else
                 f"The comparison group ({what}) is empty: showing the selection alone."
             )
         if decoded and not any(decoded.values()):
