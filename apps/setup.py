@@ -8,8 +8,8 @@ import signal
 import sys
 import time
 
-from lse_panel.components.explorer import bundle_from_argv, cached_cohort, cached_decoder, warm_up
-from lse_panel.serving import TIE_ENV, die_with_parent
+from lse_panel.components.serving import bundle_from_argv, cached_cohort, cached_decoder, warm_up
+from lse_panel.serve import TIE_ENV, die_with_parent
 
 log = logging.getLogger("lse_panel.serve")
 

@@ -84,7 +84,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from lse_panel.serving import run_serve
+    from lse_panel.serve import run_serve
 
     return run_serve(args)
 
@@ -205,7 +205,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from lse_panel.analysis.projection import PROJECTION_METHODS
-    from lse_panel.serving import OAUTH_PROVIDERS, PRIVACY_MODES
+    from lse_panel.serve import OAUTH_PROVIDERS, PRIVACY_MODES
 
     parser = LineParser(prog="lse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from lse_panel.cli import build_parser, main
-from lse_panel.figures.app import free_port
-from lse_panel.serving import serve_command
 from lse_panel.cohort.bundle import open_bundle
+from lse_panel.serve import serve_command
+from lse_panel.testing import free_port
 
 
 def test_help_lists_every_subcommand() -> None:

@@ -16,8 +16,7 @@ from lse_panel.cli_validation import MriShapeAction
 from lse_panel.cohort.bundle import open_bundle
 from lse_panel.cohort.subgroups import SubgroupStore
 from lse_panel.config import SETTINGS
-from lse_panel.figures.app import write_cohort_bundle
-from lse_panel.testing import tiny_cohort
+from lse_panel.testing import tiny_cohort, write_cohort_bundle
 
 EXAMPLES = settings.default.max_examples
 

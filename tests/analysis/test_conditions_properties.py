@@ -14,10 +14,10 @@ from lse_panel.analysis.conditions import (
     MAX_LENGTH,
     ConditionError,
     condition_from_json,
-    evaluate,
     parse_condition,
     validate_condition,
 )
+from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.testing import tiny_cohort
 
 EXAMPLES = settings.default.max_examples
@@ -46,7 +46,7 @@ def assert_clear_or_round_trips(text: str) -> None:
     restored = condition_from_json(json.loads(json.dumps(condition.to_json())))
     assert restored == condition
     validate_condition(restored, SPECS)
-    mask = evaluate(condition, COHORT)
+    mask = evaluate(condition, COHORT.phenotype_columns, SPECS)
     assert mask.dtype == bool and mask.shape == (COHORT.n_subjects,)
 
 
@@ -126,7 +126,7 @@ def test_stored_condition_json(data) -> None:
         validate_condition(condition, SPECS)
     except ConditionError:
         return
-    assert evaluate(condition, COHORT).shape == (COHORT.n_subjects,)
+    assert evaluate(condition, COHORT.phenotype_columns, SPECS).shape == (COHORT.n_subjects,)
 
 
 def test_deeply_nested_json_is_refused() -> None:
@@ -140,5 +140,5 @@ def test_deeply_nested_json_is_refused() -> None:
 def test_mask_matches_numpy_on_a_random_range() -> None:
     age = np.asarray(COHORT.phenotype("age"))
     lo, hi = (float(v) for v in np.nanpercentile(age, [20, 70]))
-    mask = evaluate(parse_condition(f"age between {lo!r} and {hi!r}", SPECS), COHORT)
+    mask = evaluate(parse_condition(f"age between {lo!r} and {hi!r}", SPECS), COHORT.phenotype_columns, SPECS)
     np.testing.assert_array_equal(mask, (age >= np.float32(lo)) & (age <= np.float32(hi)))

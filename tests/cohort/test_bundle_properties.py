@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 from lse_panel.cohort.bundle import Cohort, open_bundle
 from lse_panel.cohort.schema import BundleError
-from lse_panel.figures.app import write_cohort_bundle
-from lse_panel.testing import tiny_cohort
+from lse_panel.testing import tiny_cohort, write_cohort_bundle
 
 EXAMPLES = settings.default.max_examples
 

@@ -25,8 +25,8 @@ from lse_panel.build import build_cohort
 from lse_panel.cli import build_parser, main
 from lse_panel.cli_validation import host_address
 from lse_panel.config import REPO_ROOT, SETTINGS
-from lse_panel.figures.app import free_port
-from lse_panel.serving import privacy_mode, serve_command, serve_environment, websocket_origins
+from lse_panel.serve import privacy_mode, serve_command, serve_environment, websocket_origins
+from lse_panel.testing import free_port
 
 PASSWORD = "correct horse battery staple"
 COOKIE_SECRET = "k" * 40
@@ -338,7 +338,7 @@ def test_spawned_child_dies_with_its_parent(tmp_path: Path) -> None:
     """The mechanism alone: a parent killed with SIGKILL takes its tied child with it."""
     code = (
         "import subprocess, sys, time\n"
-        "from lse_panel.serving import spawn_tied\n"
+        "from lse_panel.serve import spawn_tied\n"
         "child = spawn_tied([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(120)\n"
