@@ -212,6 +212,10 @@ class Cohort:
             from lse_panel.synth import SyntheticCohort
 
             return SyntheticCohort.from_json(raw)
+        if raw.get("source") == "files" and self.path is not None:
+            from lse_panel.cohort.raw_files import FileRecordSource
+
+            return FileRecordSource(self.path, raw, self.modalities, self.ids)
         return None
 
     # -- validation ---------------------------------------------------------------------
