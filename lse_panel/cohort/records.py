@@ -325,6 +325,11 @@ def _read_nifti(path: Path, kind: str, options: dict[str, Any]) -> Record:
     _, time_unit = image.header.get_xyzt_units()
     if image.ndim == 4 and len(zooms) > 3 and time_unit in _TIME_UNITS_MS and zooms[3] > 0:
         interval = float(zooms[3]) * _TIME_UNITS_MS[time_unit]
+        if time_unit == "sec" and zooms[3] > 100:
+            # No cine or series has frames minutes apart: a header saying 2000 "sec" means 2000 ms
+            # (nibabel's own example4d.nii.gz is written that way).
+            interval = float(zooms[3])
+            notes.append(f"time step {float(zooms[3]):g} labelled seconds, read as ms")
     return ImageSequenceRecord(frames, interval or 0.0, str(path), tuple(notes))
 
 

@@ -35,7 +35,7 @@ from lse_panel.cohort.raw_files import FILES_SOURCE, FileRecordSource, write_rec
 from lse_panel.cohort.records import RecordError, read_record
 from lse_panel.cohort.schema import BundleError, ImageSequenceModality, Modality, SignalModality
 from lse_panel.digest import file_digest
-from lse_panel.importing.join import JoinResult, join_ids, match_rows, read_ids
+from lse_panel.importing.join import JoinResult, join_ids, match_rows, read_ids, shown
 from lse_panel.importing.phenotypes import PhenotypeTable, build_phenotypes
 from lse_panel.importing.spec import ImportSpec, RawInput, SpecError
 from lse_panel.importing.tables import EmbeddingReader, TableError, _unknown_column, read_table, table_columns
@@ -194,7 +194,8 @@ def _ingest(spec: ImportSpec, out: Path, *, ingest_key: str, progress: bool, log
 
     n = len(join.ids)
     phenotypes = _phenotypes(frame, join, spec, n, log)
-    modalities = _modalities(spec, raw_tables)
+    matched = {r.modality: _match_records(r, raw_tables[r.modality], join.ids) for r in spec.raw}
+    modalities = _modalities(spec, raw_tables, matched)
     staging = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
     try:
@@ -209,7 +210,7 @@ def _ingest(spec: ImportSpec, out: Path, *, ingest_key: str, progress: bool, log
         dims = {kind: _stream_latent(bundle, kind, reader, join.rows[labels[kind]], inputs[labels[kind]], progress)
                 for kind, reader in readers.items()}
         dims |= {e.kind: _check_encoder(e, modalities) for e in spec.encoders}
-        raw_entries = {r.modality: _write_records(bundle, r, raw_tables[r.modality], join.ids, modalities[r.modality], log)
+        raw_entries = {r.modality: _write_records(bundle, r, raw_tables[r.modality], matched[r.modality], modalities[r.modality], log)
                        for r in spec.raw}
         decoders = {f"{d.latent}__{d.modality}": _copy_decoder(bundle, d, dims[d.latent], modalities[d.modality])
                     for d in spec.decoders}
@@ -272,7 +273,7 @@ def _stream_latent(bundle: Path, kind: str, reader: EmbeddingReader, rows: np.nd
                 col = int(np.flatnonzero(~finite[row])[0])
                 column = f"column {columns[col]!r}" if columns and not reader.list_column else f"value {col + 1}"
                 raise TableError(
-                    f"{reader.file}: row {start + row + 1} (id {ids[start + row]!r}), {column} is "
+                    f"{reader.file}: row {start + row + 1} (id {shown(ids[start + row])}), {column} is "
                     f"{values[row, col]} ({bad.size} row(s) in this batch have NaN or infinite values). Embeddings must be "
                     "finite: re-export them, or drop those subjects (with --allow-partial the other inputs may keep them)."
                 )
@@ -302,37 +303,53 @@ def _records_table(raw: RawInput, spec: ImportSpec) -> tuple[str, np.ndarray, li
     paths = []
     for i, value in enumerate(table.column(raw.path_column).to_pylist()):
         if not value:
-            raise TableError(f"{raw.records}: row {i + 1} (id {ids[i]!r}) has no path. Give each subject's file, or drop the row.")
+            raise TableError(f"{raw.records}: row {i + 1} (id {shown(ids[i])}) has no path. Give each subject's file, or drop the row.")
         path = Path(str(value)).expanduser()
         paths.append(path if path.is_absolute() else base / path)
     return label, ids, paths
 
 
-def _write_records(bundle: Path, raw: RawInput, table: tuple[str, np.ndarray, list[Path]], cohort_ids: np.ndarray,
-                   modality: Modality, log: Callable[[str], None]) -> dict[str, Any]:
+def _match_records(raw: RawInput, table: tuple[str, np.ndarray, list[Path]], cohort_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each listed record's bundle row (``-1``: not in the cohort) and the listed rows that are; every such file must exist."""
     label, ids, paths = table
     rows = match_rows(cohort_ids, ids)
     keep = np.flatnonzero(rows >= 0)
-    kept_paths = [paths[i] for i in keep]
+    if keep.size == 0:
+        raise RecordError(f"{raw.records}: none of its {len(ids):,} ids is in the cohort (first ids: "
+                          f"{ids[:3].tolist()}; the cohort's: {cohort_ids[:3].tolist()}). Check its id column.")
     missing = [(ids[i], paths[i]) for i in keep if not (paths[i].exists() or Path(f"{paths[i]}.hea").exists())]
     if missing:
-        shown = "; ".join(f"id {i!r}: {p}" for i, p in missing[:3])
-        raise RecordError(f"{raw.records}: {len(missing):,} of {len(keep):,} raw files are missing, e.g. {shown}. "
+        examples = "; ".join(f"id {shown(i)}: {p}" for i, p in missing[:3])
+        raise RecordError(f"{raw.records}: {len(missing):,} of {len(keep):,} raw files are missing, e.g. {examples}. "
                           "Fix the paths in the records table (relative paths are relative to its folder).")
+    return rows, keep
+
+
+def _write_records(bundle: Path, raw: RawInput, table: tuple[str, np.ndarray, list[Path]],
+                   matched: tuple[np.ndarray, np.ndarray], modality: Modality, log: Callable[[str], None]) -> dict[str, Any]:
+    label, ids, paths = table
+    rows, keep = matched
     check = keep if raw.check == "all" else keep[:SAMPLE_RECORDS]
     for i in check:
-        try:
-            read_record(paths[i], modality.kind, format=raw.format, modality=modality, options=dict(raw.options))
-        except RecordError as exc:
-            raise RecordError(f"{exc} (raw.{raw.modality}, id {ids[i]!r}, row {i + 1} of {raw.records.name})") from None
-    entry = write_records_table(bundle, raw.modality, rows[keep], [str(p) for p in kept_paths], raw.records.parent)
+        _read_listed(raw, table, int(i), modality.kind, modality)
+    entry = write_records_table(bundle, raw.modality, rows[keep], [str(paths[i]) for i in keep], raw.records.parent)
     entry |= {"format": raw.format, "options": dict(raw.options), "checked": "all" if raw.check == "all" else len(check)}
-    log(f"{label}: {len(ids):,} records, {len(keep):,} of the cohort's {len(cohort_ids):,} subjects have one"
+    log(f"{label}: {len(ids):,} records, {len(keep):,} of the cohort's subjects have one"
         + (f"; {len(ids) - len(keep):,} ids not in the cohort ignored" if len(keep) < len(ids) else ""))
     return entry
 
 
-def _modalities(spec: ImportSpec, raw_tables: dict[str, tuple[str, np.ndarray, list[Path]]]) -> dict[str, Modality]:
+def _read_listed(raw: RawInput, table: tuple[str, np.ndarray, list[Path]], i: int, kind: str, modality: Modality | None) -> Any:
+    """Read row ``i`` of a records table; an error says which table, row and subject it came from."""
+    _, ids, paths = table
+    try:
+        return read_record(paths[i], kind, format=raw.format, modality=modality, options=dict(raw.options))
+    except RecordError as exc:
+        raise RecordError(f"{exc} (raw.{raw.modality}, id {shown(ids[i])}, row {i + 1} of {raw.records.name})") from None
+
+
+def _modalities(spec: ImportSpec, raw_tables: dict[str, tuple[str, np.ndarray, list[Path]]],
+                matched: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Modality]:
     """The declared modalities, completed from a first raw record where a declaration leaves fields out."""
     names = list(dict.fromkeys([*spec.modalities, *raw_tables]))
     needs_shape = {d.modality for d in spec.decoders} | {e.modality for e in spec.encoders}
@@ -343,8 +360,9 @@ def _modalities(spec: ImportSpec, raw_tables: dict[str, tuple[str, np.ndarray, l
         sample = None
         if name in raw_tables and name not in needs_shape:
             raw = raw_by_name[name]
-            kind = decl.get("kind") or _kind_of_format(raw, raw_tables[name][2][0])
-            sample = read_record(raw_tables[name][2][0], kind, format=raw.format, options=dict(raw.options))
+            first = int(matched[name][1][0])
+            kind = decl.get("kind") or _kind_of_format(raw, raw_tables[name][2][first])
+            sample = _read_listed(raw, raw_tables[name], first, kind, None)
             decl.setdefault("kind", kind)
         out[name] = _modality(name, decl, sample, spec)
     return out
@@ -438,7 +456,7 @@ def _encode(out: Path, encoder: Any, spec: ImportSpec, *, progress: bool) -> dic
                 for i in range(len(batch)):
                     record = source.record(encoder.modality, start + i)
                     if record is None:
-                        raise RecordError(f"subject {cohort.ids[start + i]!r} has no {encoder.modality} record to encode.")
+                        raise RecordError(f"subject {shown(cohort.ids[start + i])} has no {encoder.modality} record to encode.")
                     batch[i] = conform(record, modality)
                 t1 = time.perf_counter()
                 block[start : start + len(batch)] = model(batch)

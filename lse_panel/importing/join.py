@@ -24,6 +24,11 @@ class JoinError(BundleError):
     """The inputs' ids do not line up; the message gives the counts per input and what to do."""
 
 
+def shown(value: Any) -> str:
+    """An id as the user wrote it (``1000001``, ``'A-17'``), not as numpy prints it (``np.int64(1000001)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def read_ids(values: Any, label: str) -> np.ndarray:
     """One input's ids as int64 or text (numpy ``U``), checked: no missing, no duplicates.
 
@@ -53,7 +58,7 @@ def read_ids(values: Any, label: str) -> np.ndarray:
     elif values.dtype.kind == "f":
         if not np.isfinite(values).all() or not (values == np.round(values)).all():
             bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
-            raise JoinError(f"{label}: id {values[bad[0]]!r} at row {bad[0] + 1} is not a whole number. Ids are integers or text.")
+            raise JoinError(f"{label}: id {shown(values[bad[0]])} at row {bad[0] + 1} is not a whole number. Ids are integers or text.")
         ids = values.astype(np.int64)
     else:
         ids = np.asarray([str(v).strip() for v in values], dtype=str)
@@ -74,7 +79,7 @@ def _check_unique(ids: np.ndarray, label: str) -> None:
         rows = np.sort(order[ordered == first])[:3] + 1
         n_dupes = len(pd.unique(ordered[1:][repeated]))
         raise JoinError(
-            f"{label}: {n_dupes} duplicate id(s), e.g. {first!r} at rows {', '.join(map(str, rows))} "
+            f"{label}: {n_dupes} duplicate id(s), e.g. {shown(first)} at rows {', '.join(map(str, rows))} "
             "(counting from 1, header excluded). Each subject must appear once: deduplicate the table."
         )
 
