@@ -19,10 +19,21 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from lse_panel.cohort.bundle import open_bundle, read_manifest, update_bundle
 from lse_panel.cohort.schema import BundleError
+
+
+UMAP_INPUT_DIMS = 64
+"""Latents wider than this are mapped by UMAP from their leading principal components, as scanpy
+maps cells from 50: the neighbour search and the projection network cost grows with the width.
+Measured on the loaded 2-core machine: the fused UMAP of 500k × 256 latents took 320 s from all 256
+values (network training alone ~180 s). On 30k of those subjects (64 components keep 95 % of the
+variance), umap-learn took 14.5 s from 64 components against 183 s from 256, with the same
+quality against the full latents (k = 15, 5000 sampled: trustworthiness 0.957 both, kNN
+preservation 0.103 against 0.102)."""
 
 
 def step_key(*parts: Any) -> str:
@@ -209,11 +220,15 @@ def _crossfit(
     tasks = {name: task for name, task in targets.items() if name in cohort.phenotype_specs}
     if not tasks:
         return {"targets": 0}
-    frame = cohort.phenotypes[list(tasks)]
-    for kind in tqdm(list(cohort.latents), desc="cross-fit", disable=not progress):
-        predictions = cross_fit_predictions(
-            np.asarray(cohort.latent(kind)), frame, tasks, n_splits=n_splits, seed=seed, max_train=max_train,
-        )
+    frame = pd.DataFrame({name: np.array(cohort.phenotype(name)) for name in tasks})
+    kinds = list(cohort.latents)
+    del cohort
+    for kind in tqdm(kinds, desc="cross-fit", disable=not progress):
+        # The bundle is reopened per kind and let go after it, so one kind's pages are mapped at a
+        # time: peak RSS held all three 500k × 256 blocks (1.5 GB) when one cohort served them all.
+        block = open_bundle(out, allow_incomplete=True).latent(kind)
+        predictions = cross_fit_predictions(block, frame, tasks, n_splits=n_splits, seed=seed, max_train=max_train)
+        del block
         with update_bundle(out) as update:
             for name, values in predictions.items():
                 update.add_prediction(
@@ -224,13 +239,19 @@ def _crossfit(
 
 
 def _project(out: Path, name: str, *, seed: int, progress: bool) -> dict[str, Any]:
-    from lse_panel.analysis.projection import project
+    from lse_panel.analysis.projection import principal_axes, project
 
     kind, _, method = name.partition("/")
-    cohort = open_bundle(out, allow_incomplete=True)
-    result = project(np.asarray(cohort.latent(kind)), method, seed=seed, progress=progress)
+    latents = open_bundle(out, allow_incomplete=True).latent(kind)
+    reduced: dict[str, Any] = {}
+    if method.startswith("umap") and latents.shape[1] > UMAP_INPUT_DIMS:
+        axes, explained, rows = principal_axes(latents, UMAP_INPUT_DIMS, fit_sample=50_000, seed=seed)
+        reduced = {"input": f"{UMAP_INPUT_DIMS} leading principal components (fitted on {rows:,} subjects)",
+                   "input_variance_kept": round(float(explained.sum()), 4)}
+        latents = axes.transform(latents)
+    result = project(np.asarray(latents), method, seed=seed, progress=progress)
     entry = result.manifest_entry()
     with update_bundle(out) as update:
-        update.add_projection(kind, method, result.coords, params=entry["params"],
+        update.add_projection(kind, method, result.coords, params=entry["params"] | reduced,
                               elapsed_s=entry["elapsed_s"], timings=entry["timings"])
     return {}
