@@ -28,6 +28,9 @@ class Settings:
     num_procs: int = 1
     min_group_size: int = 10
     max_selection_sample: int = 4
+    slice_fdr: float = 0.05
+    slice_top: int = 20
+    slice_max_conditions: int = 2
     extra: dict = field(default_factory=dict)
 
 

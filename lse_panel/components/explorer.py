@@ -19,6 +19,7 @@ from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.projection import Projector
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort, open_bundle
+from lse_panel.cohort.slices import find_failures
 from lse_panel.cohort.subgroups import BoxStep, LassoStep, Subgroup, SubgroupStore
 from lse_panel.components.build_progress import BuildProgress
 from lse_panel.components.compare import ComparePane
@@ -224,6 +225,10 @@ class Explorer(pn.viewable.Viewer):
             statistic, q-value...), privacy floor applied.
         """
         return self.compare_pane.compare(list(names))
+
+    def find_failures(self, target: str, latent: str = "fused", **options: Any) -> pd.DataFrame:
+        """Where the embedding predicts ``target`` worst: see :func:`lse_panel.cohort.slices.find_failures`."""
+        return find_failures(self.cohort, target, latent=latent, policy=self.policy, **options)
 
     def _on_subgroups_saved(self, _: param.parameterized.Event) -> None:
         # The manager already offers the names as comparison groups; the other panes list them too.
