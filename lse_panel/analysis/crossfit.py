@@ -11,6 +11,9 @@ from threadpoolctl import threadpool_limits
 
 Task = Literal["regression", "classification"]
 
+_CHUNK = 65_536
+"""Held-out rows scored at a time: a 2M-row fold of a 10M cohort never becomes one float64 block."""
+
 
 
 def fold_ids(n: int, *, n_splits: int = 5, seed: int = 0) -> np.ndarray:
@@ -181,7 +184,7 @@ def _fit_folds(
         centre = x.mean(axis=0)
         x -= centre
         gram = x.T @ x
-        x_held = np.asarray(latents[held_out], dtype=np.float64) - centre
+        fitted: list[tuple[list[str], np.ndarray, np.ndarray]] = []  # names, weights, intercepts: linear predictors
         classify = []
         for task, names, valid in jobs:
             rows = valid[train]
@@ -189,15 +192,13 @@ def _fit_folds(
                 continue  # nothing to learn from: leave this fold's predictions NaN
             y = np.column_stack([columns[name][0][train][rows] for name in names])
             if task == "regression":
-                weights, intercept = _ridge(x, gram, rows, y, alpha)
-                pred = x_held @ weights + intercept
-                for j, name in enumerate(names):
-                    out[name][held_out] = pred[:, j]
+                fitted.append((names, *_ridge(x, gram, rows, y, alpha)))
             elif np.unique(y).size < 2:
                 # One class in the training part: the only honest probability is its prevalence.
                 out[names[0]][held_out] = float(y.mean())
             else:
                 classify.append((names[0], rows))
+        logistic = [name for name, _ in classify]
         if classify:
             labels = np.zeros((train.size, len(classify)), dtype=np.float32)
             mask = np.zeros_like(labels)
@@ -208,9 +209,25 @@ def _fit_folds(
             sd[sd == 0] = 1.0
             weights, intercepts = _logistic_fits((x - mean) / sd, labels, mask, C=C)
             weights /= sd[:, None]
-            logits = x_held @ weights + (intercepts - mean @ weights)
-            for j, (name, _) in enumerate(classify):
-                out[name][held_out] = 1.0 / (1.0 + np.exp(-logits[:, j]))
+            fitted.append((logistic, weights, intercepts - mean @ weights))
+        _predict(latents, held_out, centre, fitted, set(logistic), out)
+
+
+def _predict(latents: np.ndarray, rows: np.ndarray, centre: np.ndarray, fitted: list[tuple[list[str], np.ndarray, np.ndarray]],
+             logistic: set[str], out: dict[str, np.ndarray]) -> None:
+    """Score ``rows`` with every fitted linear predictor, a chunk of rows at a time (bounded memory at any cohort size)."""
+    if not fitted:
+        return
+    names = [name for group, _, _ in fitted for name in group]
+    weights = np.hstack([w for _, w, _ in fitted])
+    intercepts = np.concatenate([np.atleast_1d(b) for _, _, b in fitted])
+    squash = np.array([name in logistic for name in names])
+    for start in range(0, rows.size, _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        scores = (np.asarray(latents[chunk], dtype=np.float64) - centre) @ weights + intercepts
+        scores[:, squash] = 1.0 / (1.0 + np.exp(-scores[:, squash]))
+        for j, name in enumerate(names):
+            out[name][chunk] = scores[:, j]
 
 
 def _logistic_fits(x: np.ndarray, labels: np.ndarray, mask: np.ndarray, *, C: float) -> tuple[np.ndarray, np.ndarray]:

@@ -313,7 +313,8 @@ def _read_nifti(path: Path, kind: str, options: dict[str, Any]) -> Record:
         if not 0 <= z < data.shape[2]:
             raise RecordError(f"{path}: has {data.shape[2]} slices; option slice = {z} is out of range.")
         data = data[:, :, z, :]
-        notes.append(f"slice {z} of {image.shape[2]}")
+        if image.shape[2] > 1:
+            notes.append(f"slice {z} of {image.shape[2]}")
     elif data.ndim == 2:
         data = data[:, :, None]
     elif data.ndim != 3:

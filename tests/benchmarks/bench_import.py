@@ -84,19 +84,41 @@ def read_baseline(folder: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_import(spec: Path, out: Path) -> tuple[float, float]:
-    """`lse import --until servable` in a child process: (wall seconds, peak RSS GB of that child)."""
+def run_import(spec: Path, out: Path) -> tuple[float, float, dict[str, float]]:
+    """`lse import --until servable` in a child process: wall seconds, peak RSS GB, and peak RSS GB per step.
+
+    The child's RSS is sampled every 0.2 s; each sample is put against the step running then (the
+    step after the last one the log reports done). Memory-mapped latent pages a step touches count.
+    """
+    import re
+
+    import psutil
+
     shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
     log = out.parent / "import.log"
+    order = ["ingest", "crossfit"]
+    peaks: dict[str, float] = {}
+    start = time.perf_counter()
     with open(log, "w") as fh:
-        code = subprocess.run([sys.executable, "-m", "lse_panel.cli", "import", "--spec", str(spec), "--out", str(out),
-                               "--until", "servable"], stdout=fh, stderr=subprocess.STDOUT).returncode
+        child = subprocess.Popen([sys.executable, "-m", "lse_panel.cli", "import", "--spec", str(spec), "--out", str(out),
+                                  "--until", "servable"], stdout=fh, stderr=subprocess.STDOUT)
+        process = psutil.Process(child.pid)
+        while child.poll() is None:
+            try:
+                rss = process.memory_info().rss / 1024**3
+            except psutil.NoSuchProcess:
+                break
+            done = re.findall(r"\[([^\]]+)\] (?:done in|up to date)", log.read_text(errors="replace"))
+            step = "after " + done[-1] if done else "ingest"
+            if done and done[-1] in order[:-1]:
+                step = order[order.index(done[-1]) + 1]
+            peaks[step] = max(peaks.get(step, 0.0), rss)
+            time.sleep(0.2)
     wall = time.perf_counter() - start
-    if code:
+    if child.returncode:
         print(log.read_text()[-3000:])
-        raise SystemExit(f"lse import failed ({code}); log: {log}")
-    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+        raise SystemExit(f"lse import failed ({child.returncode}); log: {log}")
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2, peaks
 
 
 def main() -> None:
@@ -114,7 +136,7 @@ def main() -> None:
               f"{sum(f.stat().st_size for f in folder.glob('*.parquet')) / 1e9:.2f} GB of Parquet")
     load = os.getloadavg()
     baseline = read_baseline(folder)
-    wall, peak = run_import(spec, folder / "bundle")
+    wall, peak, peaks = run_import(spec, folder / "bundle")
     manifest = json.loads((folder / "bundle" / "manifest.json").read_text())
     steps = {name: info.get("elapsed_s", 0.0) for name, info in manifest["build"]["steps"].items()}
     print(f"\n{args.subjects:,} subjects × {len(KINDS)} latent kinds × {args.dim} values, "
@@ -124,7 +146,8 @@ def main() -> None:
         print(f"  {name:24s} {seconds:7.1f} s")
     print(f"  {'import to servable':24s} {wall:7.1f} s (target ≤ 300 s)   status {manifest['build']['status']}, "
           f"still to come: {', '.join(manifest['build'].get('pending', [])) or 'nothing'}")
-    print(f"  {'peak RSS':24s} {peak:7.2f} GB (target ≤ 3 GB)")
+    print(f"  {'peak RSS':24s} {peak:7.2f} GB (target ≤ 3 GB); sampled per step: "
+          + ", ".join(f"{step} {gb:.2f}" for step, gb in peaks.items()))
     print(f"  baseline: reading the Parquet inputs whole with pyarrow {baseline:.1f} s; "
           f"ingest / baseline {steps.get('ingest', 0) / baseline:.2f}×, whole import / baseline {wall / baseline:.1f}×")
     if not args.keep:

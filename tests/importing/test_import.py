@@ -19,21 +19,11 @@ from lse_panel.importing import import_cohort, read_spec
 from lse_panel.importing.spec import EncoderInput, LatentInput
 from lse_panel.model.torchscript import ScriptedDecoder
 
-from import_fixtures import N_RECORDS, N_SUBJECTS, digests
+from import_fixtures import N_RECORDS, N_SUBJECTS
 
 
 def _quiet(spec, out, **kwargs):
     return import_cohort(spec, out, progress=False, log=lambda _: None, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def imported(example_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    before = digests(example_dir)
-    spec = replace(read_spec(example_dir / "cohort.toml"), projections=("pca",))
-    out = tmp_path_factory.mktemp("imported") / "bundle"
-    _quiet(spec, out)
-    assert digests(example_dir) == before  # nothing the user gave was written to
-    return out
 
 
 def _by_id(ids: np.ndarray, table: pd.DataFrame, columns: list[str]) -> np.ndarray:
