@@ -76,7 +76,7 @@ def align_signals(traces: Mapping[str, Trace], *, canonical: Mapping[str, str] |
         keep = max(1, min(keep, trace.values.shape[1]))
         step = max(1, int(np.ceil(keep / max_points)))
         if step > 1:
-            thinned.append(f"{name} every {step}th sample")
+            thinned.append(f"{name}: one sample in {step}")
         time = np.arange(0, keep, step) * (1000.0 / trace.sampling_rate_hz)
         for i, channel in enumerate(trace.channel_names):
             key = canonical.get(channel, channel)

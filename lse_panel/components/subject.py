@@ -178,13 +178,14 @@ class SubjectInspector(pn.viewable.Viewer):
             player = pn.widgets.Player(start=0, end=max(len(clock) - 1, 0), value=0, loop_policy="loop",
                                        interval=int(max(40, min(500, clock[1] - clock[0] if len(clock) > 1 else 100))),
                                        width=260, show_value=False, name=f"{name} time")
-            plot = create_sequence_records(sequences, clock, player.param.value)
-            body = [pn.pane.HoloViews(plot, linked_axes=False), player]
+            plots = create_sequence_records(sequences, clock, player.param.value, modality=name)
+            body = [pn.Row(*[pn.pane.HoloViews(plot, linked_axes=False) for plot in plots.values()]), player]
         if notes:
             text += " Original: " + "; ".join(notes) + "."
         declared = isinstance(modality, (SignalModality, ImageSequenceModality))
+        width = 520 if first.kind == "signal" else 380
         return pn.Column(*header, *body, pn.pane.Markdown(text if declared else text + " (modality not declared)",
-                                                          styles={"font-size": "0.85em"}, width=520))
+                                                          styles={"font-size": "0.85em"}, width=width))
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._body

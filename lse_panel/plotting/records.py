@@ -62,9 +62,10 @@ def create_signal_records(
 
 
 def create_sequence_records(
-    sequences: Mapping[str, tuple[np.ndarray, np.ndarray]], clock: np.ndarray, step: Any = 0, *, size: int = 180,
-) -> hv.Layout | hv.DynamicMap:
-    """Each image sequence's frame nearest to one moment, side by side.
+    sequences: Mapping[str, tuple[np.ndarray, np.ndarray]], clock: np.ndarray, step: Any = 0, *, modality: str = "",
+    size: int = 180,
+) -> dict[str, hv.Image | hv.DynamicMap]:
+    """Each image sequence's frame nearest to one moment, one plot per sequence (put them side by side).
 
     Parameters
     ----------
@@ -76,22 +77,28 @@ def create_sequence_records(
     step
         Which moment: an index into ``clock``, or a param reference to one (a ``Player``'s
         ``param.value``) for a ``DynamicMap``.
+    modality
+        The modality's name: it names the images' dimensions, so they share axes with nothing else
+        on the page (the latent view's ``x`` and ``y``) nor with each other (their sizes differ).
     size
         Width of each image, pixels (heights follow each image's aspect).
     """
-    def build(step: int) -> hv.Layout:
+    def frame(name: str, step: int) -> hv.Image:
+        frames, times = sequences[name]
         t = float(clock[int(np.clip(step, 0, len(clock) - 1))])
-        panels = []
-        for name, (frames, times) in sequences.items():
-            k = frame_at(times, t)
-            h, w = frames.shape[1:]
-            image = hv.Image(np.flipud(frames[k]), bounds=(0, 0, w, h), kdims=["x", "y"], vdims=["intensity"])
-            panels.append(image.opts(
-                cmap="gray", width=size, height=max(60, int(size * h / max(w, 1))), xaxis=None, yaxis=None,
-                title=f"{name}: frame {k + 1}/{len(frames)} ({times[k]:,.0f} ms)", toolbar=None, framewise=True,
-            ))
-        return hv.Layout(panels).cols(len(panels))
+        k = frame_at(times, t)
+        h, w = frames.shape[1:]
+        dims = [f"{modality}_{name}_{axis}" for axis in ("x", "y")]
+        image = hv.Image(np.flipud(frames[k]), bounds=(0, 0, w, h), kdims=dims, vdims=[f"{modality}_{name}_intensity"])
+        return image.opts(
+            cmap="gray", width=size, height=max(60, int(size * h / max(w, 1))), xaxis=None, yaxis=None,
+            title=f"{name} {k + 1}/{len(frames)} · {times[k]:,.0f} ms", fontsize={"title": "9pt"}, toolbar=None,
+            framewise=True,
+        )
 
     if isinstance(step, (int, np.integer)):
-        return build(int(step))
-    return hv.DynamicMap(build, streams=hv.streams.streams_list_from_dict({"step": step}))
+        return {name: frame(name, int(step)) for name in sequences}
+    # One plot per sequence, all on the same player: a Layout of them, put in a Row beside another
+    # HoloViews pane, was drawn with zero width (only its toolbar showed) in Chromium.
+    return {name: hv.DynamicMap(lambda step, name=name: frame(name, step), streams=hv.streams.streams_list_from_dict({"step": step}))
+            for name in sequences}

@@ -27,7 +27,7 @@ def test_long_records_are_windowed_and_thinned() -> None:
     time, values = curves["MLII"]["original"]
     assert time[-1] < 10_000 and len(time) <= 1_000
     np.testing.assert_array_equal(values, holter.values[0, : 3600 : 4])
-    assert "Shown: 0–10,000 ms" in note and "original every 4th sample" in note
+    assert "Shown: 0–10,000 ms" in note and "drawn thinned (original: one sample in 4)" in note
 
 
 def test_frames_matched_by_time() -> None:

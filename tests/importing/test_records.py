@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 
 from lse_panel.cohort.records import RecordError, conform, lead_name, read_record, record_format
 from lse_panel.cohort.schema import ImageSequenceModality, SignalModality
+from import_fixtures import nibabel_file, pydicom_file, wfdb_samples
 from lse_panel.importing.example import (
     write_dicom_cine,
     write_dicom_ecg,
@@ -113,54 +112,31 @@ def test_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
 
 
 # -- real records nobody here wrote ---------------------------------------------------------------
-def _pydicom_file(name: str) -> Path:
-    data = pytest.importorskip("pydicom.data")
-    return Path(data.get_testdata_file(name))
-
-
 def test_real_dicom_12_lead_ecg_from_pydicom() -> None:
-    record = read_record(_pydicom_file("waveform_ecg.dcm"), "signal")
+    record = read_record(pydicom_file("waveform_ecg.dcm"), "signal")
     assert record.values.shape == (12, 10_000) and record.sampling_rate_hz == 1000.0
     assert record.channel_names == LEADS and record.units == "mV"
     assert 0.2 < np.ptp(record.values[1]) < 5  # lead II spans millivolts, not microvolts
     assert record.notes == ("waveform group 0 of 2",)
-    median = read_record(_pydicom_file("waveform_ecg.dcm"), "signal", options={"waveform": 1})
+    median = read_record(pydicom_file("waveform_ecg.dcm"), "signal", options={"waveform": 1})
     assert median.values.shape == (12, 1200)
 
 
 def test_real_dicom_mr_series_and_single_image_from_pydicom() -> None:
-    folder = _pydicom_file("MR_small.dcm").parent / "dicomdirtests" / "98892003" / "MR700"
+    folder = pydicom_file("MR_small.dcm").parent / "dicomdirtests" / "98892003" / "MR700"
     record = read_record(folder, "image_sequence", modality=ImageSequenceModality("mri", 7, 64, 64, 50.0))
     assert record.values.shape[0] == 7 and record.notes[0] == "frames ordered by instance number"
     assert record.frame_interval_ms == 50.0  # no timing in the files: the declaration's
-    single = read_record(_pydicom_file("MR_small.dcm"), "image_sequence", modality=ImageSequenceModality("mri", 1, 64, 64, 1.0))
+    single = read_record(pydicom_file("MR_small.dcm"), "image_sequence", modality=ImageSequenceModality("mri", 1, 64, 64, 1.0))
     assert single.values.shape == (1, 64, 64) and single.values.max() > 0
 
 
 def test_real_nifti_4d_from_nibabel() -> None:
-    nibabel = pytest.importorskip("nibabel")
-    data = Path(nibabel.__file__).parent / "tests" / "data"
-    record = read_record(data / "example4d.nii.gz", "image_sequence")
+    record = read_record(nibabel_file("example4d.nii.gz"), "image_sequence")
     assert record.values.shape == (2, 96, 128) and record.frame_interval_ms == 2000.0  # TR 2 s
     assert record.notes == ("slice 12 of 24", "time step 2000 labelled seconds, read as ms")
-    functional = read_record(data / "functional.nii", "image_sequence", options={"slice": 0})
+    functional = read_record(nibabel_file("functional.nii"), "image_sequence", options={"slice": 0})
     assert functional.values.shape == (20, 21, 17) and functional.frame_interval_ms == 2000.0
-
-
-def wfdb_samples() -> Path | None:
-    """MIT-LCP/wfdb-python's ``sample-data`` (PhysioNet records): $LSE_WFDB_SAMPLES, or extracted from a local mirror."""
-    if os.environ.get("LSE_WFDB_SAMPLES"):
-        return Path(os.environ["LSE_WFDB_SAMPLES"])
-    mirror = Path("/work/.mirror/MIT-LCP+wfdb-python/repo")
-    if not mirror.exists():
-        return None
-    target = Path("/tmp/lse-wfdb-samples")
-    if not (target / "sample-data" / "s0010_re.hea").exists():
-        target.mkdir(parents=True, exist_ok=True)
-        names = [f"sample-data/{n}" for n in ("100.hea", "100.dat", "s0010_re.hea", "s0010_re.dat", "s0010_re.xyz")]
-        archive = subprocess.run(["git", "--git-dir", str(mirror), "archive", "HEAD", *names], capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target / "sample-data"
 
 
 def test_real_wfdb_records_from_physionet() -> None:
