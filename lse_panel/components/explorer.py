@@ -44,6 +44,14 @@ def load_decoder(cohort: Cohort) -> Decoder | None:
     missing, a checkpoint other than the one that encoded the latents) is logged and yields
     ``None``: the explorer then runs without decode panes.
     """
+    if cohort.manifest.get("decoders") and cohort.path is not None:  # TorchScript decoders an import copied in
+        try:
+            from lse_panel.model.torchscript import ScriptedDecoder
+
+            return ScriptedDecoder.from_manifest(cohort.path, cohort.manifest["decoders"])
+        except Exception as exc:  # the model layer is optional for exploring
+            log.warning("could not load the bundle's TorchScript decoders (%s); decode panes are off", exc)
+            return None
     latents = cohort.manifest.get("latents", {})
     kinds = sorted(latents, key=lambda k: k != "fused")
     for kind in kinds:
@@ -70,6 +78,18 @@ def load_decoder(cohort: Cohort) -> Decoder | None:
             log.warning("could not load the decoder %s (%s); decode panes are off", path, exc)
             return None
     return None
+
+
+def _session_decoder(decode: Decoder | None, state: ExplorerState) -> Decoder | None:
+    """A decoder of several latent kinds (``decode(latents, kind)``, with ``kinds``) bound to this session's
+    ``decode_from``, for the panes that call ``decode(latents)``; other decoders pass through."""
+    if decode is None or not hasattr(decode, "kinds"):
+        return decode
+
+    def bound(latents: np.ndarray, kind: str | None = None) -> Mapping[str, np.ndarray]:
+        return decode(latents, kind or state.decode_from)
+
+    return bound
 
 
 def _optional_pane(module: str, name: str) -> type | None:
@@ -126,12 +146,12 @@ class Explorer(pn.viewable.Viewer):
     ) -> None:
         super().__init__(**params)
         self.cohort = cohort
-        self.decode = decode
         self.individual_level = individual_level
         floor = SETTINGS.min_group_size if min_group_size is None else min_group_size
         self.policy = PrivacyPolicy(min_group_size=floor, individual_views=individual_level)
         self.store = SubgroupStore(cohort)
         self.state = ExplorerState(cohort)
+        self.decode = _session_decoder(decode, self.state)
         # First: it hands the store to the state and offers the saved subgroups as comparison groups.
         self.subgroups = SubgroupManager(self.state, self.store, policy=self.policy)
         self.latent_view = LatentPair(self.state)
