@@ -223,7 +223,7 @@ def _compile_umap_meanwhile() -> None:
     import threading
 
     def compile_umap() -> None:
-        from lse_panel.analysis.projection import project
+        from lse_panel.model.projection import project
 
         try:
             sample = np.random.default_rng(0).normal(size=(5_000, 8)).astype(np.float32)
@@ -262,7 +262,8 @@ def _crossfit(
 
 
 def _project(out: Path, name: str, *, seed: int, progress: bool) -> dict[str, Any]:
-    from lse_panel.analysis.projection import principal_axes, project
+    from lse_panel.analysis.projection import principal_axes
+    from lse_panel.model.projection import project
 
     kind, _, method = name.partition("/")
     latents = open_bundle(out, allow_incomplete=True).latent(kind)

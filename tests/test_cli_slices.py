@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lse_panel.analysis.conditions import evaluate, parse_condition
+from lse_panel.analysis.conditions import parse_condition
+from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.cli import main
 from lse_panel.cohort.bundle import update_bundle, write_bundle
 from lse_panel.testing import tiny_cohort
@@ -22,7 +23,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cohort = tiny_cohort(6_000, seed=3)
     path = tmp_path_factory.mktemp("slices") / "b"
     write_bundle(path, ids=cohort.ids, phenotypes=cohort.phenotypes, phenotype_specs=cohort.phenotype_specs)
-    planted = evaluate(parse_condition(RULE, cohort.phenotype_specs), cohort)
+    planted = evaluate(parse_condition(RULE, cohort.phenotype_specs), cohort.phenotype_columns, cohort.phenotype_specs)
     with update_bundle(path) as update:
         for kind, per in cohort.predictions.items():
             for name, values in per.items():

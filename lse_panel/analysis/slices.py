@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lse_panel.analysis.conditions import And, Condition
+from lse_panel.analysis.conditions import And, Condition, PhenotypeSpec
 from lse_panel.analysis.metrics import METRICS, Task, subgroup_metrics
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.selection import lasso_mask
@@ -37,9 +37,6 @@ from lse_panel.analysis.slice_sums import (
     triple_sums,
 )
 from lse_panel.config import SETTINGS
-
-if TYPE_CHECKING:
-    from lse_panel.cohort.schema import PhenotypeSpec
 
 __all__ = ["CLINICAL_BINS", "LOSSES", "Bins", "benjamini_hochberg", "find_slices", "loss_given_target", "per_subject_loss"]
 

@@ -8,7 +8,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from lse_panel.analysis.conditions import evaluate, parse_condition
+from lse_panel.analysis.conditions import parse_condition
+from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.analysis.selection import lasso_mask
 from lse_panel.analysis.slices import find_slices
 from lse_panel.cohort.bundle import Cohort
@@ -146,6 +147,6 @@ def slice_members(cohort: Cohort, row: Any) -> np.ndarray:
     tested with the lasso rule on its projection, as a saved ``LassoStep`` would be.
     """
     if row["kind"] == "phenotype":
-        return evaluate(parse_condition(row["rule"], cohort.phenotype_specs), cohort)
+        return evaluate(parse_condition(row["rule"], cohort.phenotype_specs), cohort.phenotype_columns, cohort.phenotype_specs)
     coords = cohort.projection(row["projection"])
     return lasso_mask(coords[:, 0], coords[:, 1], np.asarray(row["polygon_x"]), np.asarray(row["polygon_y"]), on_nan="exclude")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -11,11 +10,11 @@ import panel as pn
 import param
 
 from lse_panel.analysis.alignment import Trace, align_signals, frame_times, sequence_clock
+from lse_panel.analysis.decode import Decoder
 from lse_panel.cohort.records import ImageSequenceRecord, Record, RecordError, SignalRecord, lead_name
 from lse_panel.cohort.schema import ImageSequenceModality, Modality, SignalModality
 from lse_panel.components.state import ExplorerState
-
-Decoder = Callable[..., Mapping[str, np.ndarray]]
+from lse_panel.sources import RawSource
 
 
 def subject_phenotypes(state: ExplorerState, row: int) -> pd.DataFrame:
@@ -39,17 +38,6 @@ def declared_record(values: np.ndarray, modality: Modality, where: str) -> Recor
     return ImageSequenceRecord(values, modality.frame_interval_ms, where)
 
 
-def decode_kind(decode: Decoder, latents: np.ndarray, kind: str) -> Mapping[str, np.ndarray]:
-    """``decode(latents, kind)`` for decoders of several latent kinds; ``decode(latents)`` for one-argument decoders."""
-    try:
-        parameters = inspect.signature(decode).parameters
-    except (TypeError, ValueError):  # a builtin or C-level callable: assume the two-argument protocol
-        return decode(latents, kind)
-    if len(parameters) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters.values()):
-        return decode(latents, kind)
-    return decode(latents)
-
-
 class SubjectInspector(pn.viewable.Viewer):
     """The subject at ``state.inspected``: phenotypes, then each modality's raw record beside its reconstruction.
 
@@ -58,8 +46,9 @@ class SubjectInspector(pn.viewable.Viewer):
     length, sampling rate or frame interval (a 10 s strip at 1000 Hz beside a 600-sample decoded
     beat at 500 Hz): nothing is resampled, both are cut to a common window from 0 ms or shown at
     the same moment, and a note under each modality says so. Raw records come from the bundle's
-    raw source (``records(row)`` for a user's files, ``raw(ids)`` for the synthetic generator);
-    reconstructions decode the subject's latent of kind ``state.decode_from``.
+    raw source (:func:`lse_panel.sources.open_raw_source`: ``records(row)`` for a user's files,
+    ``raw(ids)`` for the synthetic generator); reconstructions decode the subject's latent of
+    kind ``state.decode_from``.
     """
 
     enabled = param.Boolean(
@@ -67,28 +56,20 @@ class SubjectInspector(pn.viewable.Viewer):
         doc="Show individual-level data at all; off where access agreements forbid it.",
     )
 
-    def __init__(self, state: ExplorerState, decode: Decoder | None = None, *, raw_source: Any = None, **params: Any) -> None:
+    def __init__(
+        self, state: ExplorerState, decode: Decoder | None = None, *, raw_source: RawSource | None = None,
+        **params: Any,
+    ) -> None:
         super().__init__(**params)
         self.state = state
         self.decode = decode
-        self._raw_source = raw_source
-        self._raw_checked = raw_source is not None
+        self.raw_source = raw_source
         self._body = pn.Column(self._placeholder(), sizing_mode="stretch_width")
         state.param.watch(self._on_inspected, ["inspected", "decode_from"])
 
     @staticmethod
     def _placeholder() -> pn.pane.Markdown:
         return pn.pane.Markdown("*Click a point in a latent view to open that subject.*")
-
-    def _raw(self) -> Any:
-        if not self._raw_checked:
-            self._raw_checked = True
-            opener = getattr(self.state.cohort, "raw_source", None)
-            try:
-                self._raw_source = opener() if opener is not None else None
-            except Exception:  # noqa: BLE001 - a broken raw source must not break the explorer
-                self._raw_source = None
-        return self._raw_source
 
     def records(self, row: int) -> dict[str, dict[str, Any]]:
         """Modality → what exists for subject ``row``.
@@ -100,7 +81,7 @@ class SubjectInspector(pn.viewable.Viewer):
         """
         cohort = self.state.cohort
         out: dict[str, dict[str, Any]] = {}
-        source = self._raw()
+        source = self.raw_source
         if source is not None and hasattr(source, "records"):  # the user's files, each with its own timing
             for name, record in source.records(int(row)).items():
                 if isinstance(record, RecordError):
@@ -114,7 +95,7 @@ class SubjectInspector(pn.viewable.Viewer):
                     out.setdefault(name, {})["original"] = declared_record(np.asarray(values)[0], modality, "generated")
         if self.decode is not None and self.state.decode_from in cohort.latents:
             latent = np.asarray(cohort.latent(self.state.decode_from)[[row]], dtype=np.float32)
-            for name, values in dict(decode_kind(self.decode, latent, self.state.decode_from)).items():
+            for name, values in dict(self.decode(latent, self.state.decode_from)).items():
                 out.setdefault(name, {})["reconstruction"] = np.asarray(values)[0]
         return out
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lse_panel.analysis.conditions import evaluate, parse_condition
+from lse_panel.analysis.conditions import parse_condition
+from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.selection import lasso_mask
 from lse_panel.analysis.slice_sums import (
@@ -24,7 +25,6 @@ from lse_panel.analysis.slice_sums import (
 )
 from lse_panel.analysis.slice_stats import benjamini_hochberg, per_subject_loss, welch_greater
 from lse_panel.analysis.slices import find_slices
-from lse_panel.cohort.bundle import Cohort
 from lse_panel.synth.phenotypes import PHENOTYPES
 
 NAMES = ("age", "sex", "bmi", "sbp", "heart_rate", "af")
@@ -48,9 +48,7 @@ def _table(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.nda
 
 def _reapply(rule: str, columns: dict[str, np.ndarray]) -> np.ndarray:
     """The subjects a rule selects when parsed and evaluated as a typed filter is."""
-    n = len(next(iter(columns.values())))
-    cohort = Cohort.from_arrays(np.arange(n), pd.DataFrame(columns), SPECS)
-    return evaluate(parse_condition(rule, SPECS), cohort)
+    return evaluate(parse_condition(rule, SPECS), columns, SPECS)
 
 
 def _search(columns, truth, predictions, **options) -> pd.DataFrame:

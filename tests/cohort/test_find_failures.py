@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lse_panel.analysis.conditions import evaluate, parse_condition
+from lse_panel.analysis.conditions import parse_condition
+from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.slices import find_failures, slice_members
 from lse_panel.testing import tiny_cohort
@@ -14,7 +15,7 @@ from lse_panel.testing import tiny_cohort
 def _with_failure(rule: str, *, latent: str = "ecg", target: str = "lvef", n: int = 6_000) -> tuple[Cohort, np.ndarray]:
     """A tiny cohort whose ``latent`` predictions of ``target`` are corrupted where ``rule`` holds."""
     cohort = tiny_cohort(n, seed=3)
-    planted = evaluate(parse_condition(rule, cohort.phenotype_specs), cohort)
+    planted = evaluate(parse_condition(rule, cohort.phenotype_specs), cohort.phenotype_columns, cohort.phenotype_specs)
     pred = cohort.predictions[latent][target].copy()
     pred[planted] += np.random.default_rng(0).normal(0, 15, planted.sum()).astype(np.float32)
     cohort.predictions[latent] = {**cohort.predictions[latent], target: pred}

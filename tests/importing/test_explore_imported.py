@@ -14,12 +14,13 @@ from lse_panel.cohort.records import SignalRecord
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.subject import SubjectInspector
 from lse_panel.model.torchscript import ScriptedDecoder
+from lse_panel.sources import open_raw_source
 
 
 def _inspector(bundle: Path) -> tuple[SubjectInspector, object]:
     cohort = open_bundle(bundle)
     decoder = ScriptedDecoder.from_manifest(cohort.path, cohort.manifest["decoders"])
-    return SubjectInspector(ExplorerState(cohort), decoder), cohort
+    return SubjectInspector(ExplorerState(cohort), decoder, raw_source=open_raw_source(cohort)), cohort
 
 
 def _row(cohort, eid: int) -> int:

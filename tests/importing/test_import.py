@@ -18,6 +18,7 @@ from lse_panel.cohort.schema import BundleError
 from lse_panel.importing import import_cohort, read_spec
 from lse_panel.importing.spec import EncoderInput, LatentInput
 from lse_panel.model.torchscript import ScriptedDecoder
+from lse_panel.sources import open_raw_source
 
 from import_fixtures import N_RECORDS, N_SUBJECTS
 
@@ -67,7 +68,7 @@ def test_phenotypes_typed_and_targets_chosen(imported: Path, example_dir: Path) 
 
 def test_raw_records_read_in_each_format_with_their_own_timing(imported: Path) -> None:
     cohort = open_bundle(imported)
-    source = cohort.raw_source()
+    source = open_raw_source(cohort)
     rows = pd.Index(np.asarray(cohort.ids)).get_indexer(2_000_000 + np.arange(N_RECORDS))
     seen = set()
     for row in rows:
@@ -87,7 +88,7 @@ def test_decoders_reconstruct_the_raw_records(imported: Path) -> None:
     decoder = ScriptedDecoder.from_manifest(cohort.path, cohort.manifest["decoders"])
     assert set(decoder.kinds) == {"fused", "ecg", "mri"}
     rows = pd.Index(np.asarray(cohort.ids)).get_indexer(2_000_000 + np.arange(4))
-    raw = cohort.raw_source().raw(cohort.ids[rows])
+    raw = open_raw_source(cohort).raw(cohort.ids[rows])
     fused = decoder(np.asarray(cohort.latent("fused")[rows]), "fused")
     assert fused["ecg"].shape == (4, 12, 600) and fused["mri"].shape == (4, 16, 32, 32)
     assert decoder(np.asarray(cohort.latent("ecg")[rows]), "ecg").keys() == {"ecg"}

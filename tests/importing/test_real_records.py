@@ -13,6 +13,7 @@ from lse_panel.cohort.bundle import open_bundle
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.subject import SubjectInspector
 from lse_panel.importing import import_cohort, read_spec
+from lse_panel.sources import open_raw_source
 
 from import_fixtures import nibabel_file, pydicom_file, wfdb_samples
 
@@ -81,7 +82,7 @@ def test_real_records_import_and_show(real: Path) -> None:
     assert modalities["ecg"].channel_names == ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
     assert modalities["ecg"].sampling_rate_hz == 1000.0 and modalities["ecg"].n_samples == 10_000
     assert modalities["mri"].shape == (2, 96, 128) and modalities["mri"].frame_interval_ms == 50.0  # as declared
-    inspector = SubjectInspector(ExplorerState(cohort))  # no decoder: originals only
+    inspector = SubjectInspector(ExplorerState(cohort), raw_source=open_raw_source(cohort))  # no decoder: originals only
     rows = {int(i): int(r) for r, i in enumerate(cohort.ids)}
     text = _shown(inspector, rows[1])
     assert "original: 10,000 samples at 1000 Hz (10,000 ms)" in text and "Original: waveform group 0 of 2" in text

@@ -11,6 +11,7 @@ import pytest
 from lse_panel.cohort.bundle import open_bundle
 from lse_panel.importing import import_cohort, read_spec
 from lse_panel.model.torchscript import ScriptedDecoder, save_linear_torchscript
+from lse_panel.sources import open_raw_source
 
 N, DIM = 120, 6
 SHAPES = {"pcg": (1, 400), "ppg": (2, 250), "echo": (10, 24, 24)}
@@ -107,7 +108,7 @@ def test_three_modalities_declared_decoded_and_read(three: Path) -> None:
     heart = decoder(np.asarray(cohort.latent("heart")[:3]), "heart")
     assert {name: a.shape[1:] for name, a in heart.items()} == SHAPES
     assert set(decoder(np.asarray(cohort.latent("vessels")[:3]), "vessels")) == {"ppg"}
-    source = cohort.raw_source()
+    source = open_raw_source(cohort)
     pcg, echo = source.record("pcg", 0), source.record("echo", 0)
     assert pcg.values.shape == (1, 900) and pcg.sampling_rate_hz == 2000.0 and pcg.channel_names == ("mitral",)
     assert echo.values.shape == (14, 24, 24) and echo.frame_interval_ms == pytest.approx(33.3)
