@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -188,10 +189,13 @@ def run_analysis(
         with update_bundle(out) as update:
             update.set_build_status("in_progress")
 
+    warm_up = None
     if any(m.startswith("umap") for m in projections) and not steps.up_to_date("crossfit", crossfit_key):
-        _compile_umap_meanwhile()
+        warm_up = _compile_umap_meanwhile()
     steps.run("crossfit", crossfit_key, lambda: _crossfit(out, targets, seed=seed, n_splits=crossfit_splits,
                                                           max_train=crossfit_max_train, progress=progress))
+    if warm_up is not None:
+        warm_up.join()  # never two UMAPs at once: numba's parallel kernels must not run in two threads
     for name in serve_first:
         steps.run(f"project:{name}", project_keys[name], lambda name=name: _project(out, name, seed=seed, progress=progress))
     announced = False
@@ -213,15 +217,13 @@ def run_analysis(
             update.set_build_status("complete")
 
 
-def _compile_umap_meanwhile() -> None:
+def _compile_umap_meanwhile() -> threading.Thread:
     """Fit a tiny UMAP in a background thread, so umap-learn's numba code compiles while cross-fitting runs.
 
     The first UMAP in a process compiles for ~25 s on a quiet 2-core machine (~60 s under load);
     the cross-fit keeps one core busy with single-threaded BLAS that releases the GIL, so the
     compilation mostly uses the other one, and the first real map starts warm.
     """
-    import threading
-
     def compile_umap() -> None:
         from lse_panel.model.projection import project
 
@@ -231,7 +233,9 @@ def _compile_umap_meanwhile() -> None:
         except Exception:  # noqa: BLE001 - only a warm-up: the real projection reports its own errors
             pass
 
-    threading.Thread(target=compile_umap, name="umap-warm-up", daemon=True).start()
+    thread = threading.Thread(target=compile_umap, name="umap-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def _crossfit(
