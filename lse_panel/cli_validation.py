@@ -31,6 +31,7 @@ __all__ = [
     "integer",
     "oauth_encryption_key",
     "output_directory",
+    "output_file",
     "password_file",
     "port",
     "redirect_uri",
@@ -252,16 +253,26 @@ def redirect_uri(text: str) -> str:
     return text
 
 
-def export_file(text: str) -> Path:
-    """A file to write a table to: ``.csv`` or ``.parquet``, in an existing directory."""
-    path = Path(text)
-    if path.suffix.lower() not in (".csv", ".parquet"):
-        raise _error(text, f"has suffix {path.suffix[:20] or '(none)'!r}", "name a .csv or .parquet file")
-    if _path_kind(str(path.parent)) != "directory":
-        raise _error(text, f"is in {str(path.parent)[:80]!r}, which is not a directory", "create the directory first")
-    if _path_kind(text) not in (None, "file"):
-        raise _error(text, "is not a file", "name a file to write")
-    return path
+def output_file(*suffixes: str) -> Callable[[str], Path]:
+    """An argparse ``type=`` for a file to write: one of ``suffixes``, in an existing directory."""
+    names = " or ".join(suffixes)
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.suffix.lower() not in suffixes:
+            raise _error(text, f"has suffix {path.suffix[:20] or '(none)'!r}", f"name a {names} file")
+        if _path_kind(str(path.parent)) != "directory":
+            raise _error(text, f"is in {str(path.parent)[:80]!r}, which is not a directory", "create the directory first")
+        if _path_kind(text) not in (None, "file"):
+            raise _error(text, "is not a file", "name a file to write")
+        return path
+
+    parse.__name__ = "output_file"
+    return parse
+
+
+export_file = output_file(".csv", ".parquet")
+"""A table to write: ``.csv`` or ``.parquet``, in an existing directory."""
 
 
 def password_file(text: str) -> Path:

@@ -315,6 +315,8 @@ def finish_build_command(bundle: Path) -> list[str]:
     from lse_panel.build import recorded_build_settings
 
     settings = recorded_build_settings(bundle)
+    if settings.get("producer") == "import":  # an imported bundle finishes from what it holds, no inputs
+        return [sys.executable, "-m", "lse_panel.cli", "import", "--finish", "--out", str(bundle)]
     command = [sys.executable, "-m", "lse_panel.cli", "build", "--out", str(bundle)]
     for option, key in (("--subjects", "n_subjects"), ("--seed", "seed"), ("--model", "model")):
         if key in settings:

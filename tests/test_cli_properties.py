@@ -86,6 +86,11 @@ def options(places: dict[str, str]) -> dict[str, dict[str, st.SearchStrategy | N
                    "--loss": st.sampled_from(["absolute", "brier", "log", "cubic"]),
                    "--bins": st.sampled_from(["age=45,55,65", "age=", "=1", "age=x,y", "lvef=40:%", "nobody=1"]) | TEXT,
                    "--include-target": None, "--given-target": None, "--no-regions": None, "--all": None},
+        "import": {"--spec": path, "--latent": st.sampled_from(["fused=x.parquet", "=x", "fused", ""]) | TEXT,
+                   "--phenotypes": path, "--id-column": TEXT, "--out": path, "--allow-partial": None, "--overwrite": None,
+                   "--until": st.sampled_from(["servable", "complete", "later"]), "--finish": None},
+        "export": {" bundle": path, "--anndata": path | st.sampled_from(["x.h5ad", "nowhere/x.h5ad"])},
+        "example-cohort": {"--out": path, "--subjects": NUMBERS, "--records": NUMBERS},
         "bench": {"--only": TEXT},
     }
 
@@ -113,15 +118,17 @@ def argv(draw, places: dict[str, str]) -> list[str]:
 
 @pytest.fixture
 def harness(places, monkeypatch, tmp_path):
-    """Heavy commands (synth, train, embed, build, bench, a build inside serve, the server itself) replaced
-    by stubs that record their arguments; `subgroups`, `slices` and the checks inside `serve` run for real."""
+    """Heavy commands (synth, train, embed, build, import, export, example-cohort, bench, a build inside serve,
+    the server itself) replaced by stubs that record their arguments; `subgroups`, `slices` and the checks
+    inside `serve` run for real."""
     calls: list = []
 
     def stub(args):
         calls.append(args)
         return 0
 
-    for name in ("_cmd_synth", "_cmd_train", "_cmd_embed", "_cmd_build", "_cmd_bench"):
+    for name in ("_cmd_synth", "_cmd_train", "_cmd_embed", "_cmd_build", "_cmd_bench", "_cmd_import", "_cmd_export",
+                 "_cmd_example_cohort"):
         monkeypatch.setattr(cli, name, stub)
     monkeypatch.setattr(lse_panel.build, "build_cohort", lambda *a, **k: calls.append(("build", a, k)))
 
