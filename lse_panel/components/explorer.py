@@ -24,6 +24,7 @@ from lse_panel.components.accuracy import AccuracyPane
 from lse_panel.components.build_progress import BuildProgress
 from lse_panel.components.compare import ComparePane
 from lse_panel.components.decode import DecodePane
+from lse_panel.components.failures import FailuresPane
 from lse_panel.components.filters import PhenotypeFilters
 from lse_panel.components.interpolate import InterpolatePane
 from lse_panel.components.latent_view import LatentPair, selection_summary
@@ -83,6 +84,8 @@ class Explorer(pn.viewable.Viewer):
         Reads or regenerates subjects' raw records (:func:`lse_panel.sources.open_raw_source`), or ``None``.
     subgroups
         The :class:`SubgroupManager` pane (save, list, show, compare, export subgroups).
+    failures_pane
+        The :class:`FailuresPane` (slice search; click a slice to select it), or ``None`` without predictions.
     """
 
     title = param.String(default="Latent Space Explorer", doc="Page title when served.")
@@ -120,6 +123,7 @@ class Explorer(pn.viewable.Viewer):
         self.decode_pane = self._make_decode_pane()
         self.accuracy_pane = self._make_accuracy_pane()
         self.compare_pane = ComparePane(self.state)
+        self.failures_pane = FailuresPane(self.state, self.subgroups) if cohort.predictions else None
         self.perturb_pane = self._make_perturb_pane()
         self.interpolate_pane = self._make_interpolate_pane(projectors)
         self._clear = pn.widgets.Button(name="Clear selection", button_type="warning", width=140)
@@ -128,6 +132,9 @@ class Explorer(pn.viewable.Viewer):
         self.subgroups.param.watch(self._on_subgroups_saved, "names")
         path = self.interpolate_pane.create_path_overlay if isinstance(self.interpolate_pane, InterpolatePane) else None
         self.overlays = LatentOverlays(self.latent_view.views, self.subgroups, path)
+        if self.failures_pane is not None:
+            self.overlays.add_layer(self.failures_pane.region_overlay)
+            self.failures_pane.param.watch(self._on_region_outlined, "outlined")
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -192,6 +199,12 @@ class Explorer(pn.viewable.Viewer):
     def find_failures(self, target: str, latent: str = "fused", **options: Any) -> pd.DataFrame:
         """Where the embedding predicts ``target`` worst: see :func:`lse_panel.cohort.slices.find_failures`."""
         return find_failures(self.cohort, target, latent=latent, policy=self.policy, **options)
+
+    def _on_region_outlined(self, event: param.parameterized.Event) -> None:
+        # A failing region is outlined on the map it was found on: show that projection where its kind is shown.
+        kind, _, method = event.new.partition("/")
+        if kind in self.latent_view.views and method in self.latent_view.param.method.objects:
+            self.latent_view.method = method
 
     def _on_subgroups_saved(self, _: param.parameterized.Event) -> None:
         # The manager already offers the names as comparison groups; the other panes list them too.
@@ -297,6 +310,7 @@ class Explorer(pn.viewable.Viewer):
             ("Decode", self.decode_pane),
             ("Accuracy", self.accuracy_pane),
             ("Compare", self.compare_pane),
+            *([("Failures", self.failures_pane)] if self.failures_pane is not None else []),
             ("Perturb", self.perturb_pane),
             ("Interpolate", self.interpolate_pane),
             ("Subgroups", self.subgroups),
