@@ -119,7 +119,7 @@ def test_subgroup_api_and_tabs() -> None:
     explorer = Explorer(cohort, tiny_decoder(8))
     assert explorer.policy == PrivacyPolicy(min_group_size=10, individual_views=True)
     assert explorer.state.store is explorer.store
-    assert _tab_names(explorer) == ["Decode", "Accuracy", "Compare", "Perturb", "Interpolate", "Subgroups", "Subject"]
+    assert _tab_names(explorer) == ["Decode", "Accuracy", "Compare", "Failures", "Perturb", "Interpolate", "Subgroups", "Subject"]
     assert explorer.subgroup_names == []
     with pytest.raises(SubgroupError, match="nothing is selected"):
         explorer.save_subgroup("empty")
@@ -147,7 +147,7 @@ def test_without_a_decoder_the_decoding_panes_say_so(cohort) -> None:
     explorer = Explorer(cohort, None, individual_level=False)
     for pane in (explorer.decode_pane, explorer.perturb_pane, explorer.interpolate_pane):
         assert isinstance(pane, pn.pane.Alert) and "no decoder" in pane.object
-    assert _tab_names(explorer) == ["Decode", "Accuracy", "Compare", "Perturb", "Interpolate", "Subgroups"]
+    assert _tab_names(explorer) == ["Decode", "Accuracy", "Compare", "Failures", "Perturb", "Interpolate", "Subgroups"]
     assert not explorer.policy.individual_views
 
 
