@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from lse_panel.plotting.slices import (
 )
 
 __all__ = ["ALL_LATENTS", "FailuresPane"]
+
+log = logging.getLogger(__name__)
 
 ALL_LATENTS = "all"
 """The latent choice that searches every latent kind predicting the target, each on its own, side by side."""
@@ -141,7 +144,7 @@ class FailuresPane(pn.viewable.Viewer):
         empty = format_slice_table(_empty_slices())
         self._table = pn.widgets.Tabulator(
             empty, selectable=1, disabled=True, show_index=False, height=330, layout="fit_data_table",
-            sizing_mode="stretch_width", formatters=_formatters(list(empty.columns)),
+            sizing_mode="stretch_width", formatters=_formatters(list(empty.columns)), widths={"slice": 290},
         )  # fmt: skip
         self._per_latent = pn.pane.DataFrame(None, escape=True, sizing_mode="stretch_width")
         self._name = pn.widgets.TextInput(name="Subgroup name", placeholder="name the chosen slice", width=260)
@@ -240,8 +243,11 @@ class FailuresPane(pn.viewable.Viewer):
         self._begin(request)
 
         def later(callback: Callable[[], None]) -> None:
-            with set_curdoc(doc):
-                pn.state.execute(callback, schedule=True)
+            try:
+                with set_curdoc(doc):
+                    pn.state.execute(callback, schedule=True)
+            except Exception:  # the session closed during the search: nobody to show it to
+                log.debug("failures search finished for a closed session", exc_info=True)
 
         def work() -> None:
             start = time.perf_counter()

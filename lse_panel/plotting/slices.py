@@ -63,11 +63,11 @@ def format_slice_table(frame: pd.DataFrame) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns ``latent`` (the kind searched), ``#`` (the slice's rank there), ``slice`` (its rule),
-        ``kind`` (phenotype or region), ``n``, the task's main metric (:func:`primary_metric`) in the
-        slice and in the rest for the searched kind (``MAE in slice``, ``MAE in rest``), ``gap
-        [interval]`` (of the loss), ``q``, ``tried`` (slices tried in that kind's search); then that
-        metric in the slice for every latent kind, side by side (titles from
-        :func:`side_by_side_title`). Rule text is left as it is: show it as plain text.
+        ``n``, the task's main metric (:func:`primary_metric`) in the slice and in the rest for the
+        searched kind (``MAE in slice``, ``MAE in rest``), ``gap [interval]`` (of the loss), ``q``;
+        then that metric in the slice for every latent kind, side by side (titles from
+        :func:`side_by_side_title`); then ``kind`` (phenotype or region) and ``tried`` (slices tried
+        in that kind's search). Rule text is left as it is: show it as plain text.
     """
     metric = primary_metric(frame.attrs.get("task", "regression"))
     label = METRIC_LABELS.get(metric, metric)
@@ -77,7 +77,6 @@ def format_slice_table(frame: pd.DataFrame) -> pd.DataFrame:
         "latent": [str(r["latent"]) for r in rows],
         "#": np.asarray([r["rank"] for r in rows], dtype=np.int64),
         "slice": [str(r["rule"]) for r in rows],
-        "kind": [str(r["kind"]) for r in rows],
         "n": np.asarray([r["n"] for r in rows], dtype=np.int64),
         f"{label} in slice": np.asarray([r.get(f"{metric}_{r['latent']}", np.nan) for r in rows], dtype=np.float64),
         f"{label} in rest": np.asarray([r.get(f"{metric}_rest_{r['latent']}", np.nan) for r in rows], dtype=np.float64),
@@ -85,10 +84,11 @@ def format_slice_table(frame: pd.DataFrame) -> pd.DataFrame:
             f"{_signed(r['gap'])} [{_signed(r['gap_ci_low'])}, {_signed(r['gap_ci_high'])}]" for r in rows
         ],
         "q": [_q_text(float(r["q_value"])) for r in rows],
-        "tried": np.asarray([r["n_tried"] for r in rows], dtype=np.int64),
     })  # fmt: skip
     for kind in kinds:
         table[side_by_side_title(metric, kind)] = np.asarray(frame[f"{metric}_{kind}"], dtype=np.float64)
+    table["kind"] = [str(r["kind"]) for r in rows]
+    table["tried"] = np.asarray([r["n_tried"] for r in rows], dtype=np.int64)
     return table
 
 
