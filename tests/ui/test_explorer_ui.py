@@ -76,7 +76,7 @@ def test_page_renders_every_tab_without_script_errors(page, served_explorer) -> 
     tabs = page.locator(".bk-tab")
     tabs.first.wait_for()
     names = [tabs.nth(i).inner_text().strip() for i in range(tabs.count())]
-    assert names == ["Decode", "Accuracy", "Compare", "Perturb", "Interpolate", "Subgroups", "Subject"]
+    assert names == ["Decode", "Accuracy", "Compare", "Failures", "Perturb", "Interpolate", "Subgroups", "Subject"]
     for i in range(len(names)):
         tabs.nth(i).click()
         time.sleep(0.5)
