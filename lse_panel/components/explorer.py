@@ -337,29 +337,31 @@ class Explorer(pn.viewable.Viewer):
         )
 
     def main_panes(self) -> list[pn.viewable.Viewable]:
-        tabs = pn.Tabs(
+        panes = [
             ("Decode", self.decode_pane),
             ("Accuracy", self.accuracy_pane),
             ("Compare", self.compare_pane),
             ("Perturb", self.perturb_pane),
             ("Interpolate", self.interpolate_pane),
             ("Subgroups", self.subgroups),
-            dynamic=False,
-        )
+        ]
         if self.individual_level:
-            tabs.append(("Subject", self.subject))
+            panes.append(("Subject", self.subject))
+        tabs = pn.Tabs(*panes, dynamic=False)
         if served():
-            self._recompute_only_visible(tabs)
+            self._recompute_only_visible(tabs, [pane for _, pane in panes])
         return [self.selection_controls(), self.build_progress, self.latent_view, tabs]
 
     @staticmethod
-    def _recompute_only_visible(tabs: pn.Tabs) -> None:
+    def _recompute_only_visible(tabs: pn.Tabs, panes: Sequence[Any]) -> None:
         """Served, only the visible tab's pane recomputes on a selection; the others catch up when shown.
 
         At 500k subjects, the five analysis panes together cost several hundred ms per lasso;
-        one of them fits the interactive budget. In a notebook every pane stays live.
+        one of them fits the interactive budget. In a notebook every pane stays live. ``panes``
+        are the tabs' contents as given: ``tabs.objects`` holds what Panel rendered them as (a
+        Viewer's layout), which has no scheduler.
         """
-        schedulers = [getattr(pane, "scheduler", None) for pane in tabs.objects]
+        schedulers = [getattr(pane, "scheduler", None) for pane in panes]
 
         def sync(*_: Any) -> None:
             for index, scheduler in enumerate(schedulers):

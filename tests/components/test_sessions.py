@@ -96,3 +96,20 @@ def test_closed_sessions_free_their_explorer(explorer_server) -> None:
     gc.collect()
     alive = sum(ref() is not None for ref in explorers)
     assert alive == 0, f"{alive} of {SESSIONS} closed sessions' explorers are still alive"
+
+
+@pytest.mark.slow
+def test_a_served_explorer_recomputes_only_the_visible_tab(explorer_server) -> None:
+    from bokeh.client import pull_session
+
+    url, explorers, _ = explorer_server
+    session = pull_session(url=url)
+    try:
+        explorer = explorers[-1]()
+        assert explorer is not None
+        panes = [explorer.decode_pane, explorer.accuracy_pane, explorer.compare_pane,
+                 explorer.perturb_pane, explorer.interpolate_pane]
+        # The Decode tab is shown first; the others wait until their tab is opened.
+        assert [pane.scheduler.active for pane in panes] == [True, False, False, False, False]
+    finally:
+        session.close()
