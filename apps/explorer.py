@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import panel as pn
 
-from lse_panel.components.explorer import Explorer, bundle_from_argv, cached_cohort, cached_decoder
+from lse_panel.components.explorer import Explorer
+from lse_panel.components.serving import bundle_from_argv, cached_cohort, cached_decoder
+from lse_panel.palette import HIGHLIGHT
 
 pn.extension("tabulator", notifications=True, loading_indicator=True)
 
@@ -13,7 +15,7 @@ TITLE = "Latent Space Explorer"
 sidebar = pn.Column(sizing_mode="stretch_width")
 main = pn.Column(pn.pane.Markdown("Loading the cohort…"), loading=True, sizing_mode="stretch_width", min_height=600)
 template = pn.template.FastListTemplate(
-    title=TITLE, sidebar=[sidebar], main=[main], sidebar_width=330, accent="#e6007e",
+    title=TITLE, sidebar=[sidebar], main=[main], sidebar_width=330, accent=HIGHLIGHT,
 )
 
 

@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 
-from lse_panel.components.explorer import bundle_from_argv, cached_cohort, cached_decoder, warm_up
+from lse_panel.components.serving import bundle_from_argv, cached_cohort, cached_decoder, warm_up
 
 log = logging.getLogger("lse_panel.serve")
 

@@ -270,7 +270,7 @@ def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, 
     steps.run("crossfit", crossfit_key, crossfit)
 
     def project_one(name: str) -> dict[str, Any]:
-        from lse_panel.analysis.projection import project
+        from lse_panel.model.projection import project
 
         kind, _, method = name.partition("/")
         cohort = open_bundle(out, allow_incomplete=True)

@@ -175,6 +175,93 @@ def _cmd_subgroups(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_bins(texts: list[str]) -> dict:
+    """``--bins age=45,55,65`` or ``--bins egfr=60,90:mL/min`` → {name: Bins}."""
+    from lse_panel.analysis.slices import Bins
+
+    out = {}
+    for text in texts:
+        name, sep, rest = text.partition("=")
+        cuts, _, units = rest.partition(":")
+        try:
+            values = tuple(float(c) for c in cuts.split(",") if c.strip())
+        except ValueError:
+            values = ()
+        if not sep or not name.strip() or not values:
+            raise ValueError(f"--bins {text!r}: write NAME=CUT,CUT,... (optionally :UNITS), e.g. --bins age=45,55,65:years.")
+        out[name.strip()] = Bins(tuple(sorted(values)), units.strip())
+    return out
+
+
+def _slices_table(frame) -> str:
+    """The found slices as a readable text table: rule, size, loss in and out, gap with its interval, q, each latent's metric."""
+    import pandas as pd
+
+    if frame.empty:
+        return "no slice found"
+    shown = pd.DataFrame({
+        "latent": frame["latent"],
+        "#": frame["rank"],
+        "rule": [r if len(r) <= 60 else r[:57] + "..." for r in frame["rule"]],
+        "n": frame["n"],
+        f"{frame['loss'].iloc[0]} (slice vs rest)": [f"{a:.3g} vs {b:.3g}" for a, b in zip(frame["loss_slice"], frame["loss_rest"])],
+        "gap [interval]": [
+            f"{g:+.3g} [{lo:+.3g}, {hi:+.3g}]" for g, lo, hi in zip(frame["gap"], frame["gap_ci_low"], frame["gap_ci_high"])
+        ],
+        "q": [f"{q:.1e}" for q in frame["q_value"]],
+    })
+    metric = "r2" if frame.attrs.get("task") == "regression" else "auroc"
+    for column in frame.columns:
+        if column.startswith(f"{metric}_") and not column.startswith(f"{metric}_rest_"):
+            shown[f"{metric} {column[len(metric) + 1:]}"] = [f"{v:.2f}" for v in frame[column]]
+    return shown.to_string(index=False)
+
+
+def _cmd_slices(args: argparse.Namespace) -> int:
+    import pandas as pd
+    from tqdm import tqdm
+
+    from lse_panel.cohort.bundle import open_bundle
+    from lse_panel.cohort.slices import find_failures
+
+    if args.out is not None and args.out.suffix not in (".csv", ".parquet"):
+        raise ValueError(f"--out {args.out}: write a .csv or a .parquet file.")
+    if not 0 < args.fdr < 1:
+        raise ValueError(f"--fdr {args.fdr}: a false discovery rate lies strictly between 0 and 1, e.g. 0.05.")
+    if args.top < 1:
+        raise ValueError(f"--top {args.top}: show at least one slice.")
+    bins = _parse_bins(args.bins)
+    cohort = open_bundle(args.bundle)
+    start = time.perf_counter()
+    if args.latent == "all":
+        kinds = [k for k, per in cohort.predictions.items() if args.target in per] or ["all"]
+    else:
+        kinds = [args.latent]
+    frames, tried = [], {}
+    for kind in tqdm(kinds, desc=f"searching {args.target}", unit="latent", disable=len(kinds) < 2):
+        frame = find_failures(
+            cohort, args.target, latent=kind, max_conditions=args.max_conditions, fdr=args.fdr, top=args.top,
+            include_target=args.include_target, projections=None if args.no_regions else "all",
+            only_significant=not args.all, loss=args.loss, bins=bins, given_target=args.given_target,
+        )
+        frames.append(frame)
+        tried.update(frame.attrs["tried"])
+    result = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    result.attrs = {**frames[0].attrs, "tried": tried}
+    print(_slices_table(result))
+    counts = ", ".join(f"{kind}: {sum(t.values()):,}" for kind, t in tried.items())
+    print(f"{len(result)} slice(s) at FDR {args.fdr:g}; slices tried ({counts}); {time.perf_counter() - start:.1f} s")
+    if args.out is not None:
+        table = result.drop(columns=["condition"])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out.suffix == ".csv":
+            table.to_csv(args.out, index=False)
+        else:
+            table.to_parquet(args.out, index=False)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     scripts = sorted((REPO_ROOT / "tests" / "benchmarks").glob("bench_*.py"))
     if args.only:
@@ -255,6 +342,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="subgroup to export")
     p.add_argument("--out", type=Path, help="file to write: .csv or .parquet")
     p.set_defaults(func=_cmd_subgroups)
+
+    p = sub.add_parser("slices", help="find the subgroups where the embedding predicts a phenotype worst")
+    p.add_argument("bundle", type=Path, help="bundle directory (with cross-fitted predictions)")
+    p.add_argument("--target", required=True, help="phenotype whose predictions are judged, e.g. lvef")
+    p.add_argument("--latent", default="fused", help="latent kind to search, or 'all' (default: %(default)s)")
+    p.add_argument("--max-conditions", dest="max_conditions", type=int, choices=[1, 2, 3],
+                   default=SETTINGS.slice_max_conditions, help="conditions per phenotype rule (default: %(default)s)")
+    p.add_argument("--fdr", type=float, default=SETTINGS.slice_fdr, help="false discovery rate (default: %(default)s)")
+    p.add_argument("--top", type=int, default=SETTINGS.slice_top, help="slices per latent kind (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="write the table to this .csv or .parquet file")
+    p.add_argument("--loss", choices=["absolute", "squared", "brier", "log"],
+                   help="per-subject loss (default: absolute for regression, brier for classification)")
+    p.add_argument("--bins", action="append", default=[], metavar="NAME=C1,C2[:UNITS]",
+                   help="extra clinical cut points for a phenotype (repeatable)")
+    p.add_argument("--include-target", dest="include_target", action="store_true", help="also slice on the target itself")
+    p.add_argument("--given-target", dest="given_target", action="store_true",
+                   help="search the loss beyond what subjects with a similar target value incur")
+    p.add_argument("--no-regions", dest="no_regions", action="store_true", help="skip the map-region search")
+    p.add_argument("--all", action="store_true", help="show the best slices even when not significant")
+    p.set_defaults(func=_cmd_slices)
 
     p = sub.add_parser("bench", help="run the benchmark scripts and print their figures")
     p.add_argument("--only", help="run only scripts whose name contains this")

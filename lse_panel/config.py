@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -22,13 +22,15 @@ class Settings:
     crossfit_splits: int = 5
     crossfit_max_train: int = 50_000
     projection_methods: tuple[str, ...] = ("pca", "umap")
-    latent_kinds: tuple[str, ...] = ("ecg", "mri", "fused")
     address: str = "127.0.0.1"
     port: int = 5006
     num_procs: int = 1
     min_group_size: int = 10
     max_selection_sample: int = 4
-    extra: dict = field(default_factory=dict)
+    """Most subjects of a selection shown one by one (original vs reconstruction) in the decode pane."""
+    slice_fdr: float = 0.05
+    slice_top: int = 20
+    slice_max_conditions: int = 2
 
 
 SETTINGS = Settings()

@@ -1,13 +1,17 @@
-"""Tiny, fully populated cohorts for tests, notebooks and benchmarks (no model, no build needed)."""
+"""Helpers for tests, notebooks and benchmarks: tiny populated cohorts, a stand-in decoder, bundles on disk, ports."""
 
 from __future__ import annotations
 
-from typing import Callable
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.bundle import Cohort, update_bundle, write_bundle
 from lse_panel.cohort.schema import ImageSequenceModality, PhenotypeSpec, SignalModality
 
 TINY_PHENOTYPES: dict[str, PhenotypeSpec] = {
@@ -25,19 +29,48 @@ TINY_MODALITIES = {
 }
 
 
-def tiny_decoder(latent_dim: int, modalities: dict = TINY_MODALITIES, seed: int = 0) -> Callable:
-    """A fixed random linear decoder: latents (k, d) → {modality: (k, *shape)}; stands in for a model."""
-    rng = np.random.default_rng(seed)
-    weights = {
-        name: rng.normal(size=(latent_dim, int(np.prod(m.shape)))).astype(np.float32) / np.sqrt(latent_dim)
-        for name, m in modalities.items()
-    }
+class TinyDecoder:
+    """A fixed random linear decoder standing in for a model (a :class:`~lse_panel.analysis.decode.Decoder`).
 
-    def decode(latents: np.ndarray) -> dict[str, np.ndarray]:
+    Every latent kind decodes into every modality through the same weights, as the demo's
+    cross-modal model decodes each of its latent kinds into both modalities.
+
+    Parameters
+    ----------
+    latent_dim
+        Values per latent.
+    modalities
+        Modality name → declaration (its shape is what each latent decodes into).
+    seed
+        Seed of the weights.
+    kinds
+        The latent kinds it decodes (its ``kinds`` attribute); ``None`` decodes any.
+    """
+
+    def __init__(
+        self, latent_dim: int, modalities: Mapping[str, Any] = TINY_MODALITIES, seed: int = 0,
+        kinds: tuple[str, ...] | None = None,
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        self.modalities = dict(modalities)
+        self.weights = {
+            name: rng.normal(size=(latent_dim, int(np.prod(m.shape)))).astype(np.float32) / np.sqrt(latent_dim)
+            for name, m in self.modalities.items()
+        }
+        if kinds is not None:
+            self.kinds = tuple(kinds)
+
+    def __call__(self, latents: np.ndarray, kind: str) -> dict[str, np.ndarray]:
         z = np.atleast_2d(np.asarray(latents, dtype=np.float32))
-        return {name: (z @ w).reshape(len(z), *modalities[name].shape) for name, w in weights.items()}
+        return {name: (z @ w).reshape(len(z), *self.modalities[name].shape) for name, w in self.weights.items()}
 
-    return decode
+
+def tiny_decoder(
+    latent_dim: int, modalities: Mapping[str, Any] = TINY_MODALITIES, seed: int = 0, *,
+    kinds: tuple[str, ...] | None = None,
+) -> TinyDecoder:
+    """A :class:`TinyDecoder`: latents ``(k, d)`` of any kind → ``{modality: (k, *shape)}``."""
+    return TinyDecoder(latent_dim, modalities, seed, kinds)
 
 
 def tiny_cohort(n: int = 2_000, *, latent_dim: int = 8, seed: int = 0) -> Cohort:
@@ -101,3 +134,42 @@ def tiny_cohort(n: int = 2_000, *, latent_dim: int = 8, seed: int = 0) -> Cohort
         predictions=predictions,
         manifest=manifest,
     )
+
+
+def write_cohort_bundle(cohort: Cohort, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write an in-memory cohort (e.g. ``tiny_cohort``) as a bundle on disk, with every block it has."""
+    path = write_bundle(
+        path, ids=cohort.ids, phenotypes=cohort.phenotypes, phenotype_specs=cohort.phenotype_specs,
+        modalities=cohort.modalities, overwrite=overwrite,
+    )
+    tasks = cohort.prediction_tasks()
+    with update_bundle(path) as update:
+        for kind, block in cohort.latents.items():
+            update.add_latent(kind, block)
+        for key, coords in cohort.projections.items():
+            latent, _, method = key.partition("/")
+            update.add_projection(latent, method, coords)
+        for kind, per in cohort.predictions.items():
+            for name, values in per.items():
+                update.add_prediction(kind, name, values, task=tasks[name])
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_listening(port: int, timeout_s: float = 30.0) -> None:
+    """Block until a server on 127.0.0.1:``port`` accepts connections (``pn.serve(threaded=True)`` returns first)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on port {port} after {timeout_s:.0f} s") from None
+            time.sleep(0.1)

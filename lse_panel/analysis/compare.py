@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lse_panel.analysis.histograms import Binning
+from lse_panel.analysis.privacy import PrivacyPolicy
+
 PhenotypeType = Literal["continuous", "binary", "categorical"]
 
 COLUMNS = [
@@ -260,3 +263,89 @@ def compare_groups(
         frame.loc[tested, "q_value"] = stats.false_discovery_control(frame.loc[tested, "p_value"].to_numpy(), method="bh")
     order = np.argsort(-frame["effect"].abs().fillna(-1.0).to_numpy(), kind="stable")
     return frame.iloc[order].reset_index(drop=True)
+
+
+TABLE_COLUMNS = ["group", "reference", *COLUMNS, "hidden"]
+"""Columns of :func:`compare_with_reference`'s table: each group's :func:`compare_groups` rows, labelled."""
+
+
+def compare_with_reference(
+    table: pd.DataFrame | Mapping[str, np.ndarray],
+    specs: Mapping[str, Any],
+    groups: Mapping[str, np.ndarray],
+    reference: np.ndarray | None,
+    *,
+    reference_label: str = "comparison",
+    policy: PrivacyPolicy | None = None,
+) -> pd.DataFrame:
+    """Each group against one reference group on every phenotype of ``specs``, with the privacy floor applied.
+
+    Parameters
+    ----------
+    table
+        Phenotype name → values (e.g. ``cohort.phenotype_columns``).
+    specs
+        The phenotypes compared, name → spec (or type), as :func:`compare_groups` takes them.
+    groups
+        ``{label: rows or mask}``, e.g. the selection and saved subgroups.
+    reference
+        Rows or mask of the comparison group; ``None`` means, for each group, everyone outside it.
+    reference_label
+        Written in the ``reference`` column.
+    policy
+        Rows where either group has fewer non-missing values than ``policy.min_group_size`` are
+        masked (:meth:`PrivacyPolicy.filter_table`) and flagged in ``hidden``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`TABLE_COLUMNS`: for each group, :func:`compare_groups`' rows (sorted by
+        ``|effect|``, with BH q-values over that group's phenotypes).
+    """
+    policy = policy if policy is not None else PrivacyPolicy()
+    parts = [
+        compare_groups(table, specs, rows, reference).assign(group=label, reference=reference_label)
+        for label, rows in groups.items()
+    ]
+    if not parts:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    long = pd.concat(parts, ignore_index=True)
+    hidden = np.minimum(long["n_a"].to_numpy(), long["n_b"].to_numpy()) < policy.min_group_size
+    long = policy.filter_table(long, ["n_a", "n_b"])
+    long["hidden"] = hidden
+    return long[TABLE_COLUMNS]
+
+
+def distribution_frames(
+    binning: Binning, groups: Mapping[str, np.ndarray | None], *, policy: PrivacyPolicy | None = None
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """One phenotype's distribution in each group (the phenotype's shared bins), leaving out groups below the floor.
+
+    Parameters
+    ----------
+    binning
+        The phenotype's bins over the whole cohort.
+    groups
+        ``{label: rows, mask, or None for everyone}``.
+    policy
+        A group with fewer non-missing values than ``policy.min_group_size`` is not drawn.
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        :func:`~lse_panel.analysis.histograms.histogram_frame` (continuous) or
+        :func:`~lse_panel.analysis.histograms.category_frame` output for the drawn groups.
+    hidden : dict
+        ``{label: reason}`` for the groups left out.
+    """
+    policy = policy if policy is not None else PrivacyPolicy()
+    counts: dict[str, np.ndarray] = {}
+    hidden: dict[str, str] = {}
+    for label, rows in groups.items():
+        c = binning.counts(rows)
+        reason = policy.check(int(c.sum()), label)
+        if reason is None:
+            counts[label] = c
+        else:
+            hidden[label] = reason
+    return binning.frame(counts), hidden

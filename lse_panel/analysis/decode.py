@@ -1,13 +1,58 @@
-"""Decode groups of subjects through a decoder callable: mean latents, group means, a capped sample."""
+"""The decoder protocol, and decoding groups of subjects through it: mean latents, group means, a capped sample."""
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Mapping
+from typing import Iterable, Mapping, Protocol
 
 import numpy as np
 
-Decoder = Callable[[np.ndarray], Mapping[str, np.ndarray]]
-"""Latents ``(k, d)`` float32 → ``{modality: (k, *shape)}``; a torch model wrapped by the caller."""
+__all__ = [
+    "Decoder",
+    "decodable_kinds",
+    "decode_group_means",
+    "decode_means",
+    "decode_subjects",
+    "latent_sum",
+    "mean_latent",
+    "sample_indices",
+]
+
+
+class Decoder(Protocol):
+    """Latents of one latent kind → decoded records, one array per modality.
+
+    ``latents`` is ``(k, d)`` float32 of latent kind ``kind`` (e.g. ``"ecg"``, ``"mri"``,
+    ``"fused"`` or any name a bundle gives its latents); the result maps a modality name to
+    ``(k, *modality shape)``. A decoder may return only some modalities for a kind (a user's
+    TorchScript ECG decoder reads only the ``ecg`` latent), or none. It may carry an attribute
+    ``kinds: tuple[str, ...]`` naming the latent kinds it decodes; without one it decodes any.
+
+    The demo model's :class:`lse_panel.model.decoding.CheckpointDecoder` is one; so is
+    :func:`lse_panel.testing.tiny_decoder`. Views receive a decoder and never import torch.
+    """
+
+    def __call__(self, latents: np.ndarray, kind: str) -> Mapping[str, np.ndarray]: ...
+
+
+def decodable_kinds(decoder: Decoder | None, latent_kinds: Iterable[str]) -> list[str]:
+    """The latent kinds, of ``latent_kinds`` and in their order, that ``decoder`` decodes.
+
+    Parameters
+    ----------
+    decoder
+        A :class:`Decoder` (its optional ``kinds`` attribute restricts it), or ``None``.
+    latent_kinds
+        The cohort's latent kinds.
+
+    Returns
+    -------
+    list of str
+        Empty without a decoder.
+    """
+    if decoder is None:
+        return []
+    kinds = getattr(decoder, "kinds", None)
+    return [k for k in latent_kinds if kinds is None or k in kinds]
 
 _CHUNK_ROWS = 65_536
 """Rows gathered at a time when summing latents, so a 500k × 256 block never gets copied whole."""
@@ -60,56 +105,9 @@ def mean_latent(block: np.ndarray, indices: np.ndarray) -> np.ndarray | None:
     return latent_sum(block, indices) / len(indices)
 
 
-def selection_comparison_means(
-    block: np.ndarray,
-    selection: np.ndarray,
-    comparison: Literal["rest", "all"] | np.ndarray,
-    *,
-    block_sum: np.ndarray | None = None,
-) -> dict[str, np.ndarray | None]:
-    """Mean latents of a selection and its comparison group without gathering the comparison.
-
-    The comparison group is usually most of the cohort; its mean follows from the cached
-    column sum of the whole block minus the selection's sum, so the cost is O(selection).
-    Any other comparison group (a saved subgroup) is given as its row indices and gathered.
-
-    Parameters
-    ----------
-    block
-        Latents, shape ``(n, d)``.
-    selection
-        Sorted unique row indices of the selection.
-    comparison
-        ``"rest"`` (every subject not selected), ``"all"`` (the whole cohort), or the row
-        indices of any other group (e.g. ``ExplorerState.comparison_indices()`` of a subgroup).
-    block_sum
-        Column sums of the whole block (:func:`latent_sum`); computed when not given.
-        Pass a cached one: it does not change.
-
-    Returns
-    -------
-    dict
-        ``{"selection": mean or None, "comparison": mean or None}``; ``None`` marks an empty group.
-    """
-    n = block.shape[0]
-    selection = np.asarray(selection)
-    k = int(selection.size)
-    selected_sum = latent_sum(block, selection) if k else np.zeros(block.shape[1])
-    if not isinstance(comparison, str):
-        # A saved subgroup: its own rows, gathered (no fast path; subgroups are usually small).
-        return {"selection": selected_sum / k if k else None, "comparison": mean_latent(block, comparison)}
-    if block_sum is None:
-        block_sum = latent_sum(block)
-    if comparison == "all":
-        other = block_sum / n if n else None
-    elif comparison == "rest":
-        other = (block_sum - selected_sum) / (n - k) if n - k > 0 else None
-    else:
-        raise ValueError(f"comparison must be 'rest', 'all' or row indices, got {comparison!r}")
-    return {"selection": selected_sum / k if k else None, "comparison": other}
-
-
-def decode_means(means: Mapping[str, np.ndarray | None], decode: Decoder) -> dict[str, dict[str, np.ndarray]]:
+def decode_means(
+    means: Mapping[str, np.ndarray | None], decode: Decoder, kind: str
+) -> dict[str, dict[str, np.ndarray]]:
     """Decode one mean latent per group in a single batched call to ``decode``.
 
     Parameters
@@ -117,7 +115,9 @@ def decode_means(means: Mapping[str, np.ndarray | None], decode: Decoder) -> dic
     means
         Group name → mean latent ``(d,)``; groups whose mean is ``None`` (empty) are left out.
     decode
-        The decoder callable.
+        The decoder.
+    kind
+        The latent kind the means are of.
 
     Returns
     -------
@@ -128,7 +128,7 @@ def decode_means(means: Mapping[str, np.ndarray | None], decode: Decoder) -> dic
     if not names:
         return {}
     batch = np.stack([np.asarray(means[name], dtype=np.float32) for name in names])
-    decoded = decode(batch)
+    decoded = decode(batch, kind)
     return {
         name: {modality: np.asarray(values[i]) for modality, values in decoded.items()}
         for i, name in enumerate(names)
@@ -136,7 +136,7 @@ def decode_means(means: Mapping[str, np.ndarray | None], decode: Decoder) -> dic
 
 
 def decode_group_means(
-    latents_block: np.ndarray, groups: Mapping[str, np.ndarray], decode: Decoder
+    latents_block: np.ndarray, groups: Mapping[str, np.ndarray], decode: Decoder, kind: str
 ) -> dict[str, dict[str, np.ndarray]]:
     """Decode the mean latent of each group of subjects.
 
@@ -147,7 +147,9 @@ def decode_group_means(
     groups
         Group name → row indices.
     decode
-        Latents ``(k, d)`` → ``{modality: (k, *shape)}``.
+        The decoder.
+    kind
+        The latent kind of ``latents_block``.
 
     Returns
     -------
@@ -158,11 +160,11 @@ def decode_group_means(
     --------
     >>> from lse_panel.testing import tiny_cohort, tiny_decoder
     >>> cohort = tiny_cohort(100)
-    >>> out = decode_group_means(cohort.latent("fused"), {"a": np.arange(10)}, tiny_decoder(8))
+    >>> out = decode_group_means(cohort.latent("fused"), {"a": np.arange(10)}, tiny_decoder(8), "fused")
     >>> out["a"]["ecg"].shape
     (3, 64)
     """
-    return decode_means({name: mean_latent(latents_block, idx) for name, idx in groups.items()}, decode)
+    return decode_means({name: mean_latent(latents_block, idx) for name, idx in groups.items()}, decode, kind)
 
 
 def sample_indices(indices: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
@@ -189,7 +191,9 @@ def sample_indices(indices: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
     return np.sort(indices[pick])
 
 
-def decode_subjects(latents_block: np.ndarray, indices: np.ndarray, decode: Decoder) -> dict[str, np.ndarray]:
+def decode_subjects(
+    latents_block: np.ndarray, indices: np.ndarray, decode: Decoder, kind: str
+) -> dict[str, np.ndarray]:
     """Reconstructions of individual subjects: decode each one's own latent.
 
     Parameters
@@ -199,7 +203,9 @@ def decode_subjects(latents_block: np.ndarray, indices: np.ndarray, decode: Deco
     indices
         Row indices of the subjects (keep it small: a capped sample).
     decode
-        The decoder callable.
+        The decoder.
+    kind
+        The latent kind of ``latents_block``.
 
     Returns
     -------
@@ -209,4 +215,5 @@ def decode_subjects(latents_block: np.ndarray, indices: np.ndarray, decode: Deco
     indices = np.asarray(indices, dtype=np.int64)
     if indices.size == 0:
         return {}
-    return {name: np.asarray(values) for name, values in decode(np.asarray(latents_block[indices], np.float32)).items()}
+    latents = np.asarray(latents_block[indices], np.float32)
+    return {name: np.asarray(values) for name, values in decode(latents, kind).items()}

@@ -277,15 +277,17 @@ def interpolate(z_a: np.ndarray, z_b: np.ndarray, steps: int) -> np.ndarray:
     return path
 
 
-def decode_path(decode: Decoder, latents: np.ndarray) -> dict[str, np.ndarray]:
+def decode_path(decode: Decoder, latents: np.ndarray, kind: str) -> dict[str, np.ndarray]:
     """Decode a path of latents in one batched call.
 
     Parameters
     ----------
     decode
-        Latents ``(k, d)`` float32 → ``{modality: (k, *shape)}``.
+        The decoder.
     latents
         ``(k, d)``, e.g. from :func:`interpolate` or :func:`perturb`.
+    kind
+        The latent kind the path runs through.
 
     Returns
     -------
@@ -293,7 +295,7 @@ def decode_path(decode: Decoder, latents: np.ndarray) -> dict[str, np.ndarray]:
         Modality → ``(k, *shape)`` numpy arrays.
     """
     latents = np.atleast_2d(np.asarray(latents, dtype=np.float32))
-    return {name: np.asarray(values) for name, values in decode(latents).items()}
+    return {name: np.asarray(values) for name, values in decode(latents, kind).items()}
 
 
 # -- placing new latents on an existing 2-D projection ---------------------------------------------

@@ -3,14 +3,46 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
 from lse_panel.config import SETTINGS, Settings
 
-__all__ = ["PrivacyError", "PrivacyPolicy"]
+__all__ = ["GroupCheck", "Groups", "PrivacyError", "PrivacyPolicy"]
+
+
+class Groups(Protocol):
+    """What :meth:`PrivacyPolicy.verdicts` reads of a set of groups (:class:`lse_panel.analysis.groups.GroupSet` is one)."""
+
+    n_total: int
+    labels: tuple[str, ...]
+
+    def size(self, label: str) -> int:
+        """Subjects in group ``label``."""
+        ...
+
+    def mask(self, label: str) -> np.ndarray:
+        """Boolean mask over the cohort of group ``label`` (for checks that compare memberships)."""
+        ...
+
+    def describe(self, label: str) -> str:
+        """How a message names group ``label`` (``"selection"``, ``"comparison group"``, ...)."""
+        ...
+
+
+class GroupCheck(Protocol):
+    """A further rule :meth:`PrivacyPolicy.verdicts` applies to each group the built-in rules let through.
+
+    The place for a per-session disclosure guard: one that remembers the groups whose aggregates
+    were shown and refuses a group whose symmetric difference with any of them is non-empty and
+    smaller than the floor (two lassos differing by three subjects give those three away).
+    """
+
+    def __call__(self, groups: Groups, label: str, policy: PrivacyPolicy) -> str | None:
+        """``None`` if group ``label`` of ``groups`` may be shown, else the reason (for the pane to show)."""
+        ...
 
 
 class PrivacyError(Exception):
@@ -35,10 +67,14 @@ class PrivacyPolicy:
         Smallest group an aggregate may describe; ``1`` (or ``0``) turns the floor off.
     individual_views
         Whether views of single subjects (and exports of subject ids) are allowed at all.
+    checks
+        Further :class:`GroupCheck` rules :meth:`verdicts` applies (e.g. a session's disclosure guard).
     """
 
     min_group_size: int = SETTINGS.min_group_size
     individual_views: bool = True
+    checks: tuple[GroupCheck, ...] = ()
+    """Further rules applied by :meth:`verdicts` after the size floor (see :class:`GroupCheck`)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.min_group_size, bool) or not isinstance(self.min_group_size, (int, np.integer)):
@@ -77,6 +113,52 @@ class PrivacyPolicy:
             return None
         reason = f"fewer than {self.min_group_size} subjects ({n}): aggregates hidden to protect privacy"
         return f"{what}: {reason}" if what else reason
+
+    def verdicts(self, groups: Groups) -> dict[str, str]:
+        """Which groups' aggregates may not be shown, and why: ``{label: reason}``; the one place the rule is written.
+
+        A group is hidden when
+
+        - it is not empty and has fewer than ``min_group_size`` subjects (:meth:`check`); or
+        - the subjects *outside* it are not none and fewer than ``min_group_size``: the whole
+          cohort's figures are on the page too (the filter histograms, the accuracy pane's cohort
+          column), so the group's aggregate next to the cohort's gives the few left out away by
+          subtraction. With the comparison "the rest of the cohort", the rest is the selection's
+          complement and the reverse, so a small selection hides the rest and a small rest hides
+          the selection; or
+        - one of :attr:`checks` refuses it.
+
+        An empty group is not hidden: the panes say it is empty.
+
+        Parameters
+        ----------
+        groups
+            The groups on the page (a :class:`~lse_panel.analysis.groups.GroupSet`).
+
+        Returns
+        -------
+        dict
+            ``{label: reason}``, reasons written for the person looking at the pane.
+        """
+        reasons: dict[str, str] = {}
+        n = int(groups.n_total)
+        for label in groups.labels:
+            size = int(groups.size(label))
+            what = groups.describe(label)
+            reason = self.check(size, what) if size else None
+            outside = n - size
+            if reason is None and 0 < outside < self.min_group_size:
+                reason = (
+                    f"{what}: hidden, because next to the whole cohort's figures it would reveal the "
+                    f"{outside} subjects left out (fewer than {self.min_group_size} subjects)"
+                )
+            for check in self.checks:
+                if reason is not None:
+                    break
+                reason = check(groups, label, self)
+            if reason is not None:
+                reasons[label] = reason
+        return reasons
 
     def guard(self, n: int, what: str = "") -> None:
         """Raise :class:`PrivacyError` (with :meth:`check`'s reason) unless ``n`` is large enough."""

@@ -1,4 +1,8 @@
-"""2-D projections of latents (PCA, UMAP, and a landmark + network UMAP that scales to 10M) and their quality."""
+"""2-D projections of latents (PCA, umap-learn on everyone or on landmarks) and their quality; no torch.
+
+The scalable UMAP (landmarks + a torch network for everyone else) and the ``project`` dispatcher
+over every method live in :mod:`lse_panel.model.projection`, the layer allowed to import torch.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
+
+from lse_panel.analysis.latent_paths import sample_rows
 
 ProjectionMethod = Literal["pca", "umap", "umap_full"]
 """``pca``: principal components; ``umap``: UMAP that scales (a full fit up to
@@ -65,40 +71,12 @@ class LinearProjector:
 
     def transform(self, latents: np.ndarray, *, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
         """Project ``(k, d)`` latents, a chunk at a time, to ``(k, 2)`` float32."""
-        latents = _as_2d(latents)
+        latents = as_2d(latents)
         out = np.empty((len(latents), len(self.components)), dtype=np.float32)
         for start in range(0, len(latents), chunk_size):
             chunk = np.asarray(latents[start : start + chunk_size], dtype=np.float32)
             out[start : start + len(chunk)] = (chunk - self.mean) @ self.components.T
         return out
-
-
-@dataclass(frozen=True)
-class NetworkProjector:
-    """A trained :class:`lse_panel.model.parametric_umap.ProjectionNet`: ~4 s per million rows.
-
-    Parameters
-    ----------
-    net
-        The trained network.
-    threads
-        At most this many torch threads when applying it.
-    """
-
-    net: Any
-    threads: int = 2
-
-    def transform(self, latents: np.ndarray, *, progress: bool = False) -> np.ndarray:
-        """Project ``(k, d)`` latents to ``(k, 2)`` float32, a chunk at a time."""
-        from lse_panel.model.parametric_umap import apply_projection_net
-
-        return apply_projection_net(self.net, _as_2d(latents), threads=self.threads, progress=progress)
-
-    def save(self, path: Any) -> None:
-        """Write the network to ``path`` (reload with ``lse_panel.model.parametric_umap.load_projection_net``)."""
-        from lse_panel.model.parametric_umap import save_projection_net
-
-        save_projection_net(self.net, path)
 
 
 @dataclass(frozen=True)
@@ -113,7 +91,7 @@ class UMAPProjector:
 
     def transform(self, latents: np.ndarray) -> np.ndarray:
         """Project ``(k, d)`` latents to ``(k, 2)`` float32 with umap-learn's ``transform``."""
-        return np.asarray(self.reducer.transform(_as_2d(latents).astype(np.float32)), dtype=np.float32)
+        return np.asarray(self.reducer.transform(as_2d(latents).astype(np.float32)), dtype=np.float32)
 
 
 @dataclass
@@ -162,48 +140,6 @@ class ProjectionResult:
         }
 
 
-def project(
-    latents: np.ndarray,
-    method: ProjectionMethod = "umap",
-    *,
-    seed: int | None = 0,
-    progress: bool = True,
-    **params: Any,
-) -> ProjectionResult:
-    """Project latents to 2-D.
-
-    Parameters
-    ----------
-    latents
-        ``(n, d)`` latents, float32 (a memory-mapped array is read in chunks where the method allows).
-    method
-        ``"pca"`` (:func:`project_pca`, seconds at 10M), ``"umap"`` (:func:`project_umap`, the scalable
-        one: a full fit up to :data:`UMAP_FULL_FIT_MAX` subjects, landmarks + network above) or
-        ``"umap_full"`` (:func:`project_umap_full`, umap-learn over everyone: ~2 min at 500k).
-    seed
-        Seeds every random choice: the same latents and seed give identical coordinates.
-        ``None`` lets umap-learn use both cores, faster but not reproducible.
-    progress
-        Show progress bars for the long steps.
-    **params
-        Options of the method's function (e.g. ``n_neighbors``, ``n_landmarks``).
-
-    Returns
-    -------
-    ProjectionResult
-        Coordinates, method, parameters, timings and a fitted projector.
-
-    Raises
-    ------
-    ValueError
-        For an unknown method, or latents that are not a finite ``(n, d)`` array with enough rows.
-    """
-    functions = {"pca": project_pca, "umap": project_umap, "umap_full": project_umap_full}
-    if method not in functions:
-        raise ValueError(f"unknown projection method {method!r}; choose one of {', '.join(PROJECTION_METHODS)}.")
-    return functions[method](latents, seed=seed, progress=progress, **params)
-
-
 def project_pca(
     latents: np.ndarray,
     *,
@@ -236,8 +172,8 @@ def project_pca(
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    n, d = _check_latents(latents, method="pca", min_subjects=_MIN_SUBJECTS_PCA, chunk_size=chunk_size)
-    idx = _sample_indices(n, fit_sample, seed)
+    n, d = check_latents(latents, method="pca", min_subjects=_MIN_SUBJECTS_PCA, chunk_size=chunk_size)
+    idx = sample_rows(n, fit_sample, seed=seed)
     # svd_solver="full" on ≤ 200k × 64 is ~1 s and exact; sklearn's svd_flip fixes the signs, so the
     # axes do not flip between runs.
     pca = PCA(n_components=2, svd_solver="full").fit(np.asarray(latents[idx], dtype=np.float32))
@@ -256,120 +192,11 @@ def project_pca(
         # Kept so new latents (an interpolation path, say) land exactly on this projection.
         "mean": [float(v) for v in projector.mean],
         "components": [[float(v) for v in row] for row in projector.components],
-        "versions": _versions("sklearn"),
+        "versions": library_versions("sklearn"),
     }
     return ProjectionResult(
         coords, "pca", params, t_end - t0, {"fit": t_fit - t0, "apply": t_end - t_fit}, projector
     )
-
-
-def project_umap(
-    latents: np.ndarray,
-    *,
-    seed: int | None = 0,
-    progress: bool = True,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    metric: str = "euclidean",
-    full_fit_max: int = UMAP_FULL_FIT_MAX,
-    n_landmarks: int = UMAP_LANDMARKS,
-    hidden: tuple[int, ...] = (128, 128),
-    regression_steps: int = 10_000,
-    umap_steps: int = 0,
-    threads: int = 2,
-    chunk_size: int = CHUNK_SIZE,
-) -> ProjectionResult:
-    """UMAP that scales: a full fit up to ``full_fit_max`` subjects, landmarks + a network above.
-
-    Above ``full_fit_max``: umap-learn is fitted on ``n_landmarks`` subjects drawn at random; a small
-    torch MLP (:mod:`lse_panel.model.parametric_umap`) learns latents → that layout by regression
-    (optionally refined with the UMAP cross-entropy on the landmarks' kNN graph, ``umap_steps``) and is
-    applied to every subject, landmarks included, so that the whole map is one function of the latents.
-    Cost beyond the landmark fit (~25 s) and training (~30 s) is the network's application: 1.4–1.8 s
-    at 500k, 44 s at 10M (2 cores shared with other work, load average ~4.5): ~1 min at 500k and
-    ~1.7 min at 10M in all, against 392 s for a seeded full fit at 500k.
-
-    Quality against a full fit (64-d, k=15): within a 5000 sample (coarse neighbourhoods) at 500k,
-    trustworthiness 0.974 vs 0.977, kNN preservation 0.457 vs 0.501, 54 % of map neighbours shared;
-    among all 50k rows (finest neighbourhoods, 40k landmarks), trustworthiness 0.984 vs 0.985, kNN
-    preservation 0.144 vs 0.217: as trustworthy, but the network blurs the finest structure.
-
-    Parameters
-    ----------
-    latents
-        ``(n, d)`` latents.
-    seed
-        Seeds the landmark draw, UMAP and the network; ``None``: umap-learn runs in parallel.
-    progress
-        Show progress bars.
-    n_neighbors, min_dist, metric
-        umap-learn's parameters.
-    full_fit_max
-        Fit everyone exactly up to this many subjects (see :data:`UMAP_FULL_FIT_MAX`); set it below
-        ``n`` to force the landmark path.
-    n_landmarks
-        Landmarks above ``full_fit_max`` (see :data:`UMAP_LANDMARKS`).
-    hidden, regression_steps, umap_steps
-        The network's hidden widths and training steps per phase (see
-        :func:`lse_panel.model.parametric_umap.train_projection_net`).
-    threads
-        At most this many torch threads when applying the network (training uses one: see
-        :func:`lse_panel.model.parametric_umap.train_projection_net`).
-    chunk_size
-        Rows per chunk when checking and applying.
-
-    Returns
-    -------
-    ProjectionResult
-        With ``params["path"]`` ``"full"`` (a :class:`UMAPProjector`) or ``"landmarks"`` (a
-        :class:`NetworkProjector`).
-    """
-    t0 = time.perf_counter()
-    n, d = _check_latents(latents, method="umap", min_subjects=_min_subjects_umap(n_neighbors), chunk_size=chunk_size)
-    umap_params = {"n_neighbors": n_neighbors, "min_dist": min_dist, "metric": metric}
-    if n <= full_fit_max:
-        result = project_umap_full(latents, seed=seed, progress=progress, chunk_size=chunk_size, **umap_params)
-        result.method = "umap"
-        result.params |= {"path": "full", "full_fit_max": full_fit_max}
-        result.elapsed_s = time.perf_counter() - t0
-        return result
-
-    from lse_panel.model.parametric_umap import apply_projection_net, train_projection_net
-
-    idx = _sample_indices(n, n_landmarks, seed)
-    landmarks = np.asarray(latents[idx], dtype=np.float32)
-    reducer = _fit_umap(landmarks, seed=seed, progress=progress, **umap_params)
-    t_fit = time.perf_counter()
-    net = train_projection_net(
-        landmarks,
-        reducer.embedding_,
-        graph=reducer.graph_,
-        hidden=hidden,
-        regression_steps=regression_steps,
-        umap_steps=umap_steps,
-        a=float(reducer._a),
-        b=float(reducer._b),
-        seed=0 if seed is None else seed,
-        progress=progress,
-    )
-    t_train = time.perf_counter()
-    coords = apply_projection_net(net, latents, chunk_size=chunk_size, threads=threads, progress=progress)
-    t_end = time.perf_counter()
-    params = {
-        "n_subjects": n,
-        "latent_dim": d,
-        "seed": seed,
-        "path": "landmarks",
-        **umap_params,
-        "full_fit_max": full_fit_max,
-        "n_landmarks": len(idx),
-        "hidden": list(hidden),
-        "regression_steps": regression_steps,
-        "umap_steps": umap_steps,
-        "versions": _versions("umap", "sklearn", "torch"),
-    }
-    timings = {"fit_landmarks": t_fit - t0, "train": t_train - t_fit, "apply": t_end - t_train}
-    return ProjectionResult(coords, "umap", params, t_end - t0, timings, NetworkProjector(net, threads))
 
 
 def project_umap_full(
@@ -388,7 +215,7 @@ def project_umap_full(
     Measured on 2 cores: 20 s at 100k and 109 s at 500k in parallel (``seed=None``); a seed makes
     umap-learn single-threaded: 22 s at 50k, ~40 s at 100k, 392 s at 500k (cores shared with other
     work, load average ~4.5). The first fit in a process also compiles numba code (~30–60 s, not
-    cached across processes). Out of reach at 10M: use :func:`project_umap`.
+    cached across processes). Out of reach at 10M: use :func:`lse_panel.model.projection.project_umap`.
 
     Parameters
     ----------
@@ -412,10 +239,10 @@ def project_umap_full(
         With a :class:`UMAPProjector` if ``keep_model``.
     """
     t0 = time.perf_counter()
-    n, d = _check_latents(
-        latents, method="umap_full", min_subjects=_min_subjects_umap(n_neighbors), chunk_size=chunk_size
+    n, d = check_latents(
+        latents, method="umap_full", min_subjects=min_subjects_umap(n_neighbors), chunk_size=chunk_size
     )
-    reducer = _fit_umap(
+    reducer = fit_umap(
         np.asarray(latents, dtype=np.float32),
         seed=seed,
         progress=progress,
@@ -432,7 +259,7 @@ def project_umap_full(
         "n_neighbors": n_neighbors,
         "min_dist": min_dist,
         "metric": metric,
-        "versions": _versions("umap", "sklearn"),
+        "versions": library_versions("umap", "sklearn"),
     }
     projector = UMAPProjector(reducer) if keep_model else None
     return ProjectionResult(coords, "umap_full", params, t_end - t0, {"fit": t_end - t0}, projector)
@@ -487,7 +314,7 @@ def projection_quality(
     """
     from sklearn.manifold import trustworthiness
 
-    latents, coords = _as_2d(latents), _as_2d(coords)
+    latents, coords = as_2d(latents), as_2d(coords)
     n = len(coords)
     if len(latents) != n or (reference_coords is not None and len(reference_coords) != n):
         raise ValueError(
@@ -499,7 +326,7 @@ def projection_quality(
     limit = min(n, sample) if scope == "sample" else n
     if not 1 <= k < limit / 2:
         raise ValueError(f"k={k} needs 1 <= k < rows/2 (rows = {limit}).")
-    idx = _sample_indices(n, sample, seed)
+    idx = sample_rows(n, sample, seed=seed)
     if scope == "all":
         return _quality_all(latents, coords, idx, k, reference_coords)
     x = np.asarray(latents[idx], dtype=np.float32)
@@ -558,7 +385,8 @@ def _knn_among_all(y: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
     return found[~is_self].reshape(len(idx), k)
 
 
-def _fit_umap(x: np.ndarray, *, seed: int | None, progress: bool, **umap_params: Any) -> Any:
+def fit_umap(x: np.ndarray, *, seed: int | None, progress: bool, **umap_params: Any) -> Any:
+    """A fitted ``umap.UMAP`` (2-D, low memory) of ``x``; ``seed=None`` runs in parallel, not reproducibly."""
     import warnings
 
     with warnings.catch_warnings():
@@ -585,19 +413,21 @@ def _fit_umap(x: np.ndarray, *, seed: int | None, progress: bool, **umap_params:
     return reducer
 
 
-def _min_subjects_umap(n_neighbors: int) -> int:
+def min_subjects_umap(n_neighbors: int) -> int:
+    """The fewest subjects a UMAP with ``n_neighbors`` neighbours is fitted on."""
     # umap-learn's spectral initialisation fails or degenerates when n is close to n_neighbors.
     return max(4 * n_neighbors, 50)
 
 
-def _as_2d(a: Any) -> np.ndarray:
+def as_2d(a: Any) -> np.ndarray:
+    """``a`` as a 2-D array, or a ``ValueError`` saying how to reshape it."""
     a = a if hasattr(a, "ndim") else np.asarray(a)
     if a.ndim != 2:
         raise ValueError(f"expected a 2-D (rows, columns) array, got shape {a.shape}; reshape it (e.g. a[None, :]).")
     return a
 
 
-def _check_latents(latents: Any, *, method: str, min_subjects: int, chunk_size: int) -> tuple[int, int]:
+def check_latents(latents: Any, *, method: str, min_subjects: int, chunk_size: int) -> tuple[int, int]:
     """Shape, dtype, size and finiteness, checked a chunk at a time (no n × d temporary at 10M)."""
     ndim = getattr(latents, "ndim", None)
     if ndim != 2:
@@ -627,13 +457,6 @@ def _check_latents(latents: Any, *, method: str, min_subjects: int, chunk_size: 
     return n, d
 
 
-def _sample_indices(n: int, size: int, seed: int | None) -> np.ndarray:
-    """Sorted random row indices (sorted: a memory-mapped array is then read front to back)."""
-    if n <= size:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-
-
 def _knn(x: np.ndarray, k: int) -> np.ndarray:
     from sklearn.neighbors import NearestNeighbors
 
@@ -646,7 +469,8 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float((a[:, :, None] == b[:, None, :]).any(axis=2).mean())
 
 
-def _versions(*packages: str) -> dict[str, str]:
+def library_versions(*packages: str) -> dict[str, str]:
+    """Installed versions of ``umap``, ``sklearn`` or ``torch``, by distribution name, for a projection's params."""
     from importlib.metadata import version
 
     names = {"umap": "umap-learn", "sklearn": "scikit-learn", "torch": "torch"}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import numba
 import numpy as np
 
 SelectionMode = Literal["new", "add", "intersect", "subtract"]
+MODES: tuple[str, ...] = get_args(SelectionMode)
+"""How a new box, lasso or rule step combines with the selection so far: replace it, add to it,
+intersect with it or subtract from it."""
 NanPolicy = Literal["raise", "exclude"]
 
 _CELLS_PER_VERTEX = 256.0

@@ -25,7 +25,8 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,20 @@ def atomic_write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default))
     os.replace(tmp, path)
+
+
+def atomic_write_table(path: Path, table: pd.DataFrame) -> None:
+    """Write ``table`` as ``.csv`` (else Parquet) through a temporary file and ``os.replace``; nothing half-written stays."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        if path.suffix.lower() == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _json_default(obj: Any) -> Any:
@@ -139,6 +154,11 @@ class Cohort:
             ) from None
 
     @property
+    def phenotype_columns(self) -> Mapping[str, np.ndarray]:
+        """Phenotype name → column, read-only and uncopied: what the analysis layer's filters take."""
+        return MappingProxyType(self._phenotypes)
+
+    @property
     def phenotypes(self) -> pd.DataFrame:
         """All phenotype columns as a DataFrame that shares (does not copy) the arrays."""
         return pd.DataFrame(self._phenotypes, copy=False)
@@ -174,15 +194,6 @@ class Cohort:
                     spec = self.phenotype_specs[name]
                     tasks[name] = "regression" if spec.type == "continuous" else "classification"
         return tasks
-
-    def raw_source(self) -> Any:
-        """An object whose ``raw(ids)`` regenerates or reads each subject's raw modalities."""
-        raw = self.manifest.get("raw") or {}
-        if raw.get("source") == "synthetic":
-            from lse_panel.synth import SyntheticCohort
-
-            return SyntheticCohort.from_json(raw)
-        return None
 
     # -- validation ---------------------------------------------------------------------
     def validate(self) -> None:

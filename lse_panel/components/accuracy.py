@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from typing import Any, Callable
 
 import holoviews as hv
@@ -12,144 +10,13 @@ import pandas as pd
 import panel as pn
 import param
 
+from lse_panel.analysis.accuracy import mask_hidden_groups, selection_metrics
 from lse_panel.analysis.decode import sample_indices
-from lse_panel.analysis.metrics import PreparedMetrics, prepare_metrics, subgroup_metrics
-from lse_panel.analysis.privacy import PrivacyPolicy
-from lse_panel.cohort.bundle import Cohort
-from lse_panel.components.decode import comparison_size, privacy_reasons
+from lse_panel.analysis.groups import COMPARISON, SELECTION
+from lse_panel.cohort.derived import cohort_metrics, prepared_metrics
+from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
-from lse_panel.components.scheduling import Scheduler
-from lse_panel.components.cache import cohort_cached as shared_cohort_cached
-
-COLUMNS = ["phenotype", "task", "latent", "group", "metric", "value", "ci_low", "ci_high", "n"]
-
-
-_cohort_cached = partial(shared_cohort_cached, namespace="lse_panel.components.accuracy")
-
-
-
-def prepared_metrics(cohort: Cohort) -> PreparedMetrics:
-    """The cohort's :class:`PreparedMetrics` (predictions sorted once per process), cached.
-
-    Call it in ``panel serve --setup`` to keep the sort (~0.3 s at 500k subjects) off the first page.
-
-    Parameters
-    ----------
-    cohort
-        A cohort with predictions.
-
-    Returns
-    -------
-    PreparedMetrics
-    """
-
-    def build() -> PreparedMetrics:
-        tasks = cohort.prediction_tasks()
-        return prepare_metrics({name: cohort.phenotype(name) for name in tasks}, tasks, cohort.predictions)
-
-    return _cohort_cached(cohort, "prepared", build)
-
-
-def cohort_metrics(cohort: Cohort, *, bootstrap: bool = False, n_resamples: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Metrics over the whole cohort (group ``"cohort"``), computed once per process and cohort.
-
-    Parameters
-    ----------
-    cohort
-        A cohort with predictions.
-    bootstrap
-        Include bootstrap intervals (a separate cache entry).
-    n_resamples, seed
-        Bootstrap settings.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Long format, as :func:`lse_panel.analysis.metrics.subgroup_metrics` returns.
-    """
-    key = ("cohort_metrics", bootstrap, n_resamples if bootstrap else 0, seed)
-    prepared = prepared_metrics(cohort)
-    everyone = np.ones(cohort.n_subjects, dtype=bool)
-    return _cohort_cached(
-        cohort,
-        key,
-        lambda: subgroup_metrics(
-            None, None, None, {"cohort": everyone}, prepared=prepared, bootstrap=bootstrap,
-            n_resamples=n_resamples, seed=seed,
-        ),
-    )
-
-
-def mask_hidden_groups(table: pd.DataFrame, hidden: dict[str, str], policy: PrivacyPolicy) -> pd.DataFrame:
-    """``table`` with the privacy floor applied: rows of ``hidden`` groups, and any row from too few subjects, masked.
-
-    Parameters
-    ----------
-    table
-        Long-format metrics (:func:`selection_metrics`), with ``group`` and ``n`` columns.
-    hidden
-        ``{group: reason}`` of whole groups not to show (:func:`~lse_panel.components.decode.privacy_reasons`).
-    policy
-        The privacy policy; its :meth:`~PrivacyPolicy.filter_table` masks each row whose ``n``
-        (subjects with a value and a prediction) is below the floor.
-
-    Returns
-    -------
-    pandas.DataFrame
-        A copy: masked values are NaN, ``reason`` says why, counts stay.
-    """
-    # A hidden group's rows get a size of 0 in a helper column, so filter_table masks them whole.
-    group_n = np.where(table["group"].isin(list(hidden)), 0, table["n"].to_numpy(dtype=float))
-    out = policy.filter_table(table.assign(_group_n=group_n), ["n", "_group_n"]).drop(columns="_group_n")
-    for group, reason in hidden.items():
-        out.loc[out["group"] == group, "reason"] = reason
-    return out
-
-
-def selection_metrics(
-    state: ExplorerState, *, bootstrap: bool = False, n_resamples: int = 200, seed: int = 0
-) -> pd.DataFrame:
-    """Metrics in the selection, its comparison group and the whole cohort, every latent kind.
-
-    The rest of the cohort is passed as a mask (never gathered as indices), the whole cohort's
-    rows are the cached cohort rows renamed, and a saved subgroup is passed as its row indices
-    (``state.comparison_indices()``).
-
-    Parameters
-    ----------
-    state
-        The session state (selection, comparison group, cohort).
-    bootstrap
-        Add bootstrap intervals (slower: compute the point estimates first).
-    n_resamples, seed
-        Bootstrap settings.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Long format with groups ``selection``, ``comparison`` and ``cohort``; a group with no
-        subjects has NaN values and its ``reason`` says so.
-    """
-    cohort = state.cohort
-    prepared = prepared_metrics(cohort)
-    overall = cohort_metrics(cohort, bootstrap=bootstrap, n_resamples=n_resamples, seed=seed)
-    groups: dict[str, np.ndarray] = {"selection": state.selection}
-    if state.comparison == "rest":
-        rest = np.ones(cohort.n_subjects, dtype=bool)
-        rest[state.selection] = False
-        groups["comparison"] = rest
-    elif state.comparison != "all":
-        groups["comparison"] = state.comparison_indices()
-    parts = [
-        subgroup_metrics(
-            None, None, None, groups, prepared=prepared, bootstrap=bootstrap, n_resamples=n_resamples, seed=seed
-        )
-    ]
-    if state.comparison == "all":
-        parts.append(overall.assign(group="comparison"))
-    parts.append(overall)
-    return pd.concat(parts, ignore_index=True)
 
 
 class AccuracyPane(pn.viewable.Viewer):
@@ -164,15 +31,11 @@ class AccuracyPane(pn.viewable.Viewer):
     Parameters
     ----------
     state
-        The session's :class:`ExplorerState`; the pane watches its selection, comparison group
-        and focus phenotype.
+        The session's :class:`ExplorerState`; the pane watches its groups and focus phenotype, and
+        masks what its privacy policy hides.
     """
 
     state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
-    policy = param.ClassSelector(
-        class_=PrivacyPolicy, default=PrivacyPolicy(), constant=True,
-        doc="Privacy floor: metrics of a group smaller than its min_group_size are masked; the pane says why.",
-    )
     bootstrap = param.Boolean(
         default=True, doc="Add bootstrap 95% intervals, computed after the point estimates (about a second at 500k)."
     )
@@ -215,7 +78,7 @@ class AccuracyPane(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
         self._layout = pn.Column(pn.Row(self._bootstrap), self._alert, self._results, sizing_mode="stretch_width")
-        state.param.watch(self._on_groups_change, ["selection", "comparison"])
+        state.param.watch(self._on_groups_change, ["groups"])
         state.param.watch(self._on_focus_change, ["focus_phenotype"])
         self.param.watch(self._on_bootstrap_change, ["bootstrap", "n_resamples"])
         self.param.watch(self._on_focus_change, ["max_points"])
@@ -263,22 +126,31 @@ class AccuracyPane(pn.viewable.Viewer):
             )
         return ""
 
+    def compute_metrics(self, *, bootstrap: bool = False) -> pd.DataFrame:
+        """Metrics in the selection, its comparison group and the cohort (privacy floor not yet applied)."""
+        cohort = self.state.cohort
+        n_resamples = self.n_resamples if bootstrap else 200
+        overall = cohort_metrics(cohort, bootstrap=bootstrap, n_resamples=n_resamples)
+        return selection_metrics(
+            prepared_metrics(cohort), self.state.groups, overall, bootstrap=bootstrap, n_resamples=n_resamples
+        )
+
     def _update_points(self) -> None:
-        self._show(None if self._empty_message() else selection_metrics(self.state))
+        self._show(None if self._empty_message() else self.compute_metrics())
 
     def _update_intervals(self) -> None:
         if self._empty_message():
             return
-        self._show(selection_metrics(self.state, bootstrap=True, n_resamples=self.n_resamples))
+        self._show(self.compute_metrics(bootstrap=True))
 
     def _show(self, table: pd.DataFrame | None) -> None:
         message = self._empty_message()
-        state = self.state
+        state, groups = self.state, self.state.groups
         hidden: dict[str, str] = {}
         if table is not None:
-            n_cmp = comparison_size(state)[0]
-            hidden = privacy_reasons(self.policy, state.n_selected, n_cmp, state.comparison)
-            table = mask_hidden_groups(table, hidden, self.policy)
+            n_cmp = groups.size(COMPARISON)
+            hidden = {label: reason for label, reason in groups.hidden.items() if label in (SELECTION, COMPARISON)}
+            table = mask_hidden_groups(table, hidden, state.policy)
             notes = [f"Metrics hidden: {reason}." for reason in hidden.values()]
             if n_cmp == 0:
                 notes.append(
@@ -306,12 +178,11 @@ class AccuracyPane(pn.viewable.Viewer):
     def _update_scatter(self) -> None:
         state = self.state
         name = state.focus_phenotype
-        hidden = self.policy.check(state.n_selected, "selection") if state.n_selected else None
-        if self._empty_message() or name not in self._tasks or hidden:
+        if self._empty_message() or name not in self._tasks or state.groups.is_hidden(SELECTION):
             self._scatter.object = None
             self._scatter_key = None
             return
-        rows = sample_indices(state.selection, self.max_points)
+        rows = sample_indices(state.groups.selection, self.max_points)
         predictions = {
             kind: np.asarray(per[name])[rows] for kind, per in state.cohort.predictions.items() if name in per
         }

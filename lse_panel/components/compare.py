@@ -2,205 +2,33 @@
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any, Callable, Hashable
 
 import holoviews as hv
-import numpy as np
 import pandas as pd
 import panel as pn
 import param
 
-from lse_panel.analysis.compare import COLUMNS as COMPARE_COLUMNS
-from lse_panel.analysis.compare import compare_groups
-from lse_panel.analysis.metrics import subgroup_metrics
-from lse_panel.analysis.privacy import PrivacyPolicy
-from lse_panel.cohort.bundle import Cohort
-from lse_panel.cohort.subgroups import SubgroupStore
-from lse_panel.components.accuracy import prepared_metrics
-from lse_panel.components.cache import cohort_cached as shared_cohort_cached
-from lse_panel.components.decode import privacy_reasons
+from lse_panel.analysis.accuracy import accuracy_by_group, mask_hidden_groups
+from lse_panel.analysis.compare import compare_with_reference, distribution_frames
+from lse_panel.analysis.groups import COMPARISON, SELECTION, GroupSet
+from lse_panel.cohort.derived import phenotype_binning, prepared_metrics
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.compare import (
     REFERENCE_COLOUR,
     SELECTION_COLOUR,
-    bin_index,
-    category_frame,
-    count_bins,
     create_distribution_plot,
     create_effect_plot,
     format_accuracy_table,
     format_comparison_table,
-    histogram_edges,
-    histogram_frame,
 )
 
-Group = np.ndarray
-"""Row indices (sorted int64) or a boolean mask over the cohort."""
-
-SELECTION = "selection"
 REFERENCE_LABELS = {"rest": "rest", "all": "cohort"}
 """How the built-in comparison groups are labelled in tables and legends."""
 
 DEFAULT_PHENOTYPES = 4
 """Histograms drawn by default: the first phenotypes of the cohort (more are one click away)."""
-
-TABLE_COLUMNS = ["group", "reference", *COMPARE_COLUMNS, "hidden"]
-"""Columns of :attr:`ComparePane.table` (and :func:`compare_with_reference`)."""
-
-
-_cohort_cached = partial(shared_cohort_cached, namespace="lse_panel.components.compare")
-
-
-def _size(group: Group | None, n: int) -> int:
-    if group is None:
-        return n
-    g = np.asarray(group)
-    return int(g.sum()) if g.dtype == np.bool_ else int(g.size)
-
-
-def compare_with_reference(
-    cohort: Cohort,
-    groups: Mapping[str, Group],
-    reference: Group | None,
-    *,
-    reference_label: str = "comparison",
-    policy: PrivacyPolicy | None = None,
-    phenotypes: list[str] | None = None,
-) -> pd.DataFrame:
-    """Each group against one reference group on every phenotype, with the privacy floor applied.
-
-    Parameters
-    ----------
-    cohort
-        The cohort whose phenotypes are compared.
-    groups
-        ``{label: rows or mask}``, e.g. the selection and saved subgroups.
-    reference
-        Rows or mask of the comparison group; ``None`` means, for each group, everyone outside it
-        (:func:`~lse_panel.analysis.compare.compare_groups` with ``group_b=None``).
-    reference_label
-        Written in the ``reference`` column.
-    policy
-        Rows where either group has fewer non-missing values than ``policy.min_group_size`` are
-        masked (:meth:`PrivacyPolicy.filter_table`) and flagged in ``hidden``.
-    phenotypes
-        Which phenotypes; default every phenotype of the cohort.
-
-    Returns
-    -------
-    pandas.DataFrame
-        :data:`TABLE_COLUMNS`: for each group, :func:`compare_groups`' rows (sorted by
-        ``|effect|``, with BH q-values over that group's phenotypes).
-    """
-    policy = policy if policy is not None else PrivacyPolicy()
-    names = list(cohort.phenotype_specs) if phenotypes is None else list(phenotypes)
-    specs = {name: cohort.phenotype_specs[name] for name in names}
-    table = {name: cohort.phenotype(name) for name in names}
-    parts = []
-    for label, rows in groups.items():
-        result = compare_groups(table, specs, rows, reference)
-        parts.append(result.assign(group=label, reference=reference_label))
-    if not parts:
-        return pd.DataFrame(columns=TABLE_COLUMNS)
-    long = pd.concat(parts, ignore_index=True)
-    hidden = np.minimum(long["n_a"].to_numpy(), long["n_b"].to_numpy()) < policy.min_group_size
-    long = policy.filter_table(long, ["n_a", "n_b"])
-    long["hidden"] = hidden
-    return long[TABLE_COLUMNS]
-
-
-def accuracy_by_group(
-    cohort: Cohort, groups: Mapping[str, Group], *, policy: PrivacyPolicy | None = None
-) -> pd.DataFrame:
-    """Accuracy metrics of every latent kind's predictions in each group, with the privacy floor applied.
-
-    Parameters
-    ----------
-    cohort
-        A cohort with cross-fitted predictions (its prepared metrics are cached per process).
-    groups
-        ``{label: rows or mask}``, the reference included.
-    policy
-        Rows computed from fewer subjects than ``policy.min_group_size`` are masked and flagged
-        in ``hidden``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        :func:`~lse_panel.analysis.metrics.subgroup_metrics`' long table plus ``hidden``; empty
-        when the cohort has no predictions.
-    """
-    policy = policy if policy is not None else PrivacyPolicy()
-    if not cohort.predictions or not groups:
-        return pd.DataFrame()
-    long = subgroup_metrics(None, None, None, dict(groups), prepared=prepared_metrics(cohort), bootstrap=False)
-    hidden = long["n"].to_numpy() < policy.min_group_size
-    long = policy.filter_table(long, "n")
-    long["hidden"] = hidden
-    return long
-
-
-def distribution_frames(
-    cohort: Cohort,
-    name: str,
-    groups: Mapping[str, Group | None],
-    *,
-    bins: int = 30,
-    policy: PrivacyPolicy | None = None,
-) -> tuple[pd.DataFrame, dict[str, str]]:
-    """One phenotype's distribution in each group (shared bins), leaving out groups below the floor.
-
-    Parameters
-    ----------
-    cohort
-        The cohort.
-    name
-        A phenotype.
-    groups
-        ``{label: rows, mask, or None for everyone}``.
-    bins
-        Histogram bins of a continuous phenotype (edges over the whole cohort's range).
-    policy
-        A group with fewer non-missing values than ``policy.min_group_size`` is not drawn.
-
-    Returns
-    -------
-    frame : pandas.DataFrame
-        :func:`~lse_panel.plotting.compare.histogram_frame` (continuous) or
-        :func:`~lse_panel.plotting.compare.category_frame` output for the drawn groups.
-    hidden : dict
-        ``{label: reason}`` for the groups left out.
-    """
-    policy = policy if policy is not None else PrivacyPolicy()
-    spec = cohort.phenotype_specs[name]
-    if spec.type == "continuous":
-
-        def binned() -> tuple[np.ndarray, np.ndarray]:
-            values = cohort.phenotype(name)
-            edges = histogram_edges(values, bins)
-            return edges, bin_index(values, edges)
-
-        edges, index = _cohort_cached(cohort, ("bins", name, bins), binned)
-        n_bins = len(edges) - 1
-    else:
-        index, n_bins = np.asarray(cohort.phenotype(name)), len(spec.categories)
-        if index.dtype.kind == "f":
-            index = np.where(np.isfinite(index), index, -1).astype(np.int64)
-    counts: dict[str, np.ndarray] = {}
-    hidden: dict[str, str] = {}
-    for label, rows in groups.items():
-        c = count_bins(index, rows, n_bins)
-        reason = policy.check(int(c.sum()), label)
-        if reason is None:
-            counts[label] = c
-        else:
-            hidden[label] = reason
-    if spec.type == "continuous":
-        return histogram_frame(counts, edges), hidden
-    return category_frame(counts, spec.categories), hidden
-
 
 
 class ComparePane(pn.viewable.Viewer):
@@ -214,17 +42,17 @@ class ComparePane(pn.viewable.Viewer):
     effect-size bar chart; overlaid normalised histograms (grouped bars for categories) of the
     chosen phenotypes; and the accuracy metrics of every latent kind in every group.
 
-    The privacy floor (``policy.min_group_size``) applies to every output: a group with fewer
-    subjects is not drawn in the histograms, its table cells read "hidden", and the pane says why.
+    The session's privacy verdicts (``state.groups``, extended with the chosen subgroups) apply to
+    every output: a hidden group is not drawn in the histograms, its table cells read "hidden",
+    and the pane says why.
 
     Parameters
     ----------
     state
-        The session's :class:`ExplorerState`; the pane watches its selection and comparison.
-    store
-        Saved subgroups offered for comparison; default: the cohort's :class:`SubgroupStore`.
+        The session's :class:`ExplorerState`; the pane watches its groups, and offers its store's
+        saved subgroups.
     **params
-        ``policy`` or initial values of the params below.
+        Initial values of the params below.
 
     Examples
     --------
@@ -237,11 +65,6 @@ class ComparePane(pn.viewable.Viewer):
     """
 
     state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
-    store = param.ClassSelector(class_=SubgroupStore, constant=True, doc="Saved subgroups offered for comparison.")
-    policy = param.ClassSelector(
-        class_=PrivacyPolicy, default=PrivacyPolicy(), constant=True,
-        doc="Privacy floor: no group smaller than its min_group_size is shown in any output.",
-    )
     subgroups = param.ListSelector(
         default=[], objects=[], doc="Saved subgroups compared with the comparison group, beside the selection.",
     )
@@ -257,7 +80,7 @@ class ComparePane(pn.viewable.Viewer):
     )
     table = param.DataFrame(
         default=None, allow_None=True, constant=True,
-        doc="Last phenotype comparison, long format (TABLE_COLUMNS); None before there is anything to compare.",
+        doc="Last phenotype comparison, long format (analysis.compare.TABLE_COLUMNS); None before there is anything to compare.",
     )
     accuracy = param.DataFrame(
         default=None, allow_None=True, constant=True,
@@ -269,13 +92,9 @@ class ComparePane(pn.viewable.Viewer):
     )
     message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) results.")
 
-    def __init__(self, state: ExplorerState, store: SubgroupStore | None = None, **params: Any) -> None:
-        shared = getattr(state, "store", None)
-        if store is None:
-            store = shared if isinstance(shared, SubgroupStore) else SubgroupStore(state.cohort)
-        super().__init__(state=state, store=store, **params)
-        if shared is None:
-            state.store = store  # so state.comparison_indices() resolves subgroup names
+    def __init__(self, state: ExplorerState, **params: Any) -> None:
+        super().__init__(state=state, **params)
+        self.store = state.store
         names = list(state.cohort.phenotype_specs)
         self.param.phenotypes.objects = names
         if not self.phenotypes:
@@ -313,7 +132,7 @@ class ComparePane(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
         self._refresh.on_click(self._on_refresh)
-        state.param.watch(self._on_groups_change, ["selection", "comparison"])
+        state.param.watch(self._on_groups_change, ["groups"])
         # The subgroup manager re-offers the comparison options after every change to the store.
         state.param.watch(self._on_store_change, ["comparison"], what="objects")
         self.param.watch(self._on_groups_change, ["subgroups", "show_accuracy"])
@@ -351,29 +170,24 @@ class ComparePane(pn.viewable.Viewer):
         return names
 
     # -- groups ----------------------------------------------------------------------------
-    def _reference(self) -> tuple[str, Group, str | None]:
-        """Label, rows (or mask) and colour (``None``: the default grey) of the comparison group."""
-        state = self.state
-        if state.comparison == "rest":
-            return REFERENCE_LABELS["rest"], self._rest_mask(), None
-        if state.comparison == "all":
-            return REFERENCE_LABELS["all"], np.ones(state.cohort.n_subjects, dtype=bool), None
-        group = self.store.get(state.comparison)
-        return group.name, state.comparison_indices(), group.colour
+    def _reference(self) -> tuple[str, str | None]:
+        """Label and colour (``None``: the default grey) of the comparison group."""
+        comparison = self.state.groups.comparison
+        if comparison in REFERENCE_LABELS:
+            return REFERENCE_LABELS[comparison], None
+        group = self.store.get(comparison)
+        return group.name, group.colour
 
-    def _compared(self, reference: str) -> tuple[dict[str, Group], dict[str, str]]:
-        """The groups compared with the reference, and their colours."""
-        groups: dict[str, Group] = {}
-        colours: dict[str, str] = {}
-        if self.state.n_selected:
-            groups[SELECTION], colours[SELECTION] = self.state.selection, SELECTION_COLOUR
+    def _saved(self, reference: str) -> dict[str, tuple[str, str]]:
+        """The chosen saved subgroups compared beside the selection: ``{label: (name, colour)}``."""
         saved = {g.name: g for g in self.store.list()}
+        out: dict[str, tuple[str, str]] = {}
         for name in self.subgroups:
             if name not in saved or name == reference:
                 continue
-            label = name if name not in (SELECTION, *REFERENCE_LABELS.values()) else f"{name} (saved)"
-            groups[label], colours[label] = self.store.members(name), saved[name].colour
-        return groups, colours
+            label = name if name not in (SELECTION, COMPARISON, *REFERENCE_LABELS.values()) else f"{name} (saved)"
+            out[label] = (name, saved[name].colour)
+        return out
 
     # -- scheduling ------------------------------------------------------------------------
     def _schedule(self, name: str, work: Callable[[], None]) -> None:
@@ -393,6 +207,7 @@ class ComparePane(pn.viewable.Viewer):
             self._schedule("update", self._update)
 
     def _on_refresh(self, _: Any) -> None:
+        self.state.refresh_subgroups()  # another session may have saved one
         self._on_store_change()
 
     # -- computing -------------------------------------------------------------------------
@@ -401,12 +216,18 @@ class ComparePane(pn.viewable.Viewer):
             self.param.update(**values)
 
     def _update(self) -> None:
-        state, policy = self.state, self.policy
-        n_total = state.cohort.n_subjects
-        reference, reference_rows, reference_colour = self._reference()
-        groups, colours = self._compared(reference)
+        state = self.state
+        reference, reference_colour = self._reference()
+        saved = self._saved(reference)
+        # The session's groups with the chosen subgroups added: one set of verdicts for all of them.
+        groups = state.groups.including({label: self.store.members(name) for label, (name, _) in saved.items()})
+        colours = {label: colour for label, (_, colour) in saved.items()}
+        compared = [label for label in saved]
+        if groups.size(SELECTION):
+            compared.insert(0, SELECTION)
+            colours[SELECTION] = SELECTION_COLOUR
         colours[reference] = reference_colour or REFERENCE_COLOUR
-        if not groups:
+        if not compared:
             message = (
                 "No subjects selected and no saved subgroup chosen. Draw a box or lasso on a latent view, "
                 "or add saved subgroups above, to compare them with the comparison group."
@@ -419,51 +240,59 @@ class ComparePane(pn.viewable.Viewer):
             return
         # One reference for every group: the comparison group as every other pane defines it (for
         # "rest", the subjects not selected), so the columns of the table are comparable.
-        sizes = {reference: _size(reference_rows, n_total)}
-        sizes.update({label: _size(rows, n_total) for label, rows in groups.items()})
-        hidden = {label: r for label, n in sizes.items() if (r := policy.check(n, label)) is not None}
-        leak = privacy_reasons(policy, state.n_selected, sizes[reference], state.comparison)
-        if state.comparison == "rest" and leak:
+        shown_as = {COMPARISON: reference, **{label: label for label in compared}}
+        sizes = {shown_as[label]: groups.size(label) for label in (COMPARISON, *compared)}
+        hidden = {shown_as[label]: reason for label, reason in groups.hidden.items() if label in shown_as}
+        if groups.comparison == "rest" and (SELECTION in groups.hidden or COMPARISON in groups.hidden):
             # The rest is the cohort minus the selection, and the cohort's figures are shown
             # elsewhere: any figure of the rest next to them reveals the small group's.
-            message = "Hidden by the privacy floor: " + "; ".join(leak.values()) + (
-                ". Compare with the whole cohort or a saved subgroup instead."
-            )
-            self._set(groups=sizes, reference=reference, hidden={**hidden, reference: leak.get("comparison", "")},
-                      table=None, accuracy=None, distributions={}, message=message)  # fmt: skip
+            message = "Hidden by the privacy floor: " + "; ".join(
+                groups.hidden[label] for label in (SELECTION, COMPARISON) if label in groups.hidden
+            ) + ". Compare with the whole cohort or a saved subgroup instead."
+            self._set(groups=sizes, reference=reference, hidden=hidden, table=None, accuracy=None, distributions={},
+                      message=message)  # fmt: skip
             self._alert.param.update(object=message, alert_type="warning", visible=True)
             self._summary.object = ""
             self._results.visible = False
             return
-        table = compare_with_reference(state.cohort, groups, reference_rows, reference_label=reference, policy=policy)
-        accuracy = None
-        if self.show_accuracy and state.cohort.predictions:
-            accuracy = accuracy_by_group(state.cohort, {reference: reference_rows, **groups}, policy=policy)
-        drawn: dict[str, Group | None] = {reference: reference_rows, **groups}
-        distributions = {
-            name: distribution_frames(state.cohort, name, drawn, bins=self.bins, policy=policy)
-            for name in self.phenotypes
-        }
+        self._compute(groups, compared, reference, hidden)
         message = ""
         if hidden:
             message = "Hidden by the privacy floor: " + "; ".join(hidden.values()) + "."
-        if reference == REFERENCE_LABELS["rest"] and sizes[reference] == 0:
+        if groups.comparison == "rest" and sizes[reference] == 0:
             message = (
                 "The comparison group is empty: every subject is selected. Compare with the whole cohort or "
                 "a saved subgroup instead, or select fewer subjects. " + message
             ).strip()
-        self._set(groups=sizes, reference=reference, hidden=hidden, table=table, accuracy=accuracy,
-                  distributions=distributions, message=message)  # fmt: skip
+        self._set(groups=sizes, reference=reference, hidden=hidden, message=message)
         self._render(colours)
 
-    def _rest_mask(self) -> np.ndarray:
-        rest = np.ones(self.state.cohort.n_subjects, dtype=bool)
-        rest[self.state.selection] = False
-        return rest
+    def _compute(self, groups: GroupSet, compared: list[str], reference: str, hidden: dict[str, str]) -> None:
+        """The table, accuracy and distributions of ``compared`` against the comparison group, hidden ones masked."""
+        state, policy = self.state, self.state.policy
+        cohort = state.cohort
+        members = {label: groups.members(label) for label in compared}
+        reference_members = groups.members(COMPARISON)
+        specs = cohort.phenotype_specs
+        table = compare_with_reference(
+            cohort.phenotype_columns, specs, members, reference_members, reference_label=reference, policy=policy
+        )
+        masked = hidden if reference not in hidden else {label: hidden[reference] for label in compared}
+        table = _mask_rows(table, masked, policy, ["n_a", "n_b"])
+        accuracy = None
+        if self.show_accuracy and cohort.predictions:
+            accuracy = accuracy_by_group(prepared_metrics(cohort), {reference: reference_members, **members}, policy=policy)
+            accuracy = _mask_rows(accuracy, hidden, policy, ["n"])
+        drawn = {label: m for label, m in {reference: reference_members, **members}.items() if label not in hidden}
+        distributions = {}
+        for name in self.phenotypes:
+            frame, too_few = distribution_frames(phenotype_binning(cohort, name, self.bins), drawn, policy=policy)
+            distributions[name] = (frame, {**{label: hidden[label] for label in hidden}, **too_few})
+        self._set(table=table, accuracy=accuracy, distributions=distributions)
 
     # -- rendering -------------------------------------------------------------------------
     def _render(self, colours: dict[str, str]) -> None:
-        reference, hidden_text = self.reference, f"hidden (n < {self.policy.min_group_size})"
+        reference, hidden_text = self.reference, f"hidden (n < {self.state.policy.min_group_size})"
         self._alert.param.update(object=self.message, alert_type="warning", visible=bool(self.message))
         self._summary.object = " · ".join(
             f"**{label}** ({'comparison' if label == reference else 'group'}): "
@@ -519,3 +348,13 @@ class ComparePane(pn.viewable.Viewer):
         for name in [n for n in self._plots if n not in self.distributions]:
             del self._plots[name]
         self._histograms.objects = cards
+
+
+def _mask_rows(table: pd.DataFrame, hidden: dict[str, str], policy: Any, n_cols: list[str]) -> pd.DataFrame:
+    """``table`` with the rows of ``hidden`` groups masked and flagged (its ``hidden`` column), reasons kept."""
+    if table.empty or not hidden:
+        return table
+    flagged = table["hidden"].to_numpy() | table["group"].isin(list(hidden)).to_numpy()
+    out = mask_hidden_groups(table, hidden, policy, n_cols=n_cols)
+    out["hidden"] = flagged
+    return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable
 
 import holoviews as hv
@@ -10,76 +9,20 @@ import numpy as np
 import panel as pn
 import param
 
-from lse_panel.analysis.decode import (
-    Decoder,
-    decode_means,
-    decode_subjects,
-    latent_sum,
-    sample_indices,
-    selection_comparison_means,
-)
-from lse_panel.analysis.privacy import PrivacyPolicy
+from lse_panel.analysis.decode import Decoder, decode_means, decode_subjects, sample_indices
+from lse_panel.analysis.groups import COMPARISON, SELECTION
 from lse_panel.cohort.schema import Modality
-from lse_panel.components.cache import cohort_cached as shared_cohort_cached
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
-from lse_panel.plotting.signals import create_modality_plot, modality_from_array
+from lse_panel.config import SETTINGS
+from lse_panel.plotting.signals import create_modality_plot, modality_spec
+from lse_panel.sources import RawSource
 
-MAX_SAMPLES = 4
+MAX_SAMPLES = SETTINGS.max_selection_sample
 """Most subjects shown as original vs reconstruction: individual records are heavy and sensitive."""
 
-MEAN_GROUPS = ("selection", "comparison")
+MEAN_GROUPS = (SELECTION, COMPARISON)
 SUBJECT_GROUPS = ("original", "reconstruction")
-
-
-_cohort_cached = partial(shared_cohort_cached, namespace="lse_panel.components.decode")
-
-
-def comparison_size(state: ExplorerState) -> tuple[int, str]:
-    """Subjects in the state's comparison group and how to name it (no rows gathered for rest/all)."""
-    n, k = state.cohort.n_subjects, state.n_selected
-    if state.comparison == "rest":
-        return n - k, "the rest of the cohort"
-    if state.comparison == "all":
-        return n, "the whole cohort"
-    return int(len(state.comparison_indices())), f"subgroup {state.comparison!r}"
-
-
-def privacy_reasons(policy: PrivacyPolicy, n_selection: int, n_comparison: int, comparison: str) -> dict[str, str]:
-    """Why the selection or its comparison group may not be shown: ``{group: reason}``, empty when both may.
-
-    An empty group is not a privacy matter (the panes say it is empty). With ``comparison ==
-    "rest"`` the two groups split the cohort, whose own figures are shown too (the "all"
-    comparison, the cohort column), so one group's aggregate next to the cohort's gives away the
-    other's by subtraction: when one is below the floor, both are hidden.
-
-    Parameters
-    ----------
-    policy
-        The privacy policy.
-    n_selection, n_comparison
-        Sizes of the two groups.
-    comparison
-        The state's comparison (``"rest"``, ``"all"`` or a subgroup's name).
-
-    Returns
-    -------
-    dict
-        ``{"selection"|"comparison": reason}`` for the hidden groups.
-    """
-    reasons: dict[str, str] = {}
-    for group, n in (("selection", n_selection), ("comparison", n_comparison)):
-        reason = policy.check(n, group) if n else None
-        if reason is not None:
-            reasons[group] = reason
-    if comparison == "rest":
-        for group, other in (("selection", "comparison"), ("comparison", "selection")):
-            if other in reasons and group not in reasons:
-                reasons[group] = (
-                    f"{group}: hidden too, because with the whole cohort's figures it would reveal the {other}'s"
-                )
-    return reasons
-
 
 
 def frame_players(specs: dict[str, Modality]) -> dict[str, pn.widgets.Player]:
@@ -105,17 +48,16 @@ class DecodePane(pn.viewable.Viewer):
     Parameters
     ----------
     state
-        The session's :class:`ExplorerState`; the pane watches its selection, comparison group
-        and ``decode_from``.
+        The session's :class:`ExplorerState`; the pane watches its groups and ``decode_from``,
+        and hides what its privacy policy hides.
     decode
         Latents ``(k, d)`` float32 → ``{modality: (k, *shape)}``, e.g. a wrapped torch decoder.
+    raw_source
+        Reads or regenerates the subjects' original records (:func:`lse_panel.sources.open_raw_source`);
+        without one, subjects show reconstructions only.
     """
 
     state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
-    policy = param.ClassSelector(
-        class_=PrivacyPolicy, default=PrivacyPolicy(), constant=True,
-        doc="Privacy floor: a group smaller than its min_group_size is not decoded; the pane says why.",
-    )
     n_samples = param.Integer(
         default=MAX_SAMPLES, bounds=(0, MAX_SAMPLES),
         doc="Subjects of the selection shown as original vs reconstruction (a capped, reproducible sample).",
@@ -138,19 +80,14 @@ class DecodePane(pn.viewable.Viewer):
     )
     message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) plots.")
 
-    def __init__(self, state: ExplorerState, decode: Decoder, **params: Any) -> None:
-        policy = params.get("policy")
-        if policy is not None and not policy.individual_views:
+    def __init__(
+        self, state: ExplorerState, decode: Decoder, *, raw_source: RawSource | None = None, **params: Any
+    ) -> None:
+        if not state.policy.individual_views:
             params.setdefault("show_subjects", False)
         super().__init__(state=state, **params)
         self._decode = decode
-        try:
-            self._raw_source = state.cohort.raw_source()
-        except Exception as exc:  # a broken raw source must not take the pane down
-            self._raw_source = None
-            self._raw_error = f"raw records unavailable ({exc})"
-        else:
-            self._raw_error = ""
+        self._raw_source = raw_source
         self._specs: dict[str, Modality] = {}
         self._players: dict[str, pn.widgets.Player] = {}
         self._mean_pipes: dict[str, hv.streams.Pipe] = {}
@@ -178,8 +115,8 @@ class DecodePane(pn.viewable.Viewer):
             self._samples,
             sizing_mode="stretch_width",
         )
-        state.param.watch(self._on_groups_change, ["selection", "comparison", "decode_from"])
-        state.param.watch(self._on_sample_change, ["selection", "decode_from"])
+        state.param.watch(self._on_groups_change, ["groups", "decode_from"])
+        state.param.watch(self._on_sample_change, ["groups", "decode_from"])
         self.param.watch(self._on_sample_change, ["n_samples", "show_subjects"])
         self._samples.param.watch(self._on_sample_change, ["collapsed"])
         self._update_means()
@@ -200,40 +137,28 @@ class DecodePane(pn.viewable.Viewer):
         self._schedule("samples", self._samples, self._update_samples)
 
     # -- means -----------------------------------------------------------------------------
-    def privacy_reasons(self) -> dict[str, str]:
-        """Why the selection or the comparison group may not be decoded: ``{group: reason}``."""
-        state = self.state
-        return privacy_reasons(self.policy, state.n_selected, comparison_size(state)[0], state.comparison)
-
     def compute_means(self, hidden: dict[str, str] | None = None) -> dict[str, dict[str, np.ndarray]]:
         """Decode the mean latent of the selection and of its comparison group (no plotting).
 
         Parameters
         ----------
         hidden
-            Groups not to decode (default: :meth:`privacy_reasons`, the privacy floor).
+            Groups not to decode (default: the privacy verdicts, ``state.groups.hidden``).
 
         Returns
         -------
         dict
             ``{'selection'|'comparison': {modality: array}}``; empty and hidden groups are absent.
         """
-        state, cohort = self.state, self.state.cohort
-        hidden = self.privacy_reasons() if hidden is None else hidden
-        kind = state.decode_from
-        block = cohort.latent(kind)
-        if state.comparison in ("rest", "all"):
-            block_sum = _cohort_cached(cohort, ("latent_sum", kind), lambda: latent_sum(block))
-            means = selection_comparison_means(block, state.selection, state.comparison, block_sum=block_sum)
-        else:
-            means = selection_comparison_means(block, state.selection, state.comparison_indices())
+        groups, kind = self.state.groups, self.state.decode_from
+        hidden = groups.hidden if hidden is None else hidden
         # Hidden groups are not even decoded: nothing of them reaches the page.
-        return decode_means({g: (None if g in hidden else m) for g, m in means.items()}, self._decode)
+        means = {label: None if label in hidden else groups.mean_latent(label, kind) for label in MEAN_GROUPS}
+        return decode_means(means, self._decode, kind)
 
     def _update_means(self) -> None:
-        state = self.state
-        n_sel = state.n_selected
-        n_cmp, what = comparison_size(state)
+        state, groups = self.state, self.state.groups
+        n_sel, n_cmp, what = groups.size(SELECTION), groups.size(COMPARISON), groups.comparison_name()
         self._header.object = (
             f"**Selection**: {n_sel:,} subjects · **comparison**: {what} ({n_cmp:,}) · "
             f"decoded from the **{state.decode_from}** latent"
@@ -245,18 +170,20 @@ class DecodePane(pn.viewable.Viewer):
             ))
             self._means.visible = False
             return
-        hidden = privacy_reasons(self.policy, n_sel, n_cmp, state.comparison)
+        hidden = {label: reason for label, reason in groups.hidden.items() if label in MEAN_GROUPS}
         decoded = self.compute_means(hidden)
         notes = [f"Not decoded: {reason}." for reason in hidden.values()]
         if n_cmp == 0:
             notes.append(
                 "The comparison group is empty: every subject is selected. Showing the selection "
                 "alone; compare with the whole cohort instead, or select fewer subjects."
-                if state.comparison == "rest" else
+                if groups.comparison == "rest" else
                 f"The comparison group ({what}) is empty: showing the selection alone."
             )
+        if decoded and not any(decoded.values()):
+            notes.append(f"The decoder returns no modality for the {state.decode_from} latent; choose another.")
         self._set(decoded=decoded, hidden=hidden, message=" ".join(notes))
-        if not decoded:
+        if not any(decoded.values()):  # nothing decoded, or no modality for this latent kind
             self._means.visible = False
             return
         self._ensure_plots(next(iter(decoded.values())))
@@ -272,14 +199,9 @@ class DecodePane(pn.viewable.Viewer):
         self._alert.visible = bool(text)
 
     # -- plots, built once per set of modalities ---------------------------------------------
-    def _spec(self, name: str, item: np.ndarray) -> Modality:
-        declared = self.state.cohort.modalities.get(name)
-        if declared is not None and tuple(declared.shape) == tuple(item.shape):
-            return declared
-        return modality_from_array(name, item.shape)
-
     def _ensure_plots(self, items: dict[str, np.ndarray]) -> None:
-        specs = {name: self._spec(name, np.asarray(item)) for name, item in items.items()}
+        modalities = self.state.cohort.modalities
+        specs = {name: modality_spec(modalities, name, np.asarray(item)) for name, item in items.items()}
         if specs == self._specs:
             return
         self._specs = specs
@@ -309,9 +231,9 @@ class DecodePane(pn.viewable.Viewer):
                 self.sample_rows = np.empty(0, dtype=np.int64)
             self._samples.visible = self.show_subjects and state.n_selected > 0
             return
-        rows = sample_indices(state.selection, self.n_samples)
+        rows = sample_indices(state.groups.selection, self.n_samples)
         block = state.cohort.latent(state.decode_from)
-        recon = decode_subjects(block, rows, self._decode)
+        recon = decode_subjects(block, rows, self._decode, state.decode_from)
         if not self._specs:
             self._ensure_plots({name: values[0] for name, values in recon.items()})
         raw, note = self._raw(rows)
@@ -336,7 +258,7 @@ class DecodePane(pn.viewable.Viewer):
 
     def _raw(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray] | None, str]:
         if self._raw_source is None:
-            reason = self._raw_error or "this cohort names no raw source"
+            reason = "this cohort names no raw source"
             return None, f"Original records are not shown: {reason}. Reconstructions only."
         try:
             raw = self._raw_source.raw(self.state.cohort.ids[rows])

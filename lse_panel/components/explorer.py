@@ -4,79 +4,49 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import partial
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
 
-from lse_panel.analysis.decode import sample_indices
+from lse_panel.analysis.decode import Decoder, decodable_kinds
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.projection import Projector
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort, open_bundle
-from lse_panel.cohort.subgroups import BoxStep, LassoStep, Subgroup, SubgroupStore
+from lse_panel.cohort.ids import rows_of_ids
+from lse_panel.cohort.rules import BoxStep, LassoStep
+from lse_panel.cohort.slices import find_failures
+from lse_panel.cohort.subgroups import Subgroup
+from lse_panel.components.accuracy import AccuracyPane
 from lse_panel.components.build_progress import BuildProgress
 from lse_panel.components.compare import ComparePane
+from lse_panel.components.decode import DecodePane
 from lse_panel.components.filters import PhenotypeFilters
-from lse_panel.components.latent_view import LatentPair, LatentView, selection_summary
+from lse_panel.components.interpolate import InterpolatePane
+from lse_panel.components.latent_view import LatentPair, selection_summary
+from lse_panel.components.overlays import LatentOverlays
+from lse_panel.components.perturb import PerturbPane
 from lse_panel.components.scheduling import served
+from lse_panel.components.serving import load_decoder
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.components.subject import SubjectInspector
 from lse_panel.config import SETTINGS
-from lse_panel.digest import checkpoint_digest
-
-Decoder = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+from lse_panel.palette import HIGHLIGHT
+from lse_panel.sources import RawSource, open_raw_source
 
 log = logging.getLogger(__name__)
 
 
-def load_decoder(cohort: Cohort) -> Decoder | None:
-    """The decoder named by the bundle's manifest (``latents.<kind>.model``), or ``None``.
-
-    Tries the fused latent's model first. Any failure (no model package, no checkpoint, torch
-    missing, a checkpoint other than the one that encoded the latents) is logged and yields
-    ``None``: the explorer then runs without decode panes.
-    """
-    latents = cohort.manifest.get("latents", {})
-    kinds = sorted(latents, key=lambda k: k != "fused")
-    for kind in kinds:
-        model = latents[kind].get("model")
-        if not model:
-            continue
-        path = Path(model)
-        if not path.is_absolute() and cohort.path is not None:
-            path = cohort.path / path
-        try:
-            recorded, current = latents[kind].get("model_sha256"), checkpoint_digest(path)
-            if recorded != current:
-                # Another model's decoder would draw its own reading of these latents, not theirs.
-                log.warning(
-                    "%s: the %s latents were encoded by %s, whose model.pt has changed since (digest %s, now %s); "
-                    "decode panes are off. Rebuild the bundle (`lse build --out %s`) to decode it.",
-                    cohort.path, kind, path, recorded or "not recorded", current, cohort.path,
-                )
-                return None
-            from lse_panel.model.decoding import Decoder as ModelDecoder
-
-            return ModelDecoder.from_checkpoint(path)
-        except Exception as exc:  # the model layer is optional for exploring
-            log.warning("could not load the decoder %s (%s); decode panes are off", path, exc)
-            return None
-    return None
-
-
-def _optional_pane(module: str, name: str) -> type | None:
+def _raw_source(cohort: Cohort) -> RawSource | None:
+    """The bundle's raw source, or ``None`` (logged) when it names none or it cannot be opened."""
     try:
-        mod = __import__(f"lse_panel.components.{module}", fromlist=[name])
-        return getattr(mod, name)
-    except (ImportError, AttributeError) as exc:
-        log.info("%s unavailable: %s", name, exc)
+        return open_raw_source(cohort)
+    except Exception as exc:  # a broken raw source must not take the explorer down
+        log.warning("raw records unavailable (%s); panes show reconstructions only", exc)
         return None
 
 
@@ -88,7 +58,8 @@ class Explorer(pn.viewable.Viewer):
     cohort
         The cohort (in memory or memory-mapped from a bundle); shared read-only.
     decode
-        Latents ``(k, d)`` → ``{modality: (k, *shape)}``; ``None`` turns decoding off.
+        A :class:`~lse_panel.analysis.decode.Decoder` (latents of a kind → ``{modality: (k, *shape)}``);
+        ``None`` turns decoding off. "Decode from" offers the latent kinds it decodes.
     individual_level
         Show individual-level views (subject inspector, sampled subjects, id export); switch
         off as a group where access agreements forbid them.
@@ -103,9 +74,13 @@ class Explorer(pn.viewable.Viewer):
     Attributes
     ----------
     policy
-        The :class:`PrivacyPolicy` every pane checks.
+        The :class:`PrivacyPolicy` whose verdicts every pane shows (``state.groups.hidden``).
+    state
+        The session's :class:`ExplorerState`: selection, comparison, derived groups.
     store
-        The cohort's :class:`SubgroupStore` (saved subgroups), shared by every pane.
+        The cohort's :class:`SubgroupStore` (saved subgroups), the state's, shared by every pane.
+    raw_source
+        Reads or regenerates subjects' raw records (:func:`lse_panel.sources.open_raw_source`), or ``None``.
     subgroups
         The :class:`SubgroupManager` pane (save, list, show, compare, export subgroups).
     """
@@ -125,30 +100,34 @@ class Explorer(pn.viewable.Viewer):
     ) -> None:
         super().__init__(**params)
         self.cohort = cohort
-        self.decode = decode
         self.individual_level = individual_level
         floor = SETTINGS.min_group_size if min_group_size is None else min_group_size
         self.policy = PrivacyPolicy(min_group_size=floor, individual_views=individual_level)
-        self.store = SubgroupStore(cohort)
-        self.state = ExplorerState(cohort)
-        # First: it hands the store to the state and offers the saved subgroups as comparison groups.
-        self.subgroups = SubgroupManager(self.state, self.store, policy=self.policy)
+        self.state = ExplorerState(cohort, policy=self.policy)
+        self.store = self.state.store
+        if decode is not None:
+            kinds = decodable_kinds(decode, cohort.latents)
+            decode = decode if kinds else None  # it decodes none of this cohort's latents
+            if kinds:
+                self.state.set_decode_kinds(kinds)
+        self.decode = decode
+        self.subgroups = SubgroupManager(self.state)
         self.latent_view = LatentPair(self.state)
         self.build_progress = BuildProgress(cohort, on_new=self.latent_view.refresh_options)
-        self.filters = PhenotypeFilters(
-            self.state, shown=list(filters) if filters is not None else None, policy=self.policy
-        )
-        self.subject = SubjectInspector(self.state, decode=decode, enabled=individual_level)
+        self.filters = PhenotypeFilters(self.state, shown=list(filters) if filters is not None else None)
+        self.raw_source = _raw_source(cohort)
+        self.subject = SubjectInspector(self.state, decode=decode, raw_source=self.raw_source, enabled=individual_level)
         self.decode_pane = self._make_decode_pane()
         self.accuracy_pane = self._make_accuracy_pane()
-        self.compare_pane = ComparePane(self.state, self.store, policy=self.policy)
+        self.compare_pane = ComparePane(self.state)
         self.perturb_pane = self._make_perturb_pane()
         self.interpolate_pane = self._make_interpolate_pane(projectors)
         self._clear = pn.widgets.Button(name="Clear selection", button_type="warning", width=140)
         self._clear.on_click(self._on_clear)
         self._comparison = pn.widgets.Select.from_param(self.state.param.comparison, name="compare with", width=180)
         self.subgroups.param.watch(self._on_subgroups_saved, "names")
-        self._overlays = LatentOverlays(self)
+        path = self.interpolate_pane.create_path_overlay if isinstance(self.interpolate_pane, InterpolatePane) else None
+        self.overlays = LatentOverlays(self.latent_view.views, self.subgroups, path)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -163,40 +142,25 @@ class Explorer(pn.viewable.Viewer):
         return cls(cohort, decode, **kwargs)
 
     def _make_decode_pane(self) -> pn.viewable.Viewable:
-        pane = _optional_pane("decode", "DecodePane")
-        if pane is None or self.decode is None:
-            why = "no decoder was loaded for this bundle" if self.decode is None else "the decode pane is not installed"
-            return pn.pane.Alert(f"Decoding is off: {why}.", alert_type="secondary")
+        if self.decode is None:
+            return _off("Decoding")
         options = {} if self.individual_level else {"show_subjects": False}
-        return pane(self.state, decode=self.decode, policy=self.policy, **options)
+        return DecodePane(self.state, decode=self.decode, raw_source=self.raw_source, **options)
 
     def _make_accuracy_pane(self) -> pn.viewable.Viewable:
-        pane = _optional_pane("accuracy", "AccuracyPane")
-        if pane is None:
-            return pn.pane.Alert("The accuracy pane is not installed.", alert_type="secondary")
         if not self.cohort.predictions:
             return pn.pane.Alert(
                 "No cross-fitted predictions in this bundle: run `lse build` to add them.", alert_type="secondary"
             )
-        return pane(self.state, policy=self.policy)
+        return AccuracyPane(self.state)
 
     def _make_perturb_pane(self) -> pn.viewable.Viewable:
-        pane = _optional_pane("perturb", "PerturbPane")
-        if pane is None or self.decode is None:
-            why = (
-                "no decoder was loaded for this bundle" if self.decode is None else "the perturbation pane is not installed"
-            )
-            return pn.pane.Alert(f"Perturbation is off: {why}.", alert_type="secondary")
-        return pane(self.state, self.decode, policy=self.policy)
+        return _off("Perturbation") if self.decode is None else PerturbPane(self.state, self.decode)
 
     def _make_interpolate_pane(self, projectors: Mapping[str, Projector] | None) -> pn.viewable.Viewable:
-        pane = _optional_pane("interpolate", "InterpolatePane")
-        if pane is None or self.decode is None:
-            why = (
-                "no decoder was loaded for this bundle" if self.decode is None else "the interpolation pane is not installed"
-            )
-            return pn.pane.Alert(f"Interpolation is off: {why}.", alert_type="secondary")
-        return pane(self.state, self.decode, self.store, projectors=projectors, policy=self.policy)
+        if self.decode is None:
+            return _off("Interpolation")
+        return InterpolatePane(self.state, self.decode, projectors=projectors)
 
     # -- subgroups from Python --------------------------------------------------------------
     @property
@@ -225,12 +189,16 @@ class Explorer(pn.viewable.Viewer):
         """
         return self.compare_pane.compare(list(names))
 
+    def find_failures(self, target: str, latent: str = "fused", **options: Any) -> pd.DataFrame:
+        """Where the embedding predicts ``target`` worst: see :func:`lse_panel.cohort.slices.find_failures`."""
+        return find_failures(self.cohort, target, latent=latent, policy=self.policy, **options)
+
     def _on_subgroups_saved(self, _: param.parameterized.Event) -> None:
         # The manager already offers the names as comparison groups; the other panes list them too.
         self.compare_pane.refresh_subgroups()
-        if hasattr(self.interpolate_pane, "refresh_subgroups"):
+        if isinstance(self.interpolate_pane, InterpolatePane):
             self.interpolate_pane.refresh_subgroups()
-        self._overlays.refresh()
+        self.overlays.refresh()
 
     # -- selection from Python --------------------------------------------------------------
     @property
@@ -288,7 +256,7 @@ class Explorer(pn.viewable.Viewer):
         if sum(given) != 1:
             raise ValueError("select() takes exactly one of ids=, indices=, bounds=, lasso=")
         if ids is not None:
-            rows = self._rows_of(ids)
+            rows = rows_of_ids(self.cohort, ids)
         elif indices is not None:
             rows = np.asarray(indices, dtype=np.int64)
         else:
@@ -304,18 +272,6 @@ class Explorer(pn.viewable.Viewer):
             return self.state.selection
         self.state.select(rows, mode)
         return self.state.selection
-
-    def _rows_of(self, ids: Sequence[Any] | np.ndarray) -> np.ndarray:
-        all_ids = np.asarray(self.cohort.ids)
-        wanted = np.asarray(ids).astype(all_ids.dtype, copy=False)
-        order = np.argsort(all_ids, kind="stable")
-        pos = np.searchsorted(all_ids, wanted, sorter=order)
-        pos = np.clip(pos, 0, len(all_ids) - 1)
-        rows = order[pos]
-        missing = all_ids[rows] != wanted
-        if missing.any():
-            raise KeyError(f"{int(missing.sum())} id(s) not in this cohort, e.g. {wanted[missing][:5].tolist()}")
-        return rows.astype(np.int64)
 
     def clear(self) -> None:
         """Clear the selection and every filter."""
@@ -385,164 +341,9 @@ class Explorer(pn.viewable.Viewer):
             sidebar=[pn.pane.Markdown("### Filters"), self.filters],
             main=self.main_panes(),
             sidebar_width=320,
-            accent="#e6007e",
+            accent=HIGHLIGHT,
         )
 
 
-MAX_OVERLAY_POINTS = 2_000
-"""Most subjects of each shown subgroup drawn as points on a latent view (a reproducible sample)."""
-
-
-def create_subgroup_points(data: pd.DataFrame | None = None, *, x: str = "x", y: str = "y") -> hv.Points:
-    """Subgroup members on a latent map, each in its subgroup's colour (``x, y, subgroup, colour`` columns)."""
-    if data is None or data.empty:
-        data = pd.DataFrame({x: np.empty(0), y: np.empty(0), "subgroup": np.empty(0, dtype=object),
-                             "colour": np.empty(0, dtype=object)})  # fmt: skip
-    return hv.Points(data, [x, y], ["subgroup", "colour"]).opts(
-        color="colour", size=4, alpha=0.8, line_color="white", line_width=0.3, tools=["hover"],
-    )
-
-
-class LatentOverlays:
-    """The shown subgroups and the interpolation path drawn over each latent view of an :class:`Explorer`.
-
-    Wired from outside the views: each view's pane shows ``view.plot * subgroups * path``, and is
-    recomposed whenever the view rebuilds its plot (new projection, latent kind or colouring).
-    Subgroup points are a capped sample per subgroup (:data:`MAX_OVERLAY_POINTS`), so a large
-    subgroup costs no more than a small one to draw.
-    """
-
-    def __init__(self, explorer: Explorer) -> None:
-        self.explorer = explorer
-        self.views: dict[str, LatentView] = dict(explorer.latent_view.views)
-        self._pipes: dict[str, hv.streams.Pipe] = {}
-        self._composed: dict[str, tuple[Any, Any]] = {}
-        self._points: dict[str, hv.DynamicMap] = {}
-        self._paths: dict[str, hv.DynamicMap] = {}
-        for name, view in self.views.items():
-            self._pipes[name] = hv.streams.Pipe(data=None)
-            self._points[name] = hv.DynamicMap(create_subgroup_points, streams=[self._pipes[name]])
-            view.param.watch(partial(self._on_view_change, name), ["kind", "method", "color_by", "width", "height"])
-            self._compose(name)
-        explorer.subgroups.param.watch(self._on_shown, "shown")
-        self.refresh()
-
-    def subgroup_frame(self, name: str) -> pd.DataFrame:
-        """The points drawn for the shown subgroups on view ``name``'s current projection."""
-        view = self.views[name]
-        coords = view.coords
-        parts = []
-        for group, (colour, rows) in self.explorer.subgroups.shown_members().items():
-            rows = sample_indices(rows, MAX_OVERLAY_POINTS)
-            parts.append(pd.DataFrame({
-                "x": np.asarray(coords[rows, 0], dtype=np.float64), "y": np.asarray(coords[rows, 1], dtype=np.float64),
-                "subgroup": group, "colour": colour,
-            }))  # fmt: skip
-        return pd.concat(parts, ignore_index=True) if parts else create_subgroup_points().data
-
-    def refresh(self) -> None:
-        """Send every view the shown subgroups' points on its current projection."""
-        for name in self.views:
-            self._pipes[name].send(self.subgroup_frame(name))
-
-    def overlay(self, name: str) -> Any:
-        """What view ``name``'s pane shows: its plot with the subgroups (and the path, with a decoder) on top."""
-        view = self.views[name]
-        layers = view.plot * self._points[name]
-        interpolate = self.explorer.interpolate_pane
-        if hasattr(interpolate, "create_path_overlay"):
-            # One path overlay per projection, reused: the pane keeps feeding every one it made.
-            if view.key not in self._paths:
-                self._paths[view.key] = interpolate.create_path_overlay(view.key)
-            layers = layers * self._paths[view.key]
-        return layers
-
-    def _compose(self, name: str) -> None:
-        view = self.views[name]
-        composed = self.overlay(name)
-        self._composed[name] = (view.plot, composed)
-        view._pane.object = composed
-
-    def _on_view_change(self, name: str, *_: Any) -> None:
-        # The view has rebuilt its plot (its own watcher ran first) and put it in its pane alone.
-        plot, composed = self._composed[name]
-        view = self.views[name]
-        if plot is not view.plot or view._pane.object is not composed:
-            self._compose(name)
-        self._pipes[name].send(self.subgroup_frame(name))
-
-    def _on_shown(self, _: param.parameterized.Event) -> None:
-        self.refresh()
-
-
-# -- serving: one cohort per process, shared by every session --------------------------------
-def bundle_from_argv(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> str | None:
-    """The bundle path from ``--args BUNDLE`` (or a bare first argument), else ``$LSE_BUNDLE``."""
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    env = os.environ if env is None else env
-    if "--args" in argv:
-        rest = argv[argv.index("--args") + 1 :]
-        argv = rest
-    candidates = [a for a in argv if not a.startswith("-") and not a.endswith(".py")]
-    return candidates[0] if candidates else env.get("LSE_BUNDLE") or None
-
-
-def cached_cohort(path: str | os.PathLike[str]) -> Cohort:
-    """The memory-mapped cohort at ``path``, opened once per process (``pn.state.cache``)."""
-    resolved = str(Path(path).resolve())
-    return pn.state.as_cached(f"lse_panel:cohort:{resolved}", open_bundle, path=resolved)
-
-
-def cached_decoder(path: str | os.PathLike[str]) -> Decoder | None:
-    """The bundle's decoder, loaded once per process (``None`` if it has none or it fails to load)."""
-    resolved = str(Path(path).resolve())
-    key = f"lse_panel:decoder:{resolved}"
-    if key not in pn.state.cache:
-        pn.state.cache[key] = load_decoder(cached_cohort(resolved))
-    return pn.state.cache[key]
-
-
-def warm_up(cohort: Cohort) -> dict[str, float]:
-    """Compile the numba kernels a session will hit (rasterise, highlight, box, lasso); seconds per step.
-
-    Numba caches compiled code per process and per argument type, and the cohort's memory-mapped
-    columns have their own types, so this runs on the loaded cohort itself (``panel serve --setup``).
-    """
-    import time
-
-    import holoviews as hv
-
-    from lse_panel.components.latent_view import LatentFrames, projection_options
-    from lse_panel.plotting.latent import create_latent_plot, selection_frame
-
-    timings: dict[str, float] = {}
-    frames = LatentFrames.of(cohort)
-    options = projection_options(cohort)
-    if not options:
-        return timings
-    kind = next(iter(options))
-    key = f"{kind}/{'umap' if 'umap' in options[kind] else options[kind][0]}"
-    specs = cohort.phenotype_specs
-    colourings = [None]
-    colourings += [next((n for n, s in specs.items() if s.type == "continuous"), None)]
-    colourings += [next((n for n, s in specs.items() if s.type != "continuous"), None)]
-    for color_by in dict.fromkeys(colourings):
-        start = time.perf_counter()
-        pipe = hv.streams.Pipe(data=selection_frame(frames.frame(key), np.arange(min(100, cohort.n_subjects))))
-        plot = create_latent_plot(
-            frames.frame(key, color_by), color_by=color_by, spec=specs.get(color_by) if color_by else None,
-            selection=pipe, extent=frames.extent(key),
-        )
-        plot[()]
-        timings[f"rasterize:{color_by or 'density'}"] = time.perf_counter() - start
-    coords = frames.coords(key)
-    (x0, x1), (y0, y1) = frames.extent(key)
-    start = time.perf_counter()
-    box_mask(coords[:, 0], coords[:, 1], (x0, y0, (x0 + x1) / 2, (y0 + y1) / 2), on_nan="exclude")
-    theta = np.linspace(0, 2 * np.pi, 50)
-    lasso_mask(coords[:, 0], coords[:, 1], (x0 + x1) / 2 + np.cos(theta), (y0 + y1) / 2 + np.sin(theta),
-               on_nan="exclude")
-    timings["selection"] = time.perf_counter() - start
-    return timings
+def _off(what: str) -> pn.pane.Alert:
+    return pn.pane.Alert(f"{what} is off: no decoder was loaded for this bundle.", alert_type="secondary")

@@ -2,61 +2,21 @@
 
 from __future__ import annotations
 
-import weakref
-from typing import Any, ClassVar
+from typing import Any
 
 import holoviews as hv
 import numpy as np
 import panel as pn
 import param
 
-from lse_panel.analysis.privacy import PrivacyPolicy
-from lse_panel.cohort.bundle import Cohort
+from lse_panel.analysis.groups import SELECTION
+from lse_panel.cohort.derived import phenotype_binning
 from lse_panel.components.sessions import on_session_end, release_js_links
 from lse_panel.components.state import ExplorerState
-from lse_panel.plotting.latent import bin_counts, create_distribution_plot, histogram_bins
+from lse_panel.plotting.latent import create_distribution_plot
 
 DEFAULT_SHOWN = 6
 """Phenotypes shown with a filter when the caller names none (the first ones of the bundle)."""
-
-
-class PhenotypeBins:
-    """Process-wide histogram bins of each phenotype: edges, per-row bin codes, cohort counts.
-
-    Codes are computed once per process (one small integer per subject), so the selection's
-    histogram is a single ``np.bincount`` however large the selection.
-    """
-
-    _instances: ClassVar[weakref.WeakKeyDictionary[Cohort, PhenotypeBins]] = weakref.WeakKeyDictionary()
-
-    def __init__(self, cohort: Cohort, bins: int = 30) -> None:
-        self.cohort = cohort
-        self.bins = bins
-        self._cache: dict[str, tuple[np.ndarray | list[str], np.ndarray, np.ndarray]] = {}
-
-    @classmethod
-    def of(cls, cohort: Cohort) -> PhenotypeBins:
-        found = cls._instances.get(cohort)
-        if found is None:
-            found = cls._instances[cohort] = cls(cohort)
-        return found
-
-    def get(self, name: str) -> tuple[np.ndarray | list[str], np.ndarray, np.ndarray]:
-        """``(edges or category labels, per-row codes, cohort counts)`` of phenotype ``name``."""
-        if name not in self._cache:
-            spec = self.cohort.phenotype_specs[name]
-            values = self.cohort.phenotype(name)
-            if spec.type == "continuous":
-                edges, codes = histogram_bins(np.asarray(values), self.bins)
-                n = self.bins
-            else:
-                edges, codes, n = list(spec.categories), np.asarray(values), len(spec.categories)
-            self._cache[name] = (edges, codes, bin_counts(codes, n))
-        return self._cache[name]
-
-    def selection_counts(self, name: str, indices: np.ndarray) -> np.ndarray:
-        edges, codes, cohort_counts = self.get(name)
-        return bin_counts(codes, len(cohort_counts), indices)
 
 
 def finite_range(values: np.ndarray) -> tuple[float, float]:
@@ -75,16 +35,14 @@ class PhenotypeFilters(pn.viewable.Viewer):
     over the current selection (highlight). Moving a filter writes ``state.filters``; the state
     then restricts the drawn region to subjects passing every filter.
 
-    The selection's histograms obey the privacy floor: below ``policy.min_group_size`` subjects
-    (or when the subjects left out are that few, which the cohort's histogram would then give
-    away) they are not drawn, and a note says why.
+    The selection's histograms obey the session's privacy verdicts (``state.groups.hidden``):
+    below the floor (or when the subjects left out are that few, which the cohort's histogram
+    would then give away) they are not drawn, and a note says why. Every phenotype is drawn on
+    its one binning over the cohort (:func:`~lse_panel.cohort.derived.phenotype_binning`), the
+    same edges the comparison pane uses.
     """
 
     shown = param.ListSelector(default=[], objects=[], doc="Phenotypes shown with a filter and a histogram.")
-    policy = param.ClassSelector(
-        class_=PrivacyPolicy, default=PrivacyPolicy(), constant=True,
-        doc="Privacy floor: the selection's histograms are hidden below its min_group_size.",
-    )
     hidden = param.String(
         default="", constant=True, doc="Why the selection's histograms are hidden; empty while they are shown.",
     )
@@ -92,7 +50,6 @@ class PhenotypeFilters(pn.viewable.Viewer):
     def __init__(self, state: ExplorerState, shown: list[str] | None = None, **params: Any) -> None:
         self.state = state
         self.cohort = state.cohort
-        self.bins = PhenotypeBins.of(state.cohort)
         names = list(state.cohort.phenotype_specs)
         self.param.shown.objects = names
         params["shown"] = list(shown) if shown is not None else names[:DEFAULT_SHOWN]
@@ -105,7 +62,7 @@ class PhenotypeFilters(pn.viewable.Viewer):
         self._note = pn.pane.Alert("", alert_type="info", visible=False, margin=(0, 5))
         self._check_privacy()
         self._rebuild()
-        state.param.watch(self._on_selection, "selection")
+        state.param.watch(self._on_groups, "groups")
         state.param.watch(self._sync_widgets, "filters")
         self.param.watch(self._rebuild, "shown")
         # Served, the range sliders' JS links would otherwise pin this session's whole explorer in
@@ -136,14 +93,15 @@ class PhenotypeFilters(pn.viewable.Viewer):
 
     def _plot(self, name: str) -> pn.pane.HoloViews:
         spec = self.cohort.phenotype_specs[name]
-        edges, _, cohort_counts = self.bins.get(name)
+        binning = phenotype_binning(self.cohort, name)
+        edges = binning.edges if binning.continuous else binning.categories
         pipe = hv.streams.Pipe(data=self._selection_counts(name))
         self._pipes[name] = pipe
 
         def draw(data: np.ndarray) -> hv.Overlay:
             rule = self.state.filters.get(name)
             span = tuple(rule) if spec.type == "continuous" and rule is not None else None
-            return create_distribution_plot(name, spec, edges, cohort_counts, data, selected_range=span)
+            return create_distribution_plot(name, spec, edges, binning.cohort_counts, data, selected_range=span)
 
         # Unlinked: Panel would otherwise share the y-axis of every histogram on the page.
         plot = hv.DynamicMap(draw, streams=[pipe]).opts(framewise=True)
@@ -201,25 +159,20 @@ class PhenotypeFilters(pn.viewable.Viewer):
             self._updating = False
 
     def _check_privacy(self) -> None:
-        n, k = self.cohort.n_subjects, self.state.n_selected
-        reason = self.policy.check(k, "selection") if k else None
-        if reason is None and k and n - k and self.policy.check(n - k) is not None:
-            reason = (
-                f"selection: histograms hidden, because next to the whole cohort's they would reveal the "
-                f"{n - k} subjects left out (fewer than {self.policy.min_group_size})"
-            )
+        reason = self.state.groups.hidden.get(SELECTION, "")
         with param.edit_constant(self):
-            self.hidden = reason or ""
+            self.hidden = reason
         self._note.object = f"The selection's distributions are not drawn: {reason}." if reason else ""
         self._note.visible = bool(reason)
 
     def _selection_counts(self, name: str) -> np.ndarray:
-        """The selection's counts per bin, or zeros (nothing drawn) when the privacy floor hides them."""
+        """The selection's counts per bin, or zeros (nothing drawn) when the privacy policy hides them."""
+        binning = phenotype_binning(self.cohort, name)
         if self.hidden:
-            return np.zeros(len(self.bins.get(name)[2]), dtype=np.int64)
-        return self.bins.selection_counts(name, self.state.selection)
+            return np.zeros(binning.n_bins, dtype=np.int64)
+        return binning.counts(self.state.groups.selection)
 
-    def _on_selection(self, *_: Any) -> None:
+    def _on_groups(self, *_: Any) -> None:
         self._check_privacy()
         for name, pipe in self._pipes.items():
             pipe.send(self._selection_counts(name))

@@ -9,14 +9,17 @@ import numpy as np
 import panel as pn
 import param
 
-from lse_panel.analysis.decode import Decoder, mean_latent, selection_comparison_means
-from lse_panel.analysis.latent_paths import NeighbourPlacer, decode_path, interpolate, pca_params, pca_transform
+from lse_panel.analysis.decode import Decoder
+from lse_panel.analysis.groups import COMPARISON, SELECTION, GroupSet
+from lse_panel.analysis.latent_paths import decode_path, interpolate, pca_params, pca_transform
 from lse_panel.analysis.projection import Projector
+from lse_panel.cohort.derived import neighbour_placer
 from lse_panel.cohort.schema import ImageSequenceModality, Modality, SignalModality
-from lse_panel.cohort.subgroups import SubgroupStore
-from lse_panel.components.perturb import _LivePane, block_statistics, cohort_cached, modality_spec
+from lse_panel.components.perturb import _LivePane
 from lse_panel.components.state import ExplorerState
-from lse_panel.plotting.signals import GROUP_COLORS, create_modality_plot
+from lse_panel.palette import NEUTRAL_COLOUR
+from lse_panel.plotting.paths import END_COLOUR, MONTAGE_GAP, colour_ramp, create_path_plot, image_montage, step_labels
+from lse_panel.plotting.signals import create_modality_plot, modality_spec
 
 ENDPOINTS = {"comparison → selection": "comparison", "two saved subgroups": "subgroups"}
 
@@ -25,87 +28,6 @@ SIGNAL_LAYOUTS = {"all channels, steps overlaid": "overlay", "one channel, a cel
 PATH_NEIGHBOURS = 10
 """Subjects whose map positions place each step on a projection without a transform (see ``place_in_projection``)."""
 
-MONTAGE_GAP = 2
-"""Pixels between the steps' images in the image strip."""
-
-START_COLOUR, END_COLOUR = GROUP_COLORS[1], GROUP_COLORS[0]
-"""The ramp runs from the comparison's colour to the selection's, as in the decode pane."""
-
-
-def colour_ramp(n: int, start: str = START_COLOUR, end: str = END_COLOUR) -> list[str]:
-    """``n`` hex colours evenly spaced in RGB from ``start`` to ``end`` (both included).
-
-    Parameters
-    ----------
-    n
-        Number of colours.
-    start, end
-        ``#rrggbb`` endpoints.
-
-    Returns
-    -------
-    list of str
-        ``#rrggbb`` colours.
-    """
-    a = np.array([int(start[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
-    b = np.array([int(end[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
-    t = np.linspace(0.0, 1.0, max(int(n), 1))[:, None]
-    rgb = np.rint((1 - t) * a + t * b).astype(int)
-    return ["#{:02x}{:02x}{:02x}".format(*row) for row in rgb]
-
-
-def step_labels(steps: int, start: str, end: str) -> list[str]:
-    """Group names of the steps: ``"0 · start"``, ``"1"``, …, ``"N-1 · end"`` (unique, short for legends)."""
-    labels = [str(i) for i in range(steps)]
-    labels[0], labels[-1] = f"0 · {start}", f"{steps - 1} · {end}"
-    return labels
-
-
-def image_montage(values: np.ndarray, gap: int = MONTAGE_GAP) -> np.ndarray:
-    """Image sequences of every step side by side: ``(steps, frames, h, w)`` → ``(frames, h, steps·w + gaps)``.
-
-    One image per frame holds the whole strip, so the strip is one plot however many steps
-    (measured: a row of 20 separate image plots made a new path cost ~0.2 s more to draw).
-    Gaps take the strip's minimum, so they read as background.
-    """
-    values = np.asarray(values)
-    steps, frames, h, w = values.shape
-    out = np.full((frames, h, steps * w + (steps - 1) * gap), values.min() if values.size else 0, dtype=values.dtype)
-    for i in range(steps):
-        out[:, :, i * (w + gap) : i * (w + gap) + w] = values[i]
-    return out
-
-
-def create_path_plot(data: Mapping[str, Any] | None = None, *, x: str = "x", y: str = "y") -> hv.Overlay:
-    """An interpolation path on a 2-D map: a line through the steps, dots coloured by step, ends marked.
-
-    Parameters
-    ----------
-    data
-        ``{"coords": (steps, 2), "labels": [str]}``, or ``None``/empty for nothing drawn.
-    x, y
-        Names of the map's coordinate dimensions (those of the latent view it overlays).
-
-    Returns
-    -------
-    holoviews.Overlay
-        ``Path * Points``; empty elements when there is no path.
-    """
-    coords = np.empty((0, 2)) if not data else np.asarray(data["coords"], dtype=np.float64).reshape(-1, 2)
-    steps = len(coords)
-    labels = list(data.get("labels", [])) if data else []
-    if len(labels) != steps:
-        labels = [str(i) for i in range(steps)]
-    # No path at all rather than one of zero points: Bokeh cannot deserialise an empty MultiLine
-    # ("Invalid typed array length: -1"), which broke the whole page's rendering.
-    path = hv.Path([coords] if steps else [], [x, y]).opts(color="black", line_width=2, line_dash="dashed", alpha=0.8)
-    points = hv.Points(
-        {x: coords[:, 0], y: coords[:, 1], "step": np.arange(steps), "label": labels}, [x, y], ["step", "label"]
-    ).opts(
-        color="step", cmap=colour_ramp(max(steps, 2)), size=9, line_color="black", colorbar=False,
-        tools=["hover"], clim=(0, max(steps - 1, 1)),
-    )
-    return path * points
 
 
 class InterpolatePane(_LivePane):
@@ -118,10 +40,10 @@ class InterpolatePane(_LivePane):
     start there, by default).
     The mean latents are those of :attr:`ExplorerState.decode_from`.
 
-    Drawing the path on a latent view (the Explorer wires this)::
+    Drawing the path on a latent view (the Explorer's overlays wire this)::
 
         overlay = pane.create_path_overlay(view.key)      # e.g. "fused/umap"
-        view._pane.object = view.plot * overlay           # or hv.Overlay([view.plot, overlay])
+        view.show(view.plot * overlay)
 
     The overlay is a ``DynamicMap`` fed by a ``Pipe`` the pane refreshes on every new path; build a
     new one when the view switches projection. On a projection of another latent kind than
@@ -133,17 +55,16 @@ class InterpolatePane(_LivePane):
     Parameters
     ----------
     state
-        The session's :class:`ExplorerState`.
+        The session's :class:`ExplorerState`: its groups, ``decode_from`` and saved subgroups
+        (offered as endpoints).
     decode
-        Latents ``(k, d)`` float32 → ``{modality: (k, *shape)}``.
-    store
-        Saved subgroups offered as endpoints; default: the cohort's :class:`SubgroupStore`.
+        A :class:`~lse_panel.analysis.decode.Decoder`.
     projectors
         Projection key → a fitted projector with ``transform`` (e.g. the parametric-UMAP network
         ``lse build`` trains above 60k subjects, or a ``LinearProjector``); used first by
         :meth:`path_coords` for that projection.
     **params
-        ``policy`` (a :class:`PrivacyPolicy`), or initial values of the params below.
+        Initial values of the params below.
     """
 
     endpoints = param.Selector(
@@ -169,14 +90,14 @@ class InterpolatePane(_LivePane):
         self,
         state: ExplorerState,
         decode: Decoder,
-        store: SubgroupStore | None = None,
         *,
         projectors: Mapping[str, Projector] | None = None,
         **params: Any,
     ) -> None:
         super().__init__(state=state, **params)
         self._decode = decode
-        self.store = store if store is not None else SubgroupStore(state.cohort)
+        self.store = state.store
+        self._endpoint_cache: tuple[tuple[Any, ...], GroupSet] | None = None
         self.projectors = dict(projectors or {})
         self._plot_key: tuple | None = None
         self._specs: dict[str, Modality] = {}
@@ -209,7 +130,7 @@ class InterpolatePane(_LivePane):
             sizing_mode="stretch_width",
         )
         self._sync_widgets()
-        state.param.watch(self._on_groups_change, ["selection", "comparison", "decode_from"])
+        state.param.watch(self._on_groups_change, ["groups", "decode_from"])
         self.param.watch(self._on_groups_change, ["endpoints", "start", "end", "steps"])
         self.param.watch(self._on_display_change, ["signal_layout", "channel"])
         self._update()
@@ -242,33 +163,37 @@ class InterpolatePane(_LivePane):
             return str(self.state.comparison), "selection"
         return str(self.start), str(self.end)
 
+    def endpoint_groups(self) -> tuple[GroupSet, str, str]:
+        """The groups holding the path's start and end, and their labels in it.
+
+        Comparison → selection: the session's groups. Two saved subgroups: the session's groups
+        with the two added (their privacy verdicts and latent sums computed once per change).
+        """
+        groups = self.state.groups
+        if self.endpoints == "comparison":
+            return groups, COMPARISON, SELECTION
+        start, end = f"start ({self.start})", f"end ({self.end})"
+        key = (groups, self.start, self.end, self.store.version())
+        if self._endpoint_cache is None or self._endpoint_cache[0] != key:
+            members = {start: self._members(self.start), end: self._members(self.end)}
+            self._endpoint_cache = (key, groups.including(members))
+        return self._endpoint_cache[1], start, end
+
     def endpoint_sizes(self) -> tuple[int, int]:
         """Subjects in the start and end groups (no latents gathered)."""
-        state = self.state
-        if self.endpoints == "comparison":
-            n, k = state.cohort.n_subjects, state.n_selected
-            if state.comparison == "rest":
-                return n - k, k
-            if state.comparison == "all":
-                return n, k
-            return int(len(state.comparison_indices())), k
-        return tuple(int(len(self._members(name))) for name in (self.start, self.end))  # type: ignore[return-value]
+        if self.endpoints == "subgroups" and (self.start is None or self.end is None or self.start == self.end):
+            return tuple(int(len(self._members(name))) for name in (self.start, self.end))  # type: ignore[return-value]
+        groups, start, end = self.endpoint_groups()
+        return groups.size(start), groups.size(end)
 
     def _members(self, name: str | None) -> np.ndarray:
         return np.empty(0, np.int64) if name is None else self.store.members(name)
 
     def endpoint_means(self, kind: str | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Mean latents of the start and end groups in latent ``kind`` (default ``decode_from``); ``None`` if empty."""
-        state = self.state
-        kind = kind or state.decode_from
-        block = state.cohort.latent(kind)
-        if self.endpoints == "comparison":
-            if state.comparison in ("rest", "all"):
-                stats = block_statistics(state.cohort, kind)
-                means = selection_comparison_means(block, state.selection, state.comparison, block_sum=stats["sum"])
-                return means["comparison"], means["selection"]
-            return mean_latent(block, state.comparison_indices()), mean_latent(block, state.selection)
-        return mean_latent(block, self._members(self.start)), mean_latent(block, self._members(self.end))
+        kind = kind or self.state.decode_from
+        groups, start, end = self.endpoint_groups()
+        return groups.mean_latent(start, kind), groups.mean_latent(end, kind)
 
     def path_latents(self, kind: str | None = None) -> np.ndarray | None:
         """The path's ``(steps, d)`` latents in latent ``kind``; ``None`` when it may not or cannot be shown."""
@@ -289,12 +214,13 @@ class InterpolatePane(_LivePane):
                 )
             if self.start == self.end:
                 return f"The start and end are the same subgroup ({self.start}); choose two different ones."
-        n_start, n_end = self.endpoint_sizes()
+        groups, start_label, end_label = self.endpoint_groups()
+        n_start, n_end = groups.size(start_label), groups.size(end_label)
         if self.endpoints == "comparison" and n_end == 0:
             return "No subjects selected. Draw a box or lasso on a latent view to interpolate from the comparison group to it."
         if self.endpoints == "comparison" and n_start == 0:
             return "The comparison group is empty: every subject is selected. Compare with the whole cohort instead."
-        reason = self._privacy_reason({f"start ({start})": n_start, f"end ({end})": n_end})
+        reason = self._privacy_reason(groups, (start_label, end_label))
         return None if reason is None else f"Nothing decoded. {reason}."
 
     # -- the path on a map -----------------------------------------------------------------------
@@ -318,11 +244,7 @@ class InterpolatePane(_LivePane):
         params = pca_params((cohort.manifest.get("projections") or {}).get(projection_key))
         if params is not None:
             return pca_transform(latents, params)
-        placer = cohort_cached(
-            cohort, ("placer", projection_key),
-            lambda: NeighbourPlacer.build(cohort.latent(kind), cohort.projection(projection_key)),
-        )
-        return placer.place(latents, k=PATH_NEIGHBOURS)
+        return neighbour_placer(cohort, projection_key).place(latents, k=PATH_NEIGHBOURS)
 
     def create_path_overlay(self, projection_key: str, *, x: str = "x", y: str = "y") -> hv.DynamicMap:
         """A ``DynamicMap`` of the path on projection ``projection_key``, to overlay on its latent view.
@@ -389,7 +311,7 @@ class InterpolatePane(_LivePane):
             return
         path = self.path_latents()
         labels = step_labels(self.steps, start, end)
-        decoded = decode_path(self._decode, path)
+        decoded = decode_path(self._decode, path, self.state.decode_from)
         self._set(latents=path, decoded=decoded, labels=labels, message="")
         n_start, n_end = self.endpoint_sizes()
         self._header.object = (
@@ -404,7 +326,7 @@ class InterpolatePane(_LivePane):
         decoded = self.decoded
         if not decoded:
             return
-        specs = {name: modality_spec(self.state.cohort, name, values[0]) for name, values in decoded.items()}
+        specs = {name: modality_spec(self.state.cohort.modalities, name, values[0]) for name, values in decoded.items()}
         self._sync_channels(specs)
         self._ensure_plots(specs)
         for name, spec in specs.items():
@@ -462,7 +384,7 @@ class InterpolatePane(_LivePane):
             if isinstance(spec, SignalModality) and self.signal_layout == "strip":
                 strip = self._strip_spec(spec)
                 plot = create_modality_plot(
-                    pipe, strip, group_names=("path", "start"), colors=(END_COLOUR, "#bbbbbb"),
+                    pipe, strip, group_names=("path", "start"), colors=(END_COLOUR, NEUTRAL_COLOUR),
                     layout="grid", cols=min(len(labels), 5), width=150, height=90,
                 )
                 title = f"{name}: channel {strip.name.split(' ', 1)[1]}, one cell per step (grey: the start)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import holoviews as hv
 import numpy as np
@@ -14,7 +14,7 @@ from panel.io.document import hold
 
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort
-from lse_panel.cohort.subgroups import BoxStep, LassoStep
+from lse_panel.cohort.rules import BoxStep, LassoStep
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.latent import (
     DENSITY,
@@ -129,6 +129,7 @@ class LatentView(pn.viewable.Viewer):
         self.box.add_subscriber(self._on_box)
         self.lasso.add_subscriber(self._on_lasso)
         self.tap.add_subscriber(self._on_tap)
+        self._layers: Callable[[str], Sequence[Any]] | None = None
         self.plot = self._build_plot()
         self._pane = pn.pane.HoloViews(self.plot, linked_axes=False, sizing_mode="fixed")
         self._on_selection()
@@ -177,9 +178,33 @@ class LatentView(pn.viewable.Viewer):
                 self.method = methods[0]
         self._on_plot_params()
 
+    @property
+    def shown(self) -> Any:
+        """What the view draws: :attr:`plot` with the layers of :meth:`overlay_with` on top."""
+        return self._pane.object
+
+    def overlay_with(self, layers: Callable[[str], Sequence[Any]]) -> None:
+        """Draw ``layers(key)`` over the plot, now and whenever the view rebuilds it.
+
+        Parameters
+        ----------
+        layers
+            Projection key (``"<kind>/<method>"``) → elements or ``DynamicMap``\ s to overlay on that
+            projection (e.g. subgroup points, an interpolation path). Box, lasso and tap keep
+            reaching the raster underneath.
+        """
+        self._layers = layers
+        self._pane.object = self._compose()
+
+    def _compose(self) -> Any:
+        shown = self.plot
+        for layer in self._layers(self.key) if self._layers is not None else ():
+            shown = shown * layer
+        return shown
+
     def _on_plot_params(self, *_: Any) -> None:
         self.plot = self._build_plot()
-        self._pane.object = self.plot
+        self._pane.object = self._compose()
         self._on_selection()
 
     # -- selection in -----------------------------------------------------------------------

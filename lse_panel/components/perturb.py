@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable, Mapping
 
 import holoviews as hv
@@ -10,28 +9,21 @@ import numpy as np
 import panel as pn
 import param
 
-from lse_panel.analysis.decode import (
-    Decoder,
-    latent_sum,
-    mean_latent,
-    selection_comparison_means,
-)
+from lse_panel.analysis.decode import Decoder
+from lse_panel.analysis.groups import COMPARISON, SELECTION
 from lse_panel.analysis.latent_paths import (
     decode_path,
     direction_from_means,
-    latent_covariance,
     perturb,
     principal_from_covariance,
     unit_direction,
 )
-from lse_panel.analysis.privacy import PrivacyPolicy
-from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.derived import latent_statistics
 from lse_panel.cohort.schema import Modality
-from lse_panel.components.cache import cohort_cached as shared_cohort_cached
 from lse_panel.components.decode import frame_players
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
-from lse_panel.plotting.signals import create_modality_plot, modality_from_array
+from lse_panel.plotting.signals import create_modality_plot, modality_spec
 
 N_PRINCIPAL = 5
 """Principal directions offered: beyond the fifth, a 64-value latent's directions explain little each."""
@@ -48,38 +40,10 @@ DIRECTION_TYPES = {
 }
 
 
-# -- helpers shared with the interpolation pane ------------------------------------------------
-cohort_cached = partial(shared_cohort_cached, namespace="lse_panel.components.latent_paths")
-
-
-def block_statistics(cohort: Cohort, kind: str) -> dict[str, np.ndarray]:
-    """Cached column sum, sample mean and sample covariance of one latent kind (see :func:`latent_covariance`)."""
-
-    def compute() -> dict[str, np.ndarray]:
-        block = cohort.latent(kind)
-        mean, cov = latent_covariance(block)
-        return {"sum": latent_sum(block), "mean": mean, "cov": cov}
-
-    return cohort_cached(cohort, ("block_statistics", kind), compute)
-
-
-
-def modality_spec(cohort: Cohort, name: str, item: np.ndarray) -> Modality:
-    """The cohort's declaration of a decoded modality, or one guessed from the item's shape."""
-    declared = cohort.modalities.get(name)
-    if declared is not None and tuple(declared.shape) == tuple(np.shape(item)):
-        return declared
-    return modality_from_array(name, np.shape(item))
-
-
 class _LivePane(pn.viewable.Viewer):
-    """What both latent-path panes share: the state, the privacy policy, coalesced recomputes."""
+    """What both latent-path panes share: the state (its groups and their privacy verdicts), coalesced recomputes."""
 
     state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
-    policy = param.ClassSelector(
-        class_=PrivacyPolicy, default=PrivacyPolicy(), constant=True,
-        doc="Privacy floor: no group smaller than its min_group_size is decoded.",
-    )
     message = param.String(default="", constant=True, doc="What the pane tells the user instead of plots.")
 
     def __init__(self, **params: Any) -> None:
@@ -94,12 +58,11 @@ class _LivePane(pn.viewable.Viewer):
         with param.edit_constant(self):
             self.param.update(**values)
 
-    def _privacy_reason(self, sizes: Mapping[str, int]) -> str | None:
-        for what, n in sizes.items():
-            reason = self.policy.check(n, what)
-            if reason is not None:
-                return reason
-        return None
+    @staticmethod
+    def _privacy_reason(groups: Any, labels: tuple[str, ...]) -> str | None:
+        """Why any of ``labels`` of ``groups`` may not be decoded (the session's privacy verdicts), or ``None``."""
+        reasons = [groups.hidden[label] for label in labels if label in groups.hidden]
+        return "; ".join(reasons) if reasons else None
 
 
 class PerturbPane(_LivePane):
@@ -116,11 +79,11 @@ class PerturbPane(_LivePane):
     Parameters
     ----------
     state
-        The session's :class:`ExplorerState`: its selection, comparison and ``decode_from``.
+        The session's :class:`ExplorerState`: its groups and ``decode_from``.
     decode
-        Latents ``(k, d)`` float32 → ``{modality: (k, *shape)}``.
+        A :class:`~lse_panel.analysis.decode.Decoder`.
     **params
-        ``policy`` (a :class:`PrivacyPolicy`), or initial values of the params below.
+        Initial values of the params below.
 
     Examples
     --------
@@ -190,7 +153,7 @@ class PerturbPane(_LivePane):
             sizing_mode="stretch_width",
         )
         self._set_direction_bounds()
-        state.param.watch(self._on_groups_change, ["selection", "comparison", "decode_from"])
+        state.param.watch(self._on_groups_change, ["groups", "decode_from"])
         self.param.watch(self._on_direction_type, ["direction_type"])
         self.param.watch(self._on_direction_change, ["direction"])
         self.param.watch(self._on_amount_change, ["amount"])
@@ -241,8 +204,7 @@ class PerturbPane(_LivePane):
         """
         state, cohort = self.state, self.state.cohort
         kind = state.decode_from
-        stats = block_statistics(cohort, kind)
-        cov = stats["cov"]
+        cov = latent_statistics(cohort, kind)["cov"]
         if self.direction_type == "principal":
             directions, variance = principal_from_covariance(cov, N_PRINCIPAL)
             i = min(self.direction, len(directions) - 1)
@@ -263,20 +225,8 @@ class PerturbPane(_LivePane):
         return unit, sd, label
 
     def _group_means(self) -> dict[str, np.ndarray | None]:
-        state, cohort = self.state, self.state.cohort
-        block = cohort.latent(state.decode_from)
-        if state.comparison in ("rest", "all"):
-            stats = block_statistics(cohort, state.decode_from)
-            return selection_comparison_means(block, state.selection, state.comparison, block_sum=stats["sum"])
-        return {"selection": mean_latent(block, state.selection), "comparison": mean_latent(block, state.comparison_indices())}
-
-    def _comparison_size(self) -> int:
-        state = self.state
-        if state.comparison == "rest":
-            return state.cohort.n_subjects - state.n_selected
-        if state.comparison == "all":
-            return state.cohort.n_subjects
-        return int(len(state.comparison_indices()))
+        groups, kind = self.state.groups, self.state.decode_from
+        return {label: groups.mean_latent(label, kind) for label in (SELECTION, COMPARISON)}
 
     def _update(self, *, full: bool) -> None:
         state = self.state
@@ -285,10 +235,8 @@ class PerturbPane(_LivePane):
             return self._clear(
                 "No subjects selected. Draw a box or lasso on a latent view to perturb the selection's mean latent."
             )
-        sizes = {"selection": n, "cohort": state.cohort.n_subjects}
-        if self.direction_type == "group":
-            sizes["comparison group"] = self._comparison_size()
-        reason = self._privacy_reason(sizes)
+        needed = (SELECTION, COMPARISON) if self.direction_type == "group" else (SELECTION,)
+        reason = self._privacy_reason(state.groups, needed)
         if reason is not None:
             return self._clear(f"Nothing decoded. {reason}.")
         try:
@@ -301,7 +249,7 @@ class PerturbPane(_LivePane):
         latents = perturb(self._mean, unit, [self.amount * sd])
         if not self._original:
             latents = np.vstack([latents, self._mean[None]])
-        out = decode_path(self._decode, latents)
+        out = decode_path(self._decode, latents, state.decode_from)
         perturbed = {name: values[0] for name, values in out.items()}
         if not self._original:
             self._original = {name: values[1] for name, values in out.items()}
@@ -327,7 +275,7 @@ class PerturbPane(_LivePane):
 
     # -- plots, built once per set of modalities ------------------------------------------------
     def _ensure_plots(self, items: Mapping[str, np.ndarray]) -> None:
-        specs = {name: modality_spec(self.state.cohort, name, item) for name, item in items.items()}
+        specs = {name: modality_spec(self.state.cohort.modalities, name, item) for name, item in items.items()}
         if specs == self._specs:
             return
         self._specs = specs

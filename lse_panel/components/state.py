@@ -1,48 +1,44 @@
-"""Per-session explorer state: the selection and what it is compared with (params only, no UI)."""
+"""Per-session explorer state: the selection, what it is compared with, and the groups they imply (no UI)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Sequence
 
 import numpy as np
 import param
 
-from lse_panel.analysis.selection import combine, range_mask, sorted_unique
+from lse_panel.analysis.groups import BUILTIN_COMPARISONS, COMPARISON, GroupSet
+from lse_panel.analysis.phenotype_filters import filter_mask
+from lse_panel.analysis.privacy import PrivacyPolicy
+from lse_panel.analysis.selection import MODES, combine, sorted_unique
 from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.derived import latent_sums
+from lse_panel.cohort.rules import IdsStep, UnknownSubgroupError
+from lse_panel.cohort.subgroups import SubgroupStore
 
 EMPTY = np.empty(0, dtype=np.int64)
 EMPTY.flags.writeable = False
 
-MODES = ["new", "add", "intersect", "subtract"]
-
-
-def filter_mask(cohort: Cohort, filters: Mapping[str, Any]) -> np.ndarray | None:
-    """Subjects passing every phenotype filter, or ``None`` when no filter restricts anything.
-
-    ``filters`` maps a continuous phenotype to ``(lo, hi)`` (inclusive, ``None`` for an open
-    side) and a binary/categorical one to the category codes to keep.
-    """
-    mask = None
-    for name, rule in filters.items():
-        spec = cohort.phenotype_specs[name]
-        values = cohort.phenotype(name)
-        if spec.type == "continuous":
-            lo, hi = rule
-            keep = range_mask(values, lo, hi)
-        else:
-            codes = sorted(int(c) for c in rule)
-            if len(codes) >= len(spec.categories):
-                continue
-            keep = np.isin(values, np.asarray(codes, dtype=values.dtype))
-        mask = keep if mask is None else (mask & keep)
-    return mask
-
 
 class ExplorerState(param.Parameterized):
-    """What one user has selected; every pane watches this and nothing else.
+    """What one user has selected, and the groups it implies; every pane watches this and nothing else.
 
     The cohort itself is process-wide and read-only; this object is per session and small
     (a sorted index array), so many sessions cost little memory.
+
+    :attr:`groups` is derived by one watcher whenever the selection, the comparison or the
+    compared subgroup changes: panes read the selection's and comparison's rows, sizes, privacy
+    verdicts and latent sums from it, and never derive them again.
+
+    Parameters
+    ----------
+    cohort
+        The cohort (shared, read-only).
+    store
+        The cohort's saved subgroups, which the comparison may name; default: a new
+        :class:`SubgroupStore` on ``cohort``. Every pane reaches the store through the state.
+    policy
+        The privacy policy (:attr:`policy`) whose verdicts :attr:`groups` carries.
     """
 
     selection = param.Array(default=EMPTY, doc="Sorted, unique int64 row indices of the selected subjects.")
@@ -50,7 +46,7 @@ class ExplorerState(param.Parameterized):
         default="rest",
         objects=["rest", "all"],
         doc="What the selection is compared with: the rest of the cohort, the whole cohort, "
-        "or (later) a saved subgroup's name.",
+        "or a saved subgroup's name.",
     )
     decode_from = param.Selector(
         default="fused",
@@ -61,7 +57,7 @@ class ExplorerState(param.Parameterized):
     inspected = param.Integer(default=None, allow_None=True, doc="Row index of the subject opened by a click.")
     mode = param.Selector(
         default="new",
-        objects=MODES,
+        objects=list(MODES),
         doc="How a new box or lasso combines with the current region: replace it, add to it, "
         "intersect with it or subtract from it.",
     )
@@ -76,37 +72,65 @@ class ExplorerState(param.Parameterized):
         doc="Phenotype filters: name → (lo, hi) for continuous, name → category codes to keep "
         "otherwise. The selection is the region restricted to subjects passing all of them.",
     )
+    groups = param.ClassSelector(
+        class_=GroupSet, constant=True,
+        doc="The groups the selection and comparison imply (rows, sizes, privacy verdicts, latent sums); "
+        "replaced, never edited, on every change. Panes watch this.",
+    )
 
-    def __init__(self, cohort: Cohort, **params) -> None:
+    def __init__(
+        self, cohort: Cohort, *, store: SubgroupStore | None = None, policy: PrivacyPolicy | None = None, **params: Any
+    ) -> None:
         super().__init__(**params)
         self.cohort = cohort
-        self.store: Any = None  # a SubgroupStore whose names the comparison may take (set by SubgroupManager)
+        self.store = store if store is not None else SubgroupStore(cohort)
+        self.policy = policy if policy is not None else PrivacyPolicy()
         # How the region was made, step by step (a box, a lasso, ids), so a saved subgroup keeps its rule.
         self._region_steps: list[tuple[Any, np.ndarray, str]] = []
+        self.set_decode_kinds(list(cohort.latents) or ["fused"])
+        self.refresh_subgroups()
+        self._sync_groups()
         self.param.watch(self._sync_selection, ["region", "filters"])
-        kinds = list(cohort.latents) or ["fused"]
-        self.param.decode_from.objects = kinds
-        if self.decode_from not in kinds:
-            self.decode_from = "fused" if "fused" in kinds else kinds[0]
+        # After the selection's other watchers (precedence 1 > 0): the latent views' highlight, the
+        # first thing a lasso should change, is drawn before the panes recompute from the groups.
+        self.param.watch(self._sync_groups, ["selection", "comparison"], precedence=1)
 
     @property
     def n_selected(self) -> int:
         return int(len(self.selection))
 
     def comparison_indices(self) -> np.ndarray:
-        """Row indices of the comparison group (sorted int64)."""
-        n = self.cohort.n_subjects
-        if self.comparison == "all":
-            return np.arange(n, dtype=np.int64)
-        if self.comparison == "rest":
-            keep = np.ones(n, dtype=bool)
-            keep[self.selection] = False
-            return np.flatnonzero(keep).astype(np.int64)
-        # A saved subgroup's name (offered by the subgroup manager, which sets ``store``).
-        store = getattr(self, "store", None)
-        if store is not None and self.comparison in store:
-            return store.members(self.comparison)
-        raise ValueError(f"unknown comparison group {self.comparison!r}")
+        """Row indices of the comparison group (sorted int64): ``groups.rows("comparison")``."""
+        return self.groups.rows(COMPARISON)
+
+    def set_decode_kinds(self, kinds: Sequence[str]) -> None:
+        """Offer ``kinds`` as :attr:`decode_from` (the latent kinds the session's decoder decodes)."""
+        kinds = list(kinds) or ["fused"]
+        self.param.decode_from.objects = kinds
+        if self.decode_from not in kinds:
+            self.decode_from = "fused" if "fused" in kinds else kinds[0]
+
+    def refresh_subgroups(self) -> list[str]:
+        """Offer the saved subgroups as comparison groups, and follow a change to the compared one.
+
+        Reads the store only when it changed (one ``stat`` otherwise). A comparison with a subgroup
+        that has gone falls back to ``"rest"``.
+
+        Returns
+        -------
+        list of str
+            The saved subgroups' names.
+        """
+        names = self.store.names()
+        objects = [*BUILTIN_COMPARISONS, *(n for n in names if n.casefold() not in BUILTIN_COMPARISONS)]
+        if list(self.param.comparison.objects) != objects:
+            self.param.comparison.objects = objects
+        if self.comparison not in objects:
+            self.comparison = "rest"  # the watcher re-derives the groups
+        elif self.groups is not None and self.groups.comparison_kind == "subgroup":
+            if self.store.members(self.comparison) is not self.groups.comparison_rows:
+                self._sync_groups()  # the compared subgroup was saved again
+        return names
 
     def select(self, indices: np.ndarray, mode: str = "new", *, step: Any = None) -> None:
         """Set the region to ``indices`` (combined with the current one by ``mode``); filters then apply.
@@ -135,8 +159,6 @@ class ExplorerState(param.Parameterized):
 
     def region_rule(self) -> list[Any]:
         """The steps that rebuild the region: recorded geometry where drawn, subject ids otherwise."""
-        from lse_panel.cohort.subgroups import IdsStep
-
         ids = np.asarray(self.cohort.ids)
         return [
             step if step is not None else IdsStep(ids[indices], mode=mode)
@@ -149,8 +171,23 @@ class ExplorerState(param.Parameterized):
         self.param.update(region=None, filters={})
         self.selection = EMPTY
 
+    def _sync_groups(self, *_: Any) -> None:
+        rows = None
+        if self.comparison not in BUILTIN_COMPARISONS:
+            try:
+                rows = self.store.members(self.comparison)
+            except UnknownSubgroupError:  # deleted in another session: compare with the rest instead
+                self.comparison = "rest"
+                return
+        groups = GroupSet(
+            self.cohort.n_subjects, self.selection, self.comparison, rows,
+            policy=self.policy, sums=latent_sums(self.cohort),
+        )  # fmt: skip
+        with param.edit_constant(self):
+            self.groups = groups
+
     def _sync_selection(self, *_: Any) -> None:
-        mask = filter_mask(self.cohort, self.filters)
+        mask = filter_mask(self.cohort.phenotype_columns, self.cohort.phenotype_specs, self.filters)
         if mask is None:
             selection = EMPTY if self.region is None else self.region
         elif self.region is None:

@@ -15,21 +15,14 @@ import pandas as pd
 import panel as pn
 import param
 
-from lse_panel.analysis.conditions import EXAMPLE, ConditionError, condition_from_json, evaluate
-from lse_panel.analysis.privacy import PrivacyError, PrivacyPolicy
-from lse_panel.cohort.subgroups import (
-    PALETTE,
-    FilterStep,
-    IdsStep,
-    Step,
-    Subgroup,
-    SubgroupError,
-    SubgroupStore,
-)
+from lse_panel.analysis.conditions import EXAMPLE, ConditionError, condition_from_json
+from lse_panel.analysis.groups import BUILTIN_COMPARISONS
+from lse_panel.analysis.phenotype_filters import evaluate
+from lse_panel.analysis.privacy import PrivacyError
+from lse_panel.cohort.rules import FilterStep, IdsStep, Step, SubgroupError
+from lse_panel.cohort.subgroups import Subgroup, SubgroupStore
 from lse_panel.components.state import ExplorerState
-
-BUILTIN_COMPARISONS = ("rest", "all")
-"""Comparison groups every session has; a subgroup may not take these names."""
+from lse_panel.palette import SUBGROUP_COLOURS, next_free_colour
 
 EXPORT_FORMATS = {"csv": ".csv", "parquet": ".parquet"}
 
@@ -63,7 +56,7 @@ def selection_rule(state: ExplorerState) -> list[Step]:
             return list(recorded)
     cohort = state.cohort
     ids = np.asarray(cohort.ids)
-    # The same no-op rule ExplorerState.filter_mask skips: every category kept.
+    # The same no-op rule filter_mask skips: every category kept.
     ranges = {
         name: tuple(rule)
         for name, rule in state.filters.items()
@@ -108,7 +101,7 @@ class SubgroupManager(pn.viewable.Viewer):
     Each listed subgroup can be loaded as the selection, overlaid on the latent views (its name
     joins :attr:`shown`; the latent views draw :meth:`shown_members` in the subgroups' colours),
     made the comparison group of every pane (its name joins the state's ``comparison`` options
-    and ``state.comparison_indices()`` resolves it), and exported as CSV or Parquet (ids and
+    and the state's groups follow it), and exported as CSV or Parquet (ids and
     phenotypes; an individual-level view, so off when the privacy policy switches those off).
 
     Errors (a taken name, a condition that does not parse) are shown in the pane, with the
@@ -118,11 +111,10 @@ class SubgroupManager(pn.viewable.Viewer):
     Parameters
     ----------
     state
-        The session state: the selection saved, the comparison group offered.
-    store
-        Where subgroups are saved; default: the cohort's :class:`SubgroupStore` (in the bundle).
+        The session state: the selection saved, the comparison group offered, its store (where
+        subgroups are saved) and its privacy policy (with individual views off, no id export).
     **params
-        ``policy`` or initial values of the params below.
+        Initial values of the params below.
 
     Examples
     --------
@@ -135,11 +127,6 @@ class SubgroupManager(pn.viewable.Viewer):
     """
 
     state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane edits.")
-    store = param.ClassSelector(class_=SubgroupStore, constant=True, doc="Where the subgroups are saved.")
-    policy = param.ClassSelector(
-        class_=PrivacyPolicy, default=PrivacyPolicy(), constant=True,
-        doc="Privacy policy: with individual_views off, subgroup ids cannot be exported.",
-    )
     shown = param.List(
         default=[], item_type=str,
         doc="Subgroups overlaid on the latent views, in their colours (see shown_members).",
@@ -152,13 +139,13 @@ class SubgroupManager(pn.viewable.Viewer):
     )
     message = param.String(default="", constant=True, doc="Last outcome shown to the user: what was done, or why not.")
 
-    def __init__(self, state: ExplorerState, store: SubgroupStore | None = None, **params: Any) -> None:
-        store = store if store is not None else SubgroupStore(state.cohort)
-        super().__init__(state=state, store=store, **params)
-        state.store = store
+    def __init__(self, state: ExplorerState, **params: Any) -> None:
+        super().__init__(state=state, **params)
+        self.store: SubgroupStore = state.store
+        self.policy = state.policy
         self._rows: dict[str, _Row] = {}
         self._name = pn.widgets.TextInput(label="Subgroup name", placeholder="e.g. high LV mass", width=200)
-        self._colour = pn.widgets.ColorPicker(label="Colour", value=PALETTE[0], width=60)
+        self._colour = pn.widgets.ColorPicker(label="Colour", value=SUBGROUP_COLOURS[0], width=60)
         self._save = pn.widgets.Button(label="Save selection", color="primary", width=130, align="end")
         self._condition = pn.widgets.TextInput(
             label="New subgroup from condition", placeholder=EXAMPLE, width=340,
@@ -298,15 +285,9 @@ class SubgroupManager(pn.viewable.Viewer):
         Also offers them as comparison groups (``state.param.comparison.objects``), drops vanished
         ones from :attr:`shown`, and moves a comparison with a vanished subgroup back to ``"rest"``.
         """
+        self.state.refresh_subgroups()
         groups = self.store.list()
         names = [g.name for g in groups]
-        state = self.state
-        objects = list(BUILTIN_COMPARISONS) + [n for n in names if n.casefold() not in BUILTIN_COMPARISONS]
-        gone = state.comparison not in objects
-        if gone:
-            state.comparison = "rest"
-        if list(state.param.comparison.objects) != objects:
-            state.param.comparison.objects = objects
         with param.edit_constant(self):
             self.names = names
         shown = [n for n in self.shown if n in names]
@@ -316,8 +297,7 @@ class SubgroupManager(pn.viewable.Viewer):
         self._list.objects = [row.layout() for row in self._rows.values()] or [
             pn.pane.Markdown("*No saved subgroups yet: select subjects and press Save selection.*")
         ]
-        used = {g.colour for g in groups}
-        self._colour.value = next((c for c in PALETTE if c not in used), PALETTE[len(groups) % len(PALETTE)])
+        self._colour.value = next_free_colour([g.colour for g in groups])
         return names
 
     # -- internals -------------------------------------------------------------------------
@@ -423,7 +403,8 @@ class SubgroupManager(pn.viewable.Viewer):
             return
         try:
             step = FilterStep.from_text(text, self.state.cohort)
-            n = int(evaluate(condition_from_json(step.condition), self.state.cohort).sum())
+            cohort = self.state.cohort
+            n = int(evaluate(condition_from_json(step.condition), cohort.phenotype_columns, cohort.phenotype_specs).sum())
         except ConditionError as exc:
             self._condition_feedback.object = str(exc)
             return

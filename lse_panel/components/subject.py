@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
 
+from lse_panel.analysis.decode import Decoder
 from lse_panel.components.state import ExplorerState
-
-Decoder = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+from lse_panel.sources import RawSource
 
 
 def subject_phenotypes(state: ExplorerState, row: int) -> pd.DataFrame:
@@ -31,9 +31,9 @@ class SubjectInspector(pn.viewable.Viewer):
     """The subject at ``state.inspected``: phenotypes, then each modality as original vs reconstruction.
 
     Modalities are drawn by their kind (signal: channel curves; image sequence: a frame player),
-    never by name. The original comes from ``cohort.raw_source().raw(ids)`` when the bundle can
-    regenerate or read raw records; the reconstruction decodes the subject's latent of kind
-    ``state.decode_from``.
+    never by name. The original comes from ``raw_source.raw(ids)`` when the bundle can
+    regenerate or read raw records (:func:`lse_panel.sources.open_raw_source`); the
+    reconstruction decodes the subject's latent of kind ``state.decode_from``.
     """
 
     enabled = param.Boolean(
@@ -41,12 +41,14 @@ class SubjectInspector(pn.viewable.Viewer):
         doc="Show individual-level data at all; off where access agreements forbid it.",
     )
 
-    def __init__(self, state: ExplorerState, decode: Decoder | None = None, **params: Any) -> None:
+    def __init__(
+        self, state: ExplorerState, decode: Decoder | None = None, *, raw_source: RawSource | None = None,
+        **params: Any,
+    ) -> None:
         super().__init__(**params)
         self.state = state
         self.decode = decode
-        self._raw_source: Any = None
-        self._raw_checked = False
+        self.raw_source = raw_source
         self._body = pn.Column(self._placeholder(), sizing_mode="stretch_width")
         state.param.watch(self._on_inspected, ["inspected", "decode_from"])
 
@@ -54,28 +56,18 @@ class SubjectInspector(pn.viewable.Viewer):
     def _placeholder() -> pn.pane.Markdown:
         return pn.pane.Markdown("*Click a point in a latent view to open that subject.*")
 
-    def _raw(self) -> Any:
-        if not self._raw_checked:
-            self._raw_checked = True
-            try:
-                self._raw_source = self.state.cohort.raw_source()
-            except Exception as exc:  # a broken raw source must not break the explorer
-                self._raw_source = None
-                self._raw_error = str(exc)
-        return self._raw_source
-
     def records(self, row: int) -> dict[str, dict[str, np.ndarray]]:
         """Modality → {"original": item, "reconstruction": item} for subject ``row`` (what exists)."""
         cohort = self.state.cohort
         out: dict[str, dict[str, np.ndarray]] = {}
-        source = self._raw()
+        source = self.raw_source
         if source is not None:
             raw = source.raw(cohort.ids[[row]])
             for name, values in dict(raw).items():
                 out.setdefault(name, {})["original"] = np.asarray(values)[0]
         if self.decode is not None and self.state.decode_from in cohort.latents:
             latent = np.asarray(cohort.latent(self.state.decode_from)[[row]], dtype=np.float32)
-            for name, values in dict(self.decode(latent)).items():
+            for name, values in dict(self.decode(latent, self.state.decode_from)).items():
                 out.setdefault(name, {})["reconstruction"] = np.asarray(values)[0]
         return out
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lse_panel.cohort.bundle import Cohort, update_bundle, write_bundle
+from lse_panel.testing import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -21,44 +20,6 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run",
 ]
 REPO = Path(__file__).resolve().parents[2]
-
-
-def write_cohort_bundle(cohort: Cohort, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write an in-memory cohort (e.g. ``tiny_cohort``) as a bundle on disk, with every block it has."""
-    path = write_bundle(
-        path, ids=cohort.ids, phenotypes=cohort.phenotypes, phenotype_specs=cohort.phenotype_specs,
-        modalities=cohort.modalities, overwrite=overwrite,
-    )
-    tasks = cohort.prediction_tasks()
-    with update_bundle(path) as update:
-        for kind, block in cohort.latents.items():
-            update.add_latent(kind, block)
-        for key, coords in cohort.projections.items():
-            latent, _, method = key.partition("/")
-            update.add_projection(latent, method, coords)
-        for kind, per in cohort.predictions.items():
-            for name, values in per.items():
-                update.add_prediction(kind, name, values, task=tasks[name])
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_listening(port: int, timeout_s: float = 30.0) -> None:
-    """Block until a server on 127.0.0.1:``port`` accepts connections (``pn.serve(threaded=True)`` returns first)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on port {port} after {timeout_s:.0f} s") from None
-            time.sleep(0.1)
 
 
 def serve_app(bundle: str | os.PathLike[str], port: int, *, timeout: float = 90.0) -> subprocess.Popen:

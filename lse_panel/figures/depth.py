@@ -73,10 +73,10 @@ def lvh_groups(cohort: Cohort, phenotype: str = "lvh") -> Groups:
 def load_decode(cohort: Cohort, model: str | None):
     """The decoder: ``model`` if given, else the one the bundle's manifest names."""
     if model is not None:
-        from lse_panel.model.decoding import Decoder
+        from lse_panel.model.decoding import CheckpointDecoder
 
-        return Decoder.from_checkpoint(model)
-    from lse_panel.components.explorer import load_decoder
+        return CheckpointDecoder.from_checkpoint(model)
+    from lse_panel.components.serving import load_decoder
 
     decode = load_decoder(cohort)
     if decode is None:
@@ -253,14 +253,14 @@ def make_figures(bundle: str, out: str, *, model: str | None = None, kind: str =
     sd = direction_sd(block, unit)
 
     amounts = np.asarray(AMOUNTS_SD)
-    perturbed = decode_path(decode, perturb(z_low, unit, amounts * sd))
+    perturbed = decode_path(decode, perturb(z_low, unit, amounts * sd), kind)
     info = (f"{kind} latent; non-LVH n={groups.low.size:,}, LVH n={groups.high.size:,}; the means are "
             f"{length / sd:.2f} SD apart along non-LVH → LVH (SD = {sd:.3g} latent units)")  # fmt: skip
     fig = plot_perturbation(cohort, amounts, perturbed, "Perturbation of the non-LVH mean latent towards LVH\n" + info)
     fig.savefig(out_dir / "perturb_lvh.png", dpi=110)
     plt.close(fig)
 
-    path = decode_path(decode, interpolate(z_low, z_high, STEPS))
+    path = decode_path(decode, interpolate(z_low, z_high, STEPS), kind)
     fig = plot_interpolation(cohort, path, groups, "Interpolation non-LVH → LVH\n" + info)
     fig.savefig(out_dir / "interpolate_lvh.png", dpi=110)
     plt.close(fig)

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from lse_panel.model.checkpoint import load_model, read_config  # noqa: E402
-from lse_panel.model.decoding import Decoder  # noqa: E402
+from lse_panel.model.decoding import CheckpointDecoder  # noqa: E402
 from lse_panel.model.embedding import encode_arrays  # noqa: E402
 from lse_panel.synth import SyntheticCohort  # noqa: E402
 
@@ -163,7 +163,7 @@ def make_figures(model_dir: str | Path, out: str | Path, *, n_subjects: int = 3,
     model_dir, out = Path(model_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, config = load_model(model_dir)
-    decoder = Decoder(model)
+    decoder = CheckpointDecoder(model)
     synth, eval_ids = held_out_source(model_dir)
     ecg_mod = synth.modalities[config.ecg_name]
     ek, mk = config.ecg_name, config.mri_name

@@ -17,6 +17,7 @@ from lse_panel.cohort.bundle import open_bundle, open_npy_for_writing, update_bu
 from lse_panel.digest import checkpoint_digest
 from lse_panel.model.checkpoint import ModelError, check_compatible, load_model
 from lse_panel.model.networks import CrossModalAutoencoder, inference_copy
+from lse_panel.sources import open_raw_source
 
 LATENT_KINDS = ("ecg", "mri", "fused")
 FUSION = "learnt"
@@ -134,7 +135,7 @@ def embed_bundle(
     cohort = open_bundle(bundle_path, allow_incomplete=True)  # `lse build` embeds before the bundle is complete
     model, config = load_model(model_path)
     names = check_compatible(config, cohort.modalities)
-    source = cohort.raw_source()
+    source = open_raw_source(cohort)
     if source is None:
         raise ModelError(
             f"{bundle_path}: the manifest names no raw source, so there is nothing to encode. "

@@ -21,6 +21,7 @@ from lse_panel.cohort.schema import Modality
 from lse_panel.model.checkpoint import ModelError, _atomic_write, save_checkpoint
 from lse_panel.model.embedding import encode_arrays, torch_threads
 from lse_panel.model.networks import CrossModalAutoencoder, ModelConfig, count_parameters, inference_copy
+from lse_panel.sources import open_raw_source
 
 TRAIN_ID_OFFSET = 1_000_000_000
 """Synthetic training subjects get ids from here up: the synthetic generator keys every subject
@@ -135,7 +136,7 @@ class TrainingData:
         from lse_panel.cohort.bundle import open_bundle
 
         cohort = open_bundle(path)
-        source = cohort.raw_source()
+        source = open_raw_source(cohort)
         if source is None:
             raise ModelError(
                 f"{path}: the manifest names no raw source to train on. Build it with `lse build`, "

@@ -9,13 +9,14 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options thes
 import numpy as np
 import pandas as pd
 
+from lse_panel.palette import LATENT_COLORS, OTHER_LATENT_COLOUR
+
 LOWER_IS_BETTER = frozenset({"mae"})
 """Metrics where a smaller value is better; their change is sign-flipped so colour always means better/worse."""
 
 METRIC_LABELS = {"r2": "R²", "mae": "MAE", "auroc": "AUROC", "balanced_accuracy": "bal. acc."}
 """Display names of the metrics, in the order rows are listed (a phenotype's task picks which apply)."""
 GROUP_ORDER = ("selection", "comparison", "cohort")
-LATENT_COLORS = {"ecg": "#1f77b4", "mri": "#ff7f0e", "fused": "#2ca02c"}
 CHANGE_CMAP = "RdBu"
 """Diverging: red where the selection does worse than the cohort, blue where it does better."""
 
@@ -193,7 +194,7 @@ def _predicted_vs_true_panel(
     categories: Sequence[str], threshold: float, width: int, height: int,
 ) -> hv.Overlay:
     unit = f" ({units})" if units else ""
-    color = LATENT_COLORS.get(latent, "#555555")
+    color = LATENT_COLORS.get(latent, OTHER_LATENT_COLOUR)
     if task == "regression":
         t, p = _finite_sample(truth, pred, mask_labels=False)
         t = t.astype(np.float64)

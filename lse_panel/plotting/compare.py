@@ -1,4 +1,4 @@
-"""HoloViews factories for group comparison: overlaid phenotype distributions and effect-size bars."""
+"""HoloViews factories for group comparison: overlaid phenotype distributions, effect-size bars, formatted tables."""
 
 from __future__ import annotations
 
@@ -9,18 +9,11 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options thes
 import numpy as np
 import pandas as pd
 
-from lse_panel.plotting.latent import HIGHLIGHT
+from lse_panel.palette import FALLBACK_COLOURS, HIGHLIGHT, REFERENCE_COLOUR
 
 SELECTION_COLOUR = HIGHLIGHT
 """The selection is drawn in the latent views' highlight colour everywhere."""
 
-REFERENCE_COLOUR = "#7f7f7f"
-"""The comparison group (rest, whole cohort) is grey unless it is a saved subgroup with a colour."""
-
-FALLBACK_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#8c564b", "#17becf", "#9467bd", "#bcbd22", "#393b79")
-
-HISTOGRAM_COLUMNS = ["group", "left", "right", "density", "count", "n"]
-CATEGORY_COLUMNS = ["group", "category", "proportion", "count", "n"]
 EFFECT_LABELS = {"cohen_d": "Cohen's d", "cohen_h": "Cohen's h", "cramers_v": "Cramér's V"}
 
 
@@ -44,141 +37,6 @@ def group_colours(groups: Sequence[str], known: Mapping[str, str] | None = None)
     return {g: known.get(g) or next(spare, REFERENCE_COLOUR) for g in groups}
 
 
-# -- data preparation (numpy only) ---------------------------------------------------------------
-def histogram_edges(values: np.ndarray, bins: int = 30) -> np.ndarray:
-    """``bins + 1`` equal-width edges over the finite range of ``values`` (one bin of width 1 if constant).
-
-    Parameters
-    ----------
-    values
-        A continuous phenotype over the whole cohort, so every group shares the edges.
-    bins
-        Number of bins.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 edges; ``[0, 1]``-spanning edges when there is no finite value.
-    """
-    v = np.asarray(values)
-    finite = v[np.isfinite(v)] if v.dtype.kind == "f" else v
-    if finite.size == 0:
-        return np.linspace(0.0, 1.0, bins + 1)
-    lo, hi = float(finite.min()), float(finite.max())
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    return np.linspace(lo, hi, bins + 1)
-
-
-def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin of every value on ``edges`` (the last edge included), ``-1`` for missing values.
-
-    Computed once per phenotype and cohort, it turns each group's histogram into one
-    ``np.bincount`` over the group's rows (about 1 ms for 500k subjects).
-
-    Parameters
-    ----------
-    values
-        The cohort's values of one continuous phenotype.
-    edges
-        Increasing bin edges, e.g. from :func:`histogram_edges`.
-
-    Returns
-    -------
-    numpy.ndarray
-        int16 (int32 beyond 32k bins) bin numbers, ``0 .. len(edges) - 2``, or ``-1``.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    bins = len(edges) - 1
-    index = np.searchsorted(edges, v, side="right") - 1
-    index[v == edges[-1]] = bins - 1
-    index[~np.isfinite(v) | (v < edges[0]) | (v > edges[-1])] = -1
-    return index.astype(np.int16 if bins < 32_000 else np.int32)
-
-
-def count_bins(index: np.ndarray, rows: np.ndarray | None, n_bins: int) -> np.ndarray:
-    """Counts per bin (or category code) of the subjects at ``rows`` (``None``: everyone); missing left out.
-
-    Parameters
-    ----------
-    index
-        Bin numbers or category codes per subject, negative for missing.
-    rows
-        Row indices or a boolean mask of the group.
-    n_bins
-        Number of bins or categories.
-
-    Returns
-    -------
-    numpy.ndarray
-        int64 counts of length ``n_bins``.
-    """
-    picked = index if rows is None else index[rows]
-    picked = picked[(picked >= 0) & (picked < n_bins)]
-    return np.bincount(picked, minlength=n_bins).astype(np.int64)
-
-
-def histogram_frame(counts: Mapping[str, np.ndarray], edges: np.ndarray) -> pd.DataFrame:
-    """Normalised densities (area 1 per group) on shared edges, in tidy form.
-
-    Parameters
-    ----------
-    counts
-        ``{group: counts per bin}``, all of length ``len(edges) - 1``.
-    edges
-        The shared bin edges.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns :data:`HISTOGRAM_COLUMNS`; ``n`` is the group's number of non-missing values.
-        A group with no values gets zero densities.
-    """
-    edges = np.asarray(edges, dtype=np.float64)
-    widths = np.diff(edges)
-    parts = []
-    for group, c in counts.items():
-        c = np.asarray(c, dtype=np.int64)
-        if c.shape != widths.shape:
-            raise ValueError(f"group {group!r} has {c.size} counts for {widths.size} bins.")
-        n = int(c.sum())
-        density = c / (n * widths) if n else np.zeros(widths.size)
-        parts.append(pd.DataFrame({"group": group, "left": edges[:-1], "right": edges[1:], "density": density,
-                                   "count": c, "n": n}))  # fmt: skip
-    if not parts:
-        return pd.DataFrame(columns=HISTOGRAM_COLUMNS)
-    return pd.concat(parts, ignore_index=True)[HISTOGRAM_COLUMNS]
-
-
-def category_frame(counts: Mapping[str, np.ndarray], categories: Sequence[str]) -> pd.DataFrame:
-    """Proportion of each group in each category, in tidy form.
-
-    Parameters
-    ----------
-    counts
-        ``{group: counts per category code}``, each of length ``len(categories)``.
-    categories
-        Category labels, in code order.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns :data:`CATEGORY_COLUMNS`; proportions of a group sum to 1 (0 for an empty group).
-    """
-    labels = [str(c) for c in categories]
-    parts = []
-    for group, c in counts.items():
-        c = np.asarray(c, dtype=np.int64)
-        if c.size != len(labels):
-            raise ValueError(f"group {group!r} has {c.size} counts for {len(labels)} categories.")
-        n = int(c.sum())
-        parts.append(pd.DataFrame({"group": group, "category": labels, "proportion": c / n if n else np.zeros(c.size),
-                                   "count": c, "n": n}))  # fmt: skip
-    if not parts:
-        return pd.DataFrame(columns=CATEGORY_COLUMNS)
-    return pd.concat(parts, ignore_index=True)[CATEGORY_COLUMNS]
-
-
 # -- factories ---------------------------------------------------------------------------------
 def create_histogram_overlay(
     frame: pd.DataFrame,
@@ -194,7 +52,7 @@ def create_histogram_overlay(
     Parameters
     ----------
     frame
-        From :func:`histogram_frame` (columns :data:`HISTOGRAM_COLUMNS`).
+        From :func:`lse_panel.analysis.histograms.histogram_frame`.
     phenotype, units
         Axis label.
     colours
@@ -242,7 +100,7 @@ def create_category_bars(
     Parameters
     ----------
     frame
-        From :func:`category_frame` (columns :data:`CATEGORY_COLUMNS`).
+        From :func:`lse_panel.analysis.histograms.category_frame`.
     phenotype
         Title.
     colours

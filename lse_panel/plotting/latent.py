@@ -14,6 +14,7 @@ from bokeh.palettes import interp_palette
 from holoviews.operation.datashader import aggregate, rasterize
 
 from lse_panel.cohort.schema import PhenotypeSpec
+from lse_panel.palette import CATEGORY_COLORS, COHORT_COLOUR, HIGHLIGHT
 
 # Bokeh is this package's only backend; outside a notebook nothing else selects it, and
 # ``hv.opts.<Element>`` lookups need a current backend.
@@ -24,19 +25,11 @@ ColorMode = Literal["density", "continuous", "categorical"]
 DENSITY = "density"
 """The ``color_by`` value meaning: colour each pixel by how many subjects fall in it."""
 
-HIGHLIGHT = "#e6007e"
-"""Selection colour: a magenta that appears in neither the density, viridis nor category palettes."""
-
 DENSITY_CMAP = list(interp_palette(("#e3e9f0", "#9fb3c8", "#5f7f9f", "#2f4f6f", "#0b1d30"), 256))
 """Light-to-dark slate blue: quiet enough for the highlight to stand out on top of it."""
 
 CONTINUOUS_CMAP = "viridis"
 
-CATEGORY_COLORS = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#8c564b", "#17becf",
-    "#9467bd", "#bcbd22", "#7f7f7f", "#d62728", "#393b79",
-)
-"""Category10 without its pink (too close to :data:`HIGHLIGHT`), red moved late for the same reason."""
 
 
 def color_mode(spec: PhenotypeSpec | None) -> ColorMode:
@@ -325,6 +318,17 @@ def _label(name: str | None, spec: PhenotypeSpec | None) -> str:
     return f"{name} ({spec.units})" if spec is not None and spec.units else name
 
 
+# -- subgroups drawn over a map ------------------------------------------------------------------
+def create_subgroup_points(data: pd.DataFrame | None = None, *, x: str = "x", y: str = "y") -> hv.Points:
+    """Subgroup members on a latent map, each in its subgroup's colour (``x, y, subgroup, colour`` columns)."""
+    if data is None or data.empty:
+        data = pd.DataFrame({x: np.empty(0), y: np.empty(0), "subgroup": np.empty(0, dtype=object),
+                             "colour": np.empty(0, dtype=object)})  # fmt: skip
+    return hv.Points(data, [x, y], ["subgroup", "colour"]).opts(
+        color="colour", size=4, alpha=0.8, line_color="white", line_width=0.3, tools=["hover"],
+    )
+
+
 # -- distributions (the filter histograms, the paper's panel A) ----------------------------------
 def create_distribution_plot(
     name: str,
@@ -354,7 +358,7 @@ def create_distribution_plot(
     if spec.type == "continuous":
         edges = np.asarray(edges_or_labels, dtype=np.float64)
         cohort = hv.Histogram((edges, cohort_p), kdims=[name], vdims=[proportion]).opts(
-            fill_color="#b8c4d0", line_color="#b8c4d0", **common
+            fill_color=COHORT_COLOUR, line_color=COHORT_COLOUR, **common
         )
         sel = hv.Histogram((edges, sel_p), kdims=[name], vdims=[proportion]).opts(
             fill_alpha=0.0, line_color=highlight, line_width=1.5
@@ -372,7 +376,7 @@ def create_distribution_plot(
         }
     )
     return hv.Bars(frame, [name, "group"], proportion).opts(
-        color="group", cmap={"cohort": "#b8c4d0", "selection": highlight}, show_legend=False,
+        color="group", cmap={"cohort": COHORT_COLOUR, "selection": highlight}, show_legend=False,
         multi_level=False, line_color=None, **common
     )
 
@@ -383,44 +387,15 @@ def _proportions(counts: np.ndarray) -> np.ndarray:
     return counts / total if total > 0 else np.zeros_like(counts)
 
 
-def histogram_bins(values: np.ndarray, bins: int = 30) -> tuple[np.ndarray, np.ndarray]:
-    """Bin edges over the finite range of ``values`` and each row's bin code (-1 for missing).
-
-    Codes are computed once per process so a selection's histogram is one ``np.bincount``.
-    """
-    finite = np.isfinite(values)
-    if finite.any():
-        lo, hi = float(np.min(values[finite])), float(np.max(values[finite]))
-    else:
-        lo, hi = 0.0, 1.0
-    if hi <= lo:
-        hi = lo + 1.0
-    edges = np.linspace(lo, hi, bins + 1)
-    scaled = (np.where(finite, values, lo) - lo) / (hi - lo) * bins
-    codes = np.clip(scaled.astype(np.int64), 0, bins - 1)
-    codes[~finite] = -1
-    codes = codes.astype(np.int16)
-    return edges, codes
-
-
-def bin_counts(codes: np.ndarray, n_bins: int, indices: np.ndarray | None = None) -> np.ndarray:
-    """Counts per bin of ``codes`` (all rows or ``indices``); negative codes (missing) are skipped."""
-    sub = codes if indices is None else codes[np.asarray(indices, dtype=np.int64)]
-    sub = sub[sub >= 0]
-    return np.bincount(sub.astype(np.int64), minlength=n_bins)[:n_bins]
-
-
 __all__ = [
     "DENSITY",
-    "HIGHLIGHT",
-    "bin_counts",
     "color_mode",
     "create_distribution_plot",
     "create_latent_plot",
     "create_selection_layer",
+    "create_subgroup_points",
     "data_extent",
     "highlight_image",
-    "histogram_bins",
     "points_frame",
     "rasterize_points",
     "selection_frame",

@@ -10,9 +10,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options thes
 import numpy as np
 
 from lse_panel.cohort.schema import ImageSequenceModality, Modality, SignalModality
-
-GROUP_COLORS: tuple[str, ...] = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
-"""Colours of the overlaid groups, by position (the selection first, then what it is compared with)."""
+from lse_panel.palette import GROUP_COLORS
 
 DIFFERENCE_CMAP = "RdBu_r"
 """Diverging colour map of difference images; zero is white."""
@@ -46,6 +44,29 @@ def modality_from_array(name: str, shape: Sequence[int]) -> Modality:
         f"modality {name!r}: cannot infer a kind from item shape {shape}; expected (channels, samples) "
         "or (frames, height, width). Declare the modality in the bundle's manifest."
     )
+
+
+def modality_spec(declared: Mapping[str, Modality], name: str, item: np.ndarray) -> Modality:
+    """The declaration of a decoded modality (the cohort's ``modalities``), or one guessed from the item's shape.
+
+    Parameters
+    ----------
+    declared
+        The cohort's modalities by name.
+    name
+        The modality's name as the decoder returns it.
+    item
+        One decoded record (no batch axis).
+
+    Returns
+    -------
+    SignalModality or ImageSequenceModality
+        The declared one when its shape matches, else :func:`modality_from_array`'s guess.
+    """
+    found = declared.get(name)
+    if found is not None and tuple(found.shape) == tuple(np.shape(item)):
+        return found
+    return modality_from_array(name, np.shape(item))
 
 
 def _group_names(groups: Groups | hv.streams.Pipe, group_names: Sequence[str] | None) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Group comparison: effect sizes and tests against scipy on known data, BH q-values, ordering."""
+"""Group comparison: effect sizes and tests against scipy on known data, BH q-values, ordering, privacy."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lse_panel.analysis.compare import COLUMNS, compare_groups
+from lse_panel.analysis.compare import COLUMNS, TABLE_COLUMNS, compare_groups, compare_with_reference, distribution_frames
+from lse_panel.analysis.histograms import bin_phenotype
+from lse_panel.analysis.privacy import PrivacyPolicy
+from lse_panel.testing import tiny_cohort
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +129,24 @@ def test_compare_errors_name_the_problem(data):
         compare_groups(table, specs, np.array([10**9]))
     with pytest.raises(ValueError, match="non-integer"):
         compare_groups({"f": np.array([0.5, 1.0, 0.0])}, {"f": "binary"}, [0])
+
+
+# -- the comparison pane's computations, on columns and groups ------------------------------------
+def test_compare_with_reference_takes_rows_or_masks_and_hides_small_groups() -> None:
+    cohort = tiny_cohort(300)
+    columns, specs = cohort.phenotype_columns, cohort.phenotype_specs
+    reference = np.ones(300, dtype=bool)
+    reference[:60] = False
+    policy = PrivacyPolicy(min_group_size=10)
+    table = compare_with_reference(columns, specs, {"a": np.arange(60), "tiny": np.arange(4)}, reference,
+                                   reference_label="rest", policy=policy)  # fmt: skip
+    assert list(table.columns) == TABLE_COLUMNS and set(table["reference"]) == {"rest"}
+    assert table.loc[table["group"] == "tiny", "hidden"].all() and table.loc[table["group"] == "tiny", "effect"].isna().all()
+    mask = np.zeros(300, dtype=bool)
+    mask[:60] = True
+    same = compare_with_reference(columns, specs, {"a": mask}, reference, policy=policy)
+    np.testing.assert_allclose(same["effect"].to_numpy(), table[table["group"] == "a"]["effect"].to_numpy(), equal_nan=True)
+    binning = bin_phenotype(cohort.phenotype("age"), "continuous", bins=12)
+    frame, hidden = distribution_frames(binning, {"rest": reference, "tiny": np.arange(4)}, policy=policy)
+    assert set(frame["group"]) == {"rest"} and "tiny" in hidden
+    np.testing.assert_array_equal(frame["count"].to_numpy(), np.histogram(cohort.phenotype("age")[60:], binning.edges)[0])

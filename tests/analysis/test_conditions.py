@@ -1,4 +1,4 @@
-"""The condition language: parsed against the phenotypes, evaluated as numpy masks, never executed."""
+"""The condition language: parsed against the phenotypes, evaluated as numpy masks (over a cohort's columns), never executed."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from lse_panel.analysis.conditions import (
     Not,
     Or,
     condition_from_json,
-    evaluate,
     parse_condition,
 )
+from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.schema import PhenotypeSpec
 from lse_panel.testing import tiny_cohort
@@ -92,22 +92,22 @@ def _col(cohort: Cohort, name: str) -> np.ndarray:
 )
 def test_valid_conditions_match_a_hand_computed_mask(cohort: Cohort, text: str, expected) -> None:
     condition = parse_condition(text, SPECS)
-    mask = evaluate(condition, cohort)
+    mask = evaluate(condition, cohort.phenotype_columns, cohort.phenotype_specs)
     assert mask.dtype == np.bool_ and mask.shape == (cohort.n_subjects,)
     np.testing.assert_array_equal(mask, expected(cohort))
     # Evaluating the text directly gives the same mask.
-    np.testing.assert_array_equal(evaluate(text, cohort), mask)
+    np.testing.assert_array_equal(evaluate(text, cohort.phenotype_columns, cohort.phenotype_specs), mask)
 
 
 def test_missing_values_never_match_even_under_not(cohort: Cohort) -> None:
     age_missing = np.isnan(_col(cohort, "age"))
     for text in ["age > 60", "not age > 60", "age != 1000", "not (age > 60 or sex == 'male')"]:
-        assert not evaluate(text, cohort)[age_missing].any(), text
+        assert not evaluate(text, cohort.phenotype_columns, cohort.phenotype_specs)[age_missing].any(), text
     # An `or` whose other side holds still selects a subject with one value missing.
-    assert evaluate("age > 60 or bmi > 30", cohort)[age_missing].all()
+    assert evaluate("age > 60 or bmi > 30", cohort.phenotype_columns, cohort.phenotype_specs)[age_missing].all()
     sex_missing = _col(cohort, "sex") == -1
-    assert not evaluate("not sex == 'female'", cohort)[sex_missing].any()
-    assert not evaluate("sex not in ('female')", cohort)[sex_missing].any()
+    assert not evaluate("not sex == 'female'", cohort.phenotype_columns, cohort.phenotype_specs)[sex_missing].any()
+    assert not evaluate("sex not in ('female')", cohort.phenotype_columns, cohort.phenotype_specs)[sex_missing].any()
 
 
 def test_the_ast_is_frozen_dataclasses_with_labels_for_categories() -> None:
@@ -257,14 +257,14 @@ def test_stored_conditions_are_rechecked_against_another_cohort(cohort: Cohort) 
     other = tiny_cohort(50)  # has age, sex, lvef... but no bmi, and no hypertension
     fits = parse_condition('age >= 60 and sex == "female"', SPECS)
     np.testing.assert_array_equal(
-        evaluate(fits, other), (_col(other, "age") >= 60) & (_col(other, "sex") == 0)
+        evaluate(fits, other.phenotype_columns, other.phenotype_specs), (_col(other, "age") >= 60) & (_col(other, "sex") == 0)
     )
     with pytest.raises(ConditionError, match="unknown phenotype 'bmi'"):
-        evaluate(parse_condition("bmi > 25", SPECS), other)
+        evaluate(parse_condition("bmi > 25", SPECS), other.phenotype_columns, other.phenotype_specs)
     with pytest.raises(ConditionError, match="not a category"):
-        evaluate(condition_from_json({"kind": "compare", "name": "sex", "op": "==", "value": "other"}), other)
+        evaluate(condition_from_json({"kind": "compare", "name": "sex", "op": "==", "value": "other"}), other.phenotype_columns, other.phenotype_specs)
     with pytest.raises(ConditionError, match="continuous"):
-        evaluate(condition_from_json({"kind": "compare", "name": "age", "op": "<", "value": "old"}), other)
+        evaluate(condition_from_json({"kind": "compare", "name": "age", "op": "<", "value": "old"}), other.phenotype_columns, other.phenotype_specs)
     malformed = [
         {"kind": "call", "name": "os.system"},
         {"kind": "compare", "name": "age"},
@@ -290,4 +290,4 @@ def test_evaluation_is_vectorised_over_memory_mapped_columns(tmp_path: Path) -> 
         & (_col(source, "lvef") >= 55)
         & (_col(source, "lvef") <= 65)
     )
-    np.testing.assert_array_equal(evaluate(text, opened), expected)
+    np.testing.assert_array_equal(evaluate(text, opened.phenotype_columns, opened.phenotype_specs), expected)

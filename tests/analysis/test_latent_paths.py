@@ -102,8 +102,8 @@ def test_perturb_amount_zero_decodes_to_the_original(cohort: Cohort) -> None:
     assert path.shape == (3, 8)
     np.testing.assert_array_equal(path[1], z)
     np.testing.assert_allclose(path[2] - path[1], 1.5 * directions[0])
-    out = decode_path(decode, path)
-    original = decode(z[None].astype(np.float32))
+    out = decode_path(decode, path, "fused")
+    original = decode(z[None].astype(np.float32), "fused")
     for name, values in original.items():
         assert out[name].shape == (3, *values.shape[1:])
         # The latent is exactly z; the decode agrees to float32 rounding (BLAS batches differ).
@@ -120,9 +120,9 @@ def test_interpolation_endpoints_decode_to_the_two_group_means(cohort: Cohort) -
     np.testing.assert_array_equal(path[-1], mean_b)
     np.testing.assert_allclose(path[3], (mean_a + mean_b) / 2, atol=1e-12)
     np.testing.assert_allclose(np.diff(path, axis=0), np.tile((mean_b - mean_a) / 6, (6, 1)), atol=1e-12)
-    out = decode_path(decode, path)
+    out = decode_path(decode, path, "mri")
     for group, mean in ((0, mean_a), (-1, mean_b)):
-        expected = decode(mean[None].astype(np.float32))
+        expected = decode(mean[None].astype(np.float32), "mri")
         for name, values in expected.items():
             np.testing.assert_allclose(out[name][group], values[0], rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="at least 2"):

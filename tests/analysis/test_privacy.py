@@ -1,4 +1,4 @@
-"""The privacy floor: thresholds, messages, masked tables and the individual-level switch."""
+"""The privacy floor: thresholds, messages, masked tables, verdicts over groups and the individual-level switch."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lse_panel.analysis.groups import GroupSet
 from lse_panel.analysis.privacy import PrivacyError, PrivacyPolicy
 from lse_panel.config import SETTINGS, Settings
 
@@ -110,3 +111,44 @@ def test_individual_views_switch() -> None:
     assert "switched off" in off.check_individual("subject inspector")
     with pytest.raises(PrivacyError, match="subject inspector"):
         off.guard_individual("subject inspector")
+
+
+# -- verdicts over a set of groups: the one place the rule is written ------------------------------
+def test_verdicts_hide_small_groups_and_small_complements() -> None:
+    policy = PrivacyPolicy(min_group_size=10)
+    n = 100
+    assert policy.verdicts(GroupSet(n, np.arange(50), "rest", policy=policy)) == {}
+    small = policy.verdicts(GroupSet(n, np.arange(5), "rest", policy=policy))
+    assert small["selection"].startswith("selection: fewer than 10 subjects (5)")
+    assert "reveal the 5 subjects left out" in small["comparison"]  # the rest minus the cohort = the five
+    almost_all = policy.verdicts(GroupSet(n, np.arange(96), "all", policy=policy))
+    assert set(almost_all) == {"selection"} and "reveal the 4 subjects left out" in almost_all["selection"]
+    assert policy.verdicts(GroupSet(n, np.arange(n), "rest", policy=policy)) == {}  # an empty rest is empty
+    saved = policy.verdicts(GroupSet(n, np.arange(50), "tiny", np.arange(3), policy=policy))
+    assert set(saved) == {"comparison"} and "comparison group: fewer than 10 subjects (3)" in saved["comparison"]
+
+
+def test_a_further_check_plugs_in_after_the_floor() -> None:
+    class SymmetricDifferenceGuard:
+        """A stand-in for a session's disclosure guard: refuses groups differing from one shown by a few subjects."""
+
+        def __init__(self) -> None:
+            self.shown: list[np.ndarray] = []
+
+        def __call__(self, groups: GroupSet, label: str, policy: PrivacyPolicy) -> str | None:
+            mask = groups.mask(label)
+            for earlier in self.shown:
+                differ = int(np.count_nonzero(mask ^ earlier))
+                if 0 < differ < policy.min_group_size:
+                    return f"{groups.describe(label)}: differs from a group already shown by {differ} subjects"
+            self.shown.append(mask)
+            return None
+
+    guard = SymmetricDifferenceGuard()
+    policy = PrivacyPolicy(min_group_size=10, checks=(guard,))
+    first = GroupSet(200, np.arange(50), "all", policy=policy)
+    assert first.hidden == {}
+    second = GroupSet(200, np.arange(53), "all", policy=policy)
+    assert set(second.hidden) == {"selection"} and "by 3 subjects" in second.hidden["selection"]
+    # The floor decides first: a group it hides never reaches the guard.
+    assert "fewer than 10" in GroupSet(200, np.arange(4), "all", policy=policy).hidden["selection"]

@@ -1,4 +1,4 @@
-"""Projections to 2-D: determinism under a seed, shapes, a quality floor, the quality metrics and bad input."""
+"""Torch-free projections to 2-D (PCA, umap-learn): determinism under a seed, shapes, a quality floor, the quality metrics, bad input."""
 
 from __future__ import annotations
 
@@ -8,38 +8,18 @@ import sys
 
 import numpy as np
 import pytest
-from sklearn.datasets import make_blobs
 from sklearn.manifold import trustworthiness
 
-from lse_panel.analysis.projection import (
-    NetworkProjector,
-    ProjectionResult,
-    project,
-    projection_quality,
-)
+from lse_panel.analysis.projection import ProjectionResult, project_pca, project_umap_full, projection_quality
 
-# Under 4096 rows umap-learn finds neighbours exactly instead of with pynndescent, which skips
-# ~30 s of numba compilation per test process.
-N, D = 3000, 16
+N = 3000  # rows of the shared ``blobs`` fixture (tests/conftest.py)
 
-# The landmark path on a small cohort: 1000 landmarks out of 3000, and a short training.
-LANDMARK_PARAMS = {"full_fit_max": 1000, "n_landmarks": 1000, "regression_steps": 800}
-
-
-@pytest.fixture(scope="module")
-def blobs() -> np.ndarray:
-    x, _ = make_blobs(n_samples=N, n_features=D, centers=8, cluster_std=2.0, random_state=0)
-    return x.astype(np.float32)
+METHODS = {"pca": project_pca, "umap_full": project_umap_full}
 
 
 @pytest.fixture(scope="module")
 def umap_full(blobs: np.ndarray) -> ProjectionResult:
-    return project(blobs, "umap_full", seed=0, progress=False)
-
-
-@pytest.fixture(scope="module")
-def umap_landmarks(blobs: np.ndarray) -> ProjectionResult:
-    return project(blobs, "umap", seed=0, progress=False, **LANDMARK_PARAMS)
+    return project_umap_full(blobs, seed=0, progress=False)
 
 
 def _check_coords(result: ProjectionResult, n: int) -> None:
@@ -51,8 +31,8 @@ def _check_coords(result: ProjectionResult, n: int) -> None:
 
 
 def test_pca_is_deterministic_and_matches_its_projector(blobs: np.ndarray) -> None:
-    a = project(blobs, "pca", seed=0, progress=False)
-    b = project(blobs, "pca", seed=0, progress=False)
+    a = project_pca(blobs, seed=0, progress=False)
+    b = project_pca(blobs, seed=0, progress=False)
     _check_coords(a, N)
     np.testing.assert_array_equal(a.coords, b.coords)
     np.testing.assert_allclose(a.transform(blobs[:10]), a.coords[:10], rtol=1e-5, atol=1e-5)
@@ -60,9 +40,9 @@ def test_pca_is_deterministic_and_matches_its_projector(blobs: np.ndarray) -> No
 
 
 def test_pca_fitted_on_a_sample_is_deterministic_and_close_to_the_full_fit(blobs: np.ndarray) -> None:
-    full = project(blobs, "pca", progress=False)
-    a = project(blobs, "pca", seed=1, progress=False, fit_sample=1500, chunk_size=700)
-    b = project(blobs, "pca", seed=1, progress=False, fit_sample=1500, chunk_size=700)
+    full = project_pca(blobs, progress=False)
+    a = project_pca(blobs, seed=1, progress=False, fit_sample=1500, chunk_size=700)
+    b = project_pca(blobs, seed=1, progress=False, fit_sample=1500, chunk_size=700)
     np.testing.assert_array_equal(a.coords, b.coords)
     assert a.params["fit_sample"] == 1500
     # Same axes up to sampling noise: the signs are fixed by sklearn's svd_flip.
@@ -76,46 +56,8 @@ def test_umap_full_quality(blobs: np.ndarray, umap_full: ProjectionResult) -> No
     assert quality["trustworthiness"] >= 0.9
 
 
-def test_umap_on_a_small_cohort_is_the_full_fit_and_deterministic(
-    blobs: np.ndarray, umap_full: ProjectionResult
-) -> None:
-    # n <= full_fit_max: method="umap" is the full fit, so a second, independent fit with the same
-    # seed must reproduce the first exactly.
-    result = project(blobs, "umap", seed=0, progress=False)
-    assert result.method == "umap" and result.params["path"] == "full"
-    np.testing.assert_array_equal(result.coords, umap_full.coords)
-
-
-def test_umap_landmarks_quality(blobs: np.ndarray, umap_landmarks: ProjectionResult, umap_full: ProjectionResult) -> None:
-    _check_coords(umap_landmarks, N)
-    assert umap_landmarks.params["path"] == "landmarks"
-    assert umap_landmarks.params["n_landmarks"] == 1000
-    assert set(umap_landmarks.timings) == {"fit_landmarks", "train", "apply"}
-    quality = projection_quality(blobs, umap_landmarks.coords, k=15, reference_coords=umap_full.coords)
-    assert quality["trustworthiness"] >= 0.9
-    assert 0 < quality["knn_agreement"] <= 1
-
-
-def test_umap_landmarks_is_deterministic(blobs: np.ndarray, umap_landmarks: ProjectionResult) -> None:
-    again = project(blobs, "umap", seed=0, progress=False, **LANDMARK_PARAMS)
-    np.testing.assert_array_equal(again.coords, umap_landmarks.coords)
-
-
-def test_network_projector_transforms_and_round_trips(
-    tmp_path, blobs: np.ndarray, umap_landmarks: ProjectionResult
-) -> None:
-    from lse_panel.model.parametric_umap import load_projection_net
-
-    projector = umap_landmarks.projector
-    assert isinstance(projector, NetworkProjector)
-    np.testing.assert_allclose(umap_landmarks.transform(blobs[:50]), umap_landmarks.coords[:50], atol=1e-4)
-    projector.save(tmp_path / "net.pt")
-    reloaded = NetworkProjector(load_projection_net(tmp_path / "net.pt"))
-    np.testing.assert_array_equal(reloaded.transform(blobs[:50]), projector.transform(blobs[:50]))
-
-
 def test_quality_matches_sklearn_and_bounds(blobs: np.ndarray) -> None:
-    coords = project(blobs, "pca", progress=False).coords
+    coords = project_pca(blobs, progress=False).coords
     sub, sub_coords = blobs[:800], coords[:800]
     quality = projection_quality(sub, sub_coords, k=10, sample=5000)
     assert quality["sample"] == 800 and quality["k"] == 10
@@ -131,7 +73,7 @@ def test_quality_matches_sklearn_and_bounds(blobs: np.ndarray) -> None:
 
 
 def test_quality_samples_deterministically(blobs: np.ndarray) -> None:
-    coords = project(blobs, "pca", progress=False).coords
+    coords = project_pca(blobs, progress=False).coords
     a = projection_quality(blobs, coords, sample=500, seed=3)
     assert a == projection_quality(blobs, coords, sample=500, seed=3)
     assert a["sample"] == 500
@@ -141,32 +83,31 @@ def test_quality_samples_deterministically(blobs: np.ndarray) -> None:
     ("latents", "method", "match"),
     [
         (np.ones(100, dtype=np.float32), "pca", "2-D numpy array"),
-        (np.ones((5, 4, 3), dtype=np.float32), "umap", "2-D numpy array"),
+        (np.ones((5, 4, 3), dtype=np.float32), "umap_full", "2-D numpy array"),
         (np.ones((100, 1), dtype=np.float32), "pca", "at least 2"),
         (np.ones((2, 8), dtype=np.float32), "pca", "at least 3 subjects"),
-        (np.ones((20, 8), dtype=np.float32), "umap", "at least 60 subjects.*pca"),
+        (np.ones((20, 8), dtype=np.float32), "umap_full", "at least 60 subjects.*pca"),
         (np.ones((20, 8), dtype=np.float32), "umap_full", "at least 60 subjects"),
         (np.full((10, 4), "a"), "pca", "real numbers"),
-        (np.ones((10, 4), dtype=np.float32), "tsne", "unknown projection method 'tsne'"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(latents: np.ndarray, method: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        project(latents, method, progress=False)
+        METHODS[method](latents, progress=False)
 
 
-@pytest.mark.parametrize("method", ["pca", "umap", "umap_full"])
+@pytest.mark.parametrize("method", ["pca", "umap_full"])
 def test_non_finite_latents_name_the_rows(blobs: np.ndarray, method: str) -> None:
     bad = blobs.copy()
     bad[1234, 3] = np.nan
     bad[2000, 0] = np.inf
     with pytest.raises(ValueError, match=r"NaN or infinite values in 2 row\(s\).*first: row 1234.*drop or impute"):
-        project(bad, method, progress=False)
+        METHODS[method](bad, progress=False)
 
 
 def test_unknown_option_is_refused(blobs: np.ndarray) -> None:
     with pytest.raises(TypeError, match="n_landmarks"):
-        project(blobs, "pca", progress=False, n_landmarks=10)
+        project_pca(blobs, progress=False, n_landmarks=10)
 
 
 def test_quality_refuses_mismatched_rows(blobs: np.ndarray) -> None:
@@ -187,7 +128,7 @@ def test_importing_projection_loads_no_torch_umap_or_panel() -> None:
 
 
 def test_quality_over_all_rows_matches_sklearn_and_the_sample_scope(blobs: np.ndarray) -> None:
-    coords = project(blobs, "pca", progress=False).coords
+    coords = project_pca(blobs, progress=False).coords
     sub, sub_coords = blobs[:600], coords[:600]
     ref = np.random.default_rng(1).permutation(sub_coords)
     everyone = projection_quality(sub, sub_coords, k=10, scope="all", reference_coords=ref)

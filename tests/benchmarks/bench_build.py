@@ -37,7 +37,8 @@ def against_full_fit(cohort, rows: int) -> None:
     Both maps are scored on the same rows: trustworthiness and kNN preservation against the
     latents, and kNN agreement (the share of each point's 15 map neighbours the two maps share).
     """
-    from lse_panel.analysis.projection import project, projection_quality
+    from lse_panel.analysis.projection import projection_quality
+    from lse_panel.model.projection import project
 
     latents = np.asarray(cohort.latent("fused"))
     built = np.asarray(cohort.projection("fused/umap"))

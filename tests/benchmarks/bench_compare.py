@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lse_panel.analysis.accuracy import accuracy_by_group
+from lse_panel.analysis.compare import compare_with_reference, distribution_frames
 from lse_panel.analysis.privacy import PrivacyPolicy
-from lse_panel.cohort.subgroups import SubgroupStore
-from lse_panel.components.accuracy import prepared_metrics
-from lse_panel.components.compare import ComparePane, accuracy_by_group, compare_with_reference, distribution_frames
+from lse_panel.cohort.derived import phenotype_binning, prepared_metrics
+from lse_panel.components.compare import ComparePane
 from lse_panel.components.state import ExplorerState
 from lse_panel.testing import tiny_cohort
 
@@ -68,7 +69,8 @@ def main() -> None:
     cohort = tiny_cohort(args.n)
     print(f"cohort of {args.n:,} subjects built in {time.perf_counter() - start:.1f} s "
           f"({len(cohort.phenotype_specs)} phenotypes, {len(cohort.predictions)} latent kinds)")  # fmt: skip
-    store = SubgroupStore(cohort)
+    state = ExplorerState(cohort)
+    store = state.store
     store.save_condition("older", "age >= 65")
     store.save_condition("women", 'sex == "female"')
     store.save_condition("af", 'af == "yes" or lv_mass > 140')
@@ -76,7 +78,6 @@ def main() -> None:
     groups = {name: store.members(name) for name in names}
     print("subgroups: " + ", ".join(f"{k} {v.size:,}" for k, v in groups.items()))
 
-    state = ExplorerState(cohort)
     rng = np.random.default_rng(0)
     state.select(np.sort(rng.choice(args.n, args.n // 10, replace=False)))
     rest = np.ones(args.n, dtype=bool)
@@ -87,15 +88,18 @@ def main() -> None:
     prepared_metrics(cohort)
     print(f"prepared metrics (once per process, --setup): {time.perf_counter() - start:.2f} s")
 
-    t_compare = timed(lambda: compare_with_reference(cohort, groups, rest, reference_label="rest", policy=policy),
-                      args.repeat)  # fmt: skip
-    t_metrics = timed(lambda: accuracy_by_group(cohort, {"rest": rest, **groups}, policy=policy), args.repeat)
+    columns, specs = cohort.phenotype_columns, cohort.phenotype_specs
+    prepared = prepared_metrics(cohort)
+    t_compare = timed(
+        lambda: compare_with_reference(columns, specs, groups, rest, reference_label="rest", policy=policy), args.repeat
+    )
+    t_metrics = timed(lambda: accuracy_by_group(prepared, {"rest": rest, **groups}, policy=policy), args.repeat)
     t_hist = timed(
-        lambda: [distribution_frames(cohort, p, {"rest": rest, **groups}, policy=policy)
+        lambda: [distribution_frames(phenotype_binning(cohort, p), {"rest": rest, **groups}, policy=policy)
                  for p in cohort.phenotype_specs],
         args.repeat,
     )
-    pane = ComparePane(state, store, phenotypes=list(cohort.phenotype_specs))
+    pane = ComparePane(state, phenotypes=list(cohort.phenotype_specs))
     pane.subgroups = names
     t_pane = timed(pane._update, args.repeat)
     phenotypes = cohort.phenotypes

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python tests/benchmarks/bench_latent_paths.py [--n 500000] [--dim 64] [--model models/demo]``.
 
-The decoder is the trained one from ``--model`` when ``Decoder.from_checkpoint`` loads it; else the
+The decoder is the trained one from ``--model`` when ``CheckpointDecoder.from_checkpoint`` loads it; else the
 demo architecture with random weights (same cost per latent, decodes meaningless); else, without
 torch, the tiny linear decoder. The script prints which. Baselines, measured in the same run:
 decoding one mean latent (what the decode pane does per selection) for the path decode, and an
@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from lse_panel.analysis.decode import latent_sum, selection_comparison_means
+from lse_panel.analysis.decode import latent_sum
+from lse_panel.analysis.groups import BlockSums, GroupSet
 from lse_panel.analysis.latent_paths import (
     NeighbourPlacer,
     decode_path,
@@ -58,13 +59,13 @@ def timed(fn: Callable[[], object], repeat: int = 7, warm: int = 1) -> float:
 def load_decoder(path: str, d: int) -> tuple[Callable, str]:
     """The best decoder available and a line saying which it is."""
     try:
-        from lse_panel.model.decoding import Decoder
+        from lse_panel.model.decoding import CheckpointDecoder
     except ImportError as exc:  # no torch
         from lse_panel.testing import tiny_decoder
 
         return tiny_decoder(d), f"tiny_decoder (linear stand-in; torch unavailable: {exc})"
     try:
-        decoder = Decoder.from_checkpoint(path, threads=2)
+        decoder = CheckpointDecoder.from_checkpoint(path, threads=2)
         if decoder.latent_dim != d:
             raise ValueError(f"its latent_dim is {decoder.latent_dim}, not {d}")
         return decoder, f"trained decoder from {path}"
@@ -73,7 +74,7 @@ def load_decoder(path: str, d: int) -> tuple[Callable, str]:
 
         reason = str(exc).splitlines()[0][:160]
         model = CrossModalAutoencoder(ModelConfig(ecg_shape=(12, 600), mri_shape=(16, 48, 48), latent_dim=d)).eval()
-        return Decoder(model, threads=2), (
+        return CheckpointDecoder(model, threads=2), (
             f"demo architecture with RANDOM weights (ECG 12×600, MRI 16×48×48; same cost as trained) — "
             f"{path} did not load: {reason}"
         )
@@ -102,17 +103,20 @@ def main() -> None:
     block_sum = latent_sum(block)  # cached per latent kind in the panes
 
     # -- interpolation decode ---------------------------------------------------------------
+    sums = BlockSums(lambda kind: block, lambda kind: block_sum)
+
     def means() -> dict:
-        return selection_comparison_means(block, selection, "rest", block_sum=block_sum)
+        groups = GroupSet(n, selection, "rest", sums=sums)  # what the state derives on each selection
+        return {label: groups.mean_latent(label, "fused") for label in ("selection", "comparison")}
 
     m = means()
     path = interpolate(m["comparison"], m["selection"], steps)
-    t_one = timed(lambda: decode_path(decode, path[:1]))
-    t_path = timed(lambda: decode_path(decode, path))
+    t_one = timed(lambda: decode_path(decode, path[:1], "fused"))
+    t_path = timed(lambda: decode_path(decode, path, "fused"))
     t_means = timed(means)
     def end_to_end() -> dict:
         mm = means()
-        return decode_path(decode, interpolate(mm["comparison"], mm["selection"], steps))
+        return decode_path(decode, interpolate(mm["comparison"], mm["selection"], steps), "fused")
 
     t_full = timed(end_to_end)
     print("\n-- interpolation (selection of 50k vs the rest) --")
@@ -166,7 +170,7 @@ def main() -> None:
     t_cov = timed(lambda: latent_covariance(block), repeat=3)
     cov = latent_covariance(block)[1]
     directions, variance = principal_from_covariance(cov, 5)
-    t_slider = timed(lambda: decode_path(decode, perturb(m["selection"], directions[0], [1.5 * np.sqrt(variance[0])])))
+    t_slider = timed(lambda: decode_path(decode, perturb(m["selection"], directions[0], [1.5 * np.sqrt(variance[0])]), "fused"))
     print("\n-- perturbation --")
     print(f"covariance on a 50k sample (cached)    {t_cov * 1e3:8.1f} ms")
     print(f"one slider step (perturb + decode)     {t_slider * 1e3:8.1f} ms")

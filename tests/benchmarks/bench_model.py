@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lse_panel.model.checkpoint import load_model
-from lse_panel.model.decoding import Decoder
+from lse_panel.model.decoding import CheckpointDecoder
 from lse_panel.model.embedding import encode_arrays, torch_threads
 from lse_panel.model.networks import CrossModalAutoencoder, ModelConfig, inference_copy
 
@@ -69,7 +69,7 @@ def main() -> None:
             f"-> 500k embed ≈ {500_000 / both / 60:.1f} min encoding, {500_000 / end_to_end / 60:.1f} min with raw generation"
         )
 
-    decoder = Decoder(model)
+    decoder = CheckpointDecoder(model)
     block = np.random.default_rng(0).normal(size=(500_000, config.latent_dim)).astype(np.float32)
     idx = np.sort(np.random.default_rng(1).choice(len(block), 50_000, replace=False))
     decoder.decode_mean(block, idx)

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 import psutil
 
-from lse_panel.analysis.projection import UMAP_LANDMARKS, project, projection_quality
+from lse_panel.analysis.projection import UMAP_LANDMARKS, projection_quality
+from lse_panel.model.projection import project
 
 
 def make_latents(n: int, d: int = 64, *, seed: int = 0, n_clusters: int = 10) -> np.ndarray:

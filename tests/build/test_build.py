@@ -55,7 +55,7 @@ def test_other_settings_on_existing_bundle_refused(built) -> None:
 
 @pytest.mark.parametrize("fail_at", ["lse_panel.model.embedding.embed_bundle",
                                      "lse_panel.analysis.crossfit.cross_fit_predictions",
-                                     "lse_panel.analysis.projection.project"])
+                                     "lse_panel.model.projection.project"])
 def test_interrupted_build_is_refused_then_resumes(tmp_path: Path, built, fail_at: str, monkeypatch) -> None:
     out = tmp_path / "cohort"
     module_name, attr = fail_at.rsplit(".", 1)
@@ -97,7 +97,7 @@ def test_corrupted_column_in_built_bundle_is_refused(built, tmp_path: Path) -> N
 
 
 def test_servable_first_then_finished_while_the_app_runs(tmp_path: Path, built, monkeypatch) -> None:
-    from lse_panel.analysis import projection
+    from lse_panel.model import projection
     from lse_panel.cohort.bundle import read_manifest
     from lse_panel.components.explorer import Explorer
 
@@ -160,7 +160,7 @@ def test_a_second_builder_on_the_same_bundle_is_refused(built) -> None:
 
 
 def test_decoder_only_for_the_checkpoint_that_encoded_the_latents(built, tmp_path: Path, caplog) -> None:
-    from lse_panel.components.explorer import load_decoder
+    from lse_panel.components.serving import load_decoder
 
     assert load_decoder(open_bundle(built[0])) is not None
     copy = tmp_path / "copy"

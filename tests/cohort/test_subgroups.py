@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import json
 import os
 import shutil
@@ -11,32 +13,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lse_panel.analysis.conditions import ConditionError, evaluate
+from lse_panel.analysis.conditions import ConditionError
+from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.analysis.privacy import PrivacyError, PrivacyPolicy
-from lse_panel.analysis.selection import box_mask, combine, lasso_mask
 from lse_panel.cohort import subgroups as subgroups_module
 from lse_panel.cohort.bundle import Cohort, open_bundle, update_bundle, write_bundle
-from lse_panel.cohort.subgroups import (
-    BoxStep,
+from lse_panel.cohort.rules import (
     FilterStep,
     IdsStep,
     LassoStep,
     SubgroupError,
-    SubgroupStore,
     UnknownSubgroupError,
     apply_rule,
-    ids_to_indices,
-    rule_from_json,
-    rule_to_json,
 )
+from lse_panel.cohort.subgroups import SubgroupStore
+from lse_panel.palette import SUBGROUP_COLOURS
 from lse_panel.testing import tiny_cohort
 
 N = 400
-
-
-@pytest.fixture(scope="module")
-def source() -> Cohort:
-    return tiny_cohort(N)
 
 
 def _write(path: Path, cohort: Cohort, *, order: np.ndarray | None = None) -> Path:
@@ -60,26 +54,17 @@ def bundle(tmp_path: Path, source: Cohort) -> Path:
     return _write(tmp_path / "bundle", source)
 
 
-def _lasso(cohort: Cohort) -> LassoStep:
-    """A triangle around part of the fused UMAP, from the data's own extent."""
-    xy = np.asarray(cohort.projection("fused/umap"), dtype=np.float64)
-    (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
-    xs = [x0 - 1, x1 + 1, (x0 + x1) / 2]
-    ys = [y0 - 1, y0 - 1, y1 * 0.7 + y0 * 0.3]
-    return LassoStep("fused/umap", xs, ys)
-
-
 # ----------------------------------------------------------------------------- persistence
 
 
-def test_save_then_restart_lists_the_same_members(bundle: Path) -> None:
+def test_save_then_restart_lists_the_same_members(bundle: Path, draw_lasso: Callable[[Cohort], LassoStep]) -> None:
     cohort = open_bundle(bundle)
     store = SubgroupStore(cohort)
-    rule = [_lasso(cohort), FilterStep(ranges={"age": (55, None), "sex": [0]}, mode="intersect")]
+    rule = [draw_lasso(cohort), FilterStep(ranges={"age": (55, None), "sex": [0]}, mode="intersect")]
     indices = apply_rule(rule, cohort)
     assert 0 < indices.size < N
     saved = store.save("Older women, left", indices, rule)
-    assert saved.colour == subgroups_module.PALETTE[0]
+    assert saved.colour == SUBGROUP_COLOURS[0]
     store.save("everyone", np.ones(N, dtype=bool), colour="#ABC")
 
     restarted = SubgroupStore(open_bundle(bundle))  # a new process: nothing shared but the disk
@@ -237,19 +222,10 @@ def test_members_follow_ids_into_a_rebuilt_bundle(tmp_path: Path, source: Cohort
         store.members("five", cohort=smaller, missing="raise")
 
 
-def test_ids_to_indices_matches_int_and_string_ids(source: Cohort) -> None:
-    ids = source.ids[[10, 5, 7]]
-    rows, missing = ids_to_indices(source, np.append(ids, -1))
-    np.testing.assert_array_equal(rows, [5, 7, 10])
-    np.testing.assert_array_equal(missing, [-1])
-    as_text = Cohort.from_arrays(source.ids.astype(str), source.phenotypes, source.phenotype_specs)
-    np.testing.assert_array_equal(ids_to_indices(as_text, ids)[0], [5, 7, 10])
-
-
-def test_rule_reapplied_to_a_reprojected_bundle_gives_the_same_members(bundle: Path) -> None:
+def test_rule_reapplied_to_a_reprojected_bundle_gives_the_same_members(bundle: Path, draw_lasso: Callable[[Cohort], LassoStep]) -> None:
     cohort = open_bundle(bundle)
     store = SubgroupStore(cohort)
-    lasso = _lasso(cohort)
+    lasso = draw_lasso(cohort)
     rule = [lasso, FilterStep(condition=None, ranges={"lvef": (55, None)}, mode="intersect")]
     indices = apply_rule(rule, cohort)
     store.save("rule", indices, rule)
@@ -279,53 +255,6 @@ def test_rule_reapplied_to_a_reprojected_bundle_gives_the_same_members(bundle: P
     np.testing.assert_array_equal(apply_rule(rotated_rule, reprojected), indices)
 
 
-def test_apply_rule_combines_steps_like_the_selection_tools(source: Cohort) -> None:
-    xy = source.projection("ecg/pca")
-    box = BoxStep("ecg/pca", (-1.0, -1.0, 2.0, 3.0))
-    lasso = _lasso(source)
-    lasso_add = LassoStep(lasso.projection, lasso.xs, lasso.ys, mode="add")
-    drop = IdsStep(source.ids[:50], mode="subtract")
-    keep = FilterStep(condition={"kind": "compare", "name": "af", "op": "==", "value": "no"}, mode="intersect")
-    expected = np.flatnonzero(box_mask(xy[:, 0], xy[:, 1], box.bounds))
-    fused = source.projection("fused/umap")
-    expected = combine(expected, np.flatnonzero(lasso_mask(fused[:, 0], fused[:, 1], lasso.xs, lasso.ys)), "add")
-    expected = combine(expected, np.arange(50), "subtract")
-    expected = combine(expected, np.flatnonzero(np.asarray(source.phenotype("af")) == 0), "intersect")
-    np.testing.assert_array_equal(apply_rule([box, lasso_add, drop, keep], source), expected)
-    # Through JSON and back, the rule is the same rule.
-    data = json.loads(json.dumps(rule_to_json([box, lasso_add, drop, keep])))
-    assert rule_from_json(data) == (box, lasso_add, drop, keep)
-    np.testing.assert_array_equal(apply_rule(data, source), expected)
-    # A lone first step: intersect selects its own subjects, subtract everyone else.
-    only_af = apply_rule([keep], source)
-    np.testing.assert_array_equal(only_af, np.flatnonzero(np.asarray(source.phenotype("af")) == 0))
-    np.testing.assert_array_equal(apply_rule([drop], source), np.arange(50, N))
-    assert apply_rule([], source).size == 0
-
-
-def test_rule_errors_name_what_is_missing(source: Cohort) -> None:
-    with pytest.raises(SubgroupError, match="projection 'fused/tsne'"):
-        apply_rule([BoxStep("fused/tsne", (0, 0, 1, 1))], source)
-    with pytest.raises(SubgroupError, match="latent kind"):
-        BoxStep("umap", (0, 0, 1, 1))
-    with pytest.raises(SubgroupError, match="'box', 'lasso', 'filter', 'ids'"):
-        rule_from_json([{"mode": "new", "circle": [0, 0, 1]}])
-    with pytest.raises(SubgroupError, match="phenotype 'bmi'"):
-        apply_rule([FilterStep(ranges={"bmi": (20, 25)})], source)
-    with pytest.raises(ConditionError, match="unknown phenotype 'bmi'"):
-        apply_rule([FilterStep(condition={"kind": "between", "name": "bmi", "lo": 1, "hi": 2})], source)
-    # A stored condition is checked when the subgroup is saved, not first when it is re-applied.
-    with pytest.raises(ConditionError, match="unknown phenotype 'bmi'"):
-        bad = FilterStep(condition={"kind": "compare", "name": "bmi", "op": ">", "value": 1})
-        SubgroupStore(source).save("x", [1], [bad])
-    assert SubgroupStore(source).names() == []
-    with pytest.raises(ConditionError, match="line 1, column 6"):
-        FilterStep.from_text("age >> 60", source)
-    step = FilterStep.from_text(" age > 60 ", source, mode="intersect")
-    assert (step.mode, step.text) == ("intersect", "age > 60")
-    assert step.condition == {"kind": "compare", "name": "age", "op": ">", "value": 60.0}
-
-
 def test_large_id_steps_are_stored_beside_the_json(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(subgroups_module, "INLINE_IDS", 10)
     cohort = open_bundle(bundle)
@@ -343,7 +272,7 @@ def test_save_condition(bundle: Path) -> None:
     store = SubgroupStore(cohort)
     text = 'age >= 60 and sex == "female"'
     group = store.save_condition("older women", text, colour="#123456")
-    expected = np.flatnonzero(evaluate(text, cohort))
+    expected = np.flatnonzero(evaluate(text, cohort.phenotype_columns, cohort.phenotype_specs))
     np.testing.assert_array_equal(store.members("older women"), expected)
     (step,) = SubgroupStore(open_bundle(bundle)).get("older women").rule
     assert isinstance(step, FilterStep) and step.text == text and step.condition["kind"] == "and"

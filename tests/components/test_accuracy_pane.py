@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -11,18 +10,13 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score, roc_auc_score
 
 from lse_panel.cohort.bundle import Cohort
-from lse_panel.components.accuracy import AccuracyPane, cohort_metrics, prepared_metrics
+from lse_panel.cohort.derived import cohort_metrics, prepared_metrics
+from lse_panel.components.accuracy import AccuracyPane
 from lse_panel.components.state import ExplorerState
 from lse_panel.testing import tiny_cohort
 
 N = 400
 
-
-@pytest.fixture(autouse=True)
-def _clear_process_cache() -> Iterator[None]:
-    yield
-    for key in [k for k in pn.state.cache if isinstance(k, tuple) and str(k[0]).startswith("lse_panel")]:
-        del pn.state.cache[key]
 
 
 @pytest.fixture(scope="session")
@@ -186,8 +180,8 @@ def test_privacy_floor_masks_small_groups_and_says_why(cohort: Cohort) -> None:
     assert pane._scatter.object is None  # no predicted-vs-true points of five subjects
     assert (pane._table.object.filter(like="selection") == "–").all().all()
     for floor in (0, 1):
-        open_state = ExplorerState(cohort)
-        open_pane = AccuracyPane(open_state, bootstrap=False, policy=PrivacyPolicy(min_group_size=floor))
+        open_state = ExplorerState(cohort, policy=PrivacyPolicy(min_group_size=floor))
+        open_pane = AccuracyPane(open_state, bootstrap=False)
         open_state.select(np.flatnonzero(cohort.phenotype("age") > -np.inf)[:5])
         selection = open_pane.metrics[open_pane.metrics["group"] == "selection"]
         assert selection["value"].notna().any() and open_pane.hidden == {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -21,12 +20,6 @@ from lse_panel.testing import tiny_cohort
 N = 600
 NUMBERS = ["mean_a", "mean_b", "sd_a", "sd_b", "difference", "effect", "statistic", "p_value", "q_value"]
 
-
-@pytest.fixture(autouse=True)
-def _clear_process_cache() -> Iterator[None]:
-    yield
-    for key in [k for k in pn.state.cache if isinstance(k, tuple) and str(k[0]).startswith("lse_panel")]:
-        del pn.state.cache[key]
 
 
 @pytest.fixture
@@ -69,7 +62,7 @@ def test_values_equal_compare_groups(cohort: Cohort, comparison: str) -> None:
 def test_saved_subgroups_side_by_side(cohort: Cohort) -> None:
     state = ExplorerState(cohort)
     manager = SubgroupManager(state)
-    pane = ComparePane(state, manager.store)
+    pane = ComparePane(state)
     older = manager.save_condition("older", "age >= 62")
     women = manager.save_condition("women", 'sex == "female"')
     assert pane.param.subgroups.objects == ["older", "women"]  # offered as soon as saved
@@ -126,9 +119,9 @@ def test_histograms_are_normalised_per_group(cohort: Cohort) -> None:
 
 
 def test_privacy_floor_hides_small_groups_everywhere(cohort: Cohort) -> None:
-    state = ExplorerState(cohort)
+    state = ExplorerState(cohort, policy=PrivacyPolicy(min_group_size=10))
     manager = SubgroupManager(state)
-    pane = ComparePane(state, manager.store, policy=PrivacyPolicy(min_group_size=10), phenotypes=["age", "sex"])
+    pane = ComparePane(state, phenotypes=["age", "sex"])
     manager.save_condition("big", "age >= 55")
     state.comparison = "all"  # against "rest", see test_small_selection_against_rest_hides_everything
     state.select(np.arange(7))  # below the floor
@@ -165,9 +158,9 @@ def test_privacy_floor_hides_small_groups_everywhere(cohort: Cohort) -> None:
 def test_small_selection_against_rest_hides_everything(cohort: Cohort) -> None:
     # The rest is the cohort minus the selection; with the cohort's figures shown elsewhere, any
     # figure of the rest would give the small selection's away by subtraction.
-    state = ExplorerState(cohort)
+    state = ExplorerState(cohort, policy=PrivacyPolicy(min_group_size=10))
     manager = SubgroupManager(state)
-    pane = ComparePane(state, manager.store, policy=PrivacyPolicy(min_group_size=10), phenotypes=["age"])
+    pane = ComparePane(state, phenotypes=["age"])
     manager.save_condition("big", "age >= 55")
     pane.subgroups = ["big"]
     state.select(np.arange(7))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import numpy as np
 import panel as pn
 import pytest
 from bokeh.models import ColumnDataSource
 
-from lse_panel.analysis.decode import decode_group_means, sample_indices, selection_comparison_means
+from lse_panel.analysis.decode import decode_group_means, sample_indices
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.schema import SignalModality
 from lse_panel.components.decode import MAX_SAMPLES, DecodePane
@@ -19,12 +18,6 @@ from lse_panel.testing import TINY_MODALITIES, tiny_cohort, tiny_decoder
 N = 300
 RESP = SignalModality("resp", ("chest", "abdomen"), n_samples=20, sampling_rate_hz=10.0, units="L")
 
-
-@pytest.fixture(autouse=True)
-def _clear_process_cache() -> Iterator[None]:
-    yield
-    for key in [k for k in pn.state.cache if isinstance(k, tuple) and str(k[0]).startswith("lse_panel")]:
-        del pn.state.cache[key]
 
 
 @pytest.fixture(scope="session")
@@ -40,15 +33,15 @@ class CountingDecoder:
         self.calls = 0
         self.largest_batch = 0
 
-    def __call__(self, latents: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, latents: np.ndarray, kind: str) -> dict[str, np.ndarray]:
         self.calls += 1
         self.largest_batch = max(self.largest_batch, len(latents))
-        return self._decode(latents)
+        return self._decode(latents, kind)
 
 
 def _by_hand(cohort: Cohort, kind: str, rows: np.ndarray) -> dict[str, np.ndarray]:
     mean = cohort.latent(kind)[rows].astype(np.float64).mean(axis=0)
-    return {name: values[0] for name, values in tiny_decoder(8)(mean[None].astype(np.float32)).items()}
+    return {name: values[0] for name, values in tiny_decoder(8)(mean[None].astype(np.float32), kind).items()}
 
 
 def _rest(n: int, selection: np.ndarray) -> np.ndarray:
@@ -163,7 +156,7 @@ def test_sample_shows_at_most_four_subjects_reconstructed(cohort: Cohort) -> Non
     assert len(rows) == MAX_SAMPLES
     assert np.isin(rows, selection).all()
     np.testing.assert_array_equal(rows, sample_indices(selection, MAX_SAMPLES))
-    recon = tiny_decoder(8)(cohort.latent(state.decode_from)[rows])
+    recon = tiny_decoder(8)(cohort.latent(state.decode_from)[rows], state.decode_from)
     for i in range(len(rows)):
         for name, pipe in pane._sample_pipes[i].items():
             np.testing.assert_allclose(pipe.data["reconstruction"], recon[name][i], rtol=1e-5, atol=1e-5)
@@ -175,22 +168,21 @@ def test_sample_shows_at_most_four_subjects_reconstructed(cohort: Cohort) -> Non
     assert pane.sample_rows.size == 0
 
 
-def test_originals_come_from_the_raw_source(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_originals_come_from_the_raw_source() -> None:
     cohort = tiny_cohort(60)
     decode = tiny_decoder(8)
 
     class Raw:
         def raw(self, ids: np.ndarray) -> dict[str, np.ndarray]:
             rows = np.searchsorted(cohort.ids, ids)
-            return {name: values + 1.0 for name, values in decode(cohort.latent("ecg")[rows]).items()}
+            return {name: values + 1.0 for name, values in decode(cohort.latent("ecg")[rows], "ecg").items()}
 
-    monkeypatch.setattr(cohort, "raw_source", lambda: Raw())
     state = ExplorerState(cohort)
-    pane = DecodePane(state, decode=CountingDecoder())
+    pane = DecodePane(state, decode=CountingDecoder(), raw_source=Raw())
     pane._samples.collapsed = False
     state.select(np.arange(10))
     rows = pane.sample_rows
-    expected = decode(cohort.latent("ecg")[rows])["ecg"] + 1.0
+    expected = decode(cohort.latent("ecg")[rows], "ecg")["ecg"] + 1.0
     np.testing.assert_allclose(pane._sample_pipes[0]["ecg"].data["original"], expected[0], rtol=1e-5)
     assert not pane._sample_note.visible
 
@@ -215,13 +207,8 @@ def test_a_third_signal_modality_is_decoded_and_drawn() -> None:
 def test_pure_helpers_agree(cohort: Cohort) -> None:
     block = cohort.latent("mri")
     selection = np.arange(10, 90)
-    fast = selection_comparison_means(block, selection, "rest")
-    np.testing.assert_allclose(fast["comparison"], block[_rest(N, selection)].astype(np.float64).mean(0), rtol=1e-6)
-    out = decode_group_means(block, {"a": selection, "empty": np.empty(0, dtype=np.int64)}, tiny_decoder(8))
+    out = decode_group_means(block, {"a": selection, "empty": np.empty(0, dtype=np.int64)}, tiny_decoder(8), "fused")
     assert set(out) == {"a"}
-    assert selection_comparison_means(block, np.empty(0, np.int64), "all")["selection"] is None
-    with pytest.raises(ValueError, match="comparison"):
-        selection_comparison_means(block, selection, "others")  # type: ignore[arg-type]
 
 
 def test_a_saved_subgroup_as_comparison_decodes_its_mean() -> None:
@@ -244,8 +231,8 @@ def test_a_saved_subgroup_as_comparison_decodes_its_mean() -> None:
         pane.decoded["selection"]["ecg"], _by_hand(cohort, state.decode_from, selection)["ecg"], rtol=1e-5, atol=1e-5
     )
     assert "'evens' (40)" in pane._header.object
-    fast = selection_comparison_means(cohort.latent("mri"), selection, members)
-    np.testing.assert_allclose(fast["comparison"], cohort.latent("mri")[members].astype(np.float64).mean(0), rtol=1e-6)
+    mean = state.groups.mean_latent("comparison", "mri")
+    np.testing.assert_allclose(mean, cohort.latent("mri")[members].astype(np.float64).mean(0), rtol=1e-6)
 
 
 def test_privacy_floor_hides_small_groups_and_says_why(cohort: Cohort) -> None:
@@ -268,7 +255,7 @@ def test_privacy_floor_hides_small_groups_and_says_why(cohort: Cohort) -> None:
     assert pane.decoded == {} and "fewer than 10 subjects (5)" in pane.message
     # A floor of 1 (or 0) turns it off.
     for floor in (0, 1):
-        open_state = ExplorerState(cohort)
-        open_pane = DecodePane(open_state, decode=decoder, policy=PrivacyPolicy(min_group_size=floor))
+        open_state = ExplorerState(cohort, policy=PrivacyPolicy(min_group_size=floor))
+        open_pane = DecodePane(open_state, decode=decoder)
         open_state.select(np.arange(5))
         assert set(open_pane.decoded) == {"selection", "comparison"} and open_pane.hidden == {}

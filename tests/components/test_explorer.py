@@ -1,4 +1,4 @@
-"""The Explorer composition: selection from Python, ids and phenotypes out, bundles, serving helpers."""
+"""The Explorer composition: selection from Python, ids and phenotypes out, bundles, every pane linked."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import pytest
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.selection import ray_casting_mask_reference
 from lse_panel.cohort.subgroups import SubgroupError
-from lse_panel.components.explorer import MAX_OVERLAY_POINTS, Explorer, bundle_from_argv, cached_cohort, warm_up
+from lse_panel.components.explorer import Explorer
 from lse_panel.components.subject import SubjectInspector, subject_phenotypes
-from lse_panel.figures.app import write_cohort_bundle
-from lse_panel.testing import tiny_cohort, tiny_decoder
+from lse_panel.testing import tiny_cohort, tiny_decoder, write_cohort_bundle
 
 
 @pytest.fixture(scope="module")
@@ -110,17 +109,6 @@ def test_from_bundle_without_a_model(bundle, cohort) -> None:
     assert isinstance(explorer.decode_pane, pn.pane.Alert)
 
 
-def test_serving_helpers(bundle) -> None:
-    assert bundle_from_argv(["--args", str(bundle)], env={}) == str(bundle)
-    assert bundle_from_argv([str(bundle)], env={}) == str(bundle)
-    assert bundle_from_argv([], env={"LSE_BUNDLE": "x"}) == "x"
-    assert bundle_from_argv([], env={}) is None
-    first = cached_cohort(bundle)
-    assert cached_cohort(str(bundle)) is first
-    timings = warm_up(first)
-    assert {"rasterize:density", "selection"} <= set(timings)
-
-
 # -- subgroups, comparison, perturbation, interpolation, privacy --------------------------------
 def _tab_names(explorer: Explorer) -> list[str]:
     return list(explorer.main_panes()[-1]._names)
@@ -199,46 +187,23 @@ def test_a_floor_of_zero_or_one_shows_every_aggregate(floor: int) -> None:
     assert explorer.interpolate_pane.latents is not None
 
 
-def test_shown_subgroups_and_the_path_are_drawn_on_every_view() -> None:
-    import holoviews as hv
+def test_decode_from_offers_only_the_kinds_the_decoder_decodes(cohort) -> None:
+    full = tiny_decoder(8)
 
-    cohort = tiny_cohort(3_000)
-    explorer = Explorer(cohort, tiny_decoder(8))
-    explorer.select(indices=np.arange(0, 3_000, 1))
-    explorer.save_subgroup("everyone", "#ff0000")
-    explorer.select(indices=np.arange(50))
-    explorer.save_subgroup("first", "#00ff00")
-    overlays = explorer._overlays
-    for name in explorer.latent_view.views:
-        assert overlays._pipes[name].data.empty
-    explorer.subgroups.shown = ["everyone", "first"]
-    for name, view in explorer.latent_view.views.items():
-        data = overlays._pipes[name].data
-        counts = data["subgroup"].value_counts()
-        assert counts["everyone"] == MAX_OVERLAY_POINTS and counts["first"] == 50  # a capped sample
-        assert set(data.loc[data["subgroup"] == "first", "colour"]) == {"#00ff00"}
-        np.testing.assert_allclose(data.loc[data["subgroup"] == "first", ["x", "y"]], view.coords[:50], rtol=1e-6)
-        composed = view._pane.object
-        assert composed is not view.plot
-        assert isinstance(composed[()], hv.Overlay)
-        assert len(composed[()]) >= 3  # the raster layers, the subgroup points, the path
-    # A new projection: the pane shows the new plot with the overlays rebuilt on it.
-    view_name, view = next(iter(explorer.latent_view.views.items()))
-    explorer.latent_view.method = "pca"
-    assert view.key.endswith("/pca")
-    first = overlays._pipes[view_name].data
-    np.testing.assert_allclose(first.loc[first["subgroup"] == "first", ["x", "y"]], view.coords[:50], rtol=1e-6)
-    assert overlays._composed[view_name][0] is view.plot and view._pane.object is overlays._composed[view_name][1]
-    # The path follows the interpolation pane, on this projection.
-    explorer.state.comparison = "everyone"
-    explorer.select(indices=np.arange(100, 200))
-    coords = explorer.interpolate_pane.path_coords(view.key)
-    assert coords is not None and len(coords) == explorer.interpolate_pane.steps
-    (path,) = [el for el in view._pane.object[()] if isinstance(el, hv.Path)]
-    np.testing.assert_allclose(path.array(["x", "y"]), coords)
-    # Box, lasso and tap still reach the raster under the overlays.
-    plot = hv.renderer("bokeh").get_plot(view._pane.object)
-    callbacks = {type(cb).__name__ for p in plot.traverse(lambda p: p) for cb in getattr(p, "callbacks", [])}
-    assert {"BoundsCallback", "LassoCallback", "TapCallback"} <= callbacks
-    explorer.subgroups.shown = []
-    assert overlays._pipes[view_name].data.empty
+    class EcgFromEcg:
+        """A user's decoder of one modality: the ECG latent into ECGs; the fused latent into nothing."""
+
+        kinds = ("ecg", "fused")
+
+        def __call__(self, latents: np.ndarray, kind: str) -> dict[str, np.ndarray]:
+            return {"ecg": full(latents, kind)["ecg"]} if kind == "ecg" else {}
+
+    explorer = Explorer(cohort, EcgFromEcg())
+    assert explorer.state.param.decode_from.objects == ["ecg", "fused"]
+    explorer.state.decode_from = "ecg"
+    explorer.select(indices=np.arange(200))
+    pane = explorer.decode_pane
+    assert set(pane.decoded["selection"]) == {"ecg"} and list(pane._mean_pipes) == ["ecg"]  # no MRI card
+    explorer.state.decode_from = "fused"
+    assert "no modality for the fused latent" in pane.message and not pane._means.visible
+    assert Explorer(cohort, tiny_decoder(8, kinds=("pet",))).decode is None  # decodes none of these kinds

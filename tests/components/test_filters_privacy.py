@@ -38,8 +38,8 @@ def test_selection_histograms_hidden_below_the_floor(cohort: Cohort) -> None:
 
 @pytest.mark.parametrize("floor", [0, 1])
 def test_a_floor_of_zero_or_one_turns_it_off(cohort: Cohort, floor: int) -> None:
-    state = ExplorerState(cohort)
-    filters = PhenotypeFilters(state, policy=PrivacyPolicy(min_group_size=floor))
+    state = ExplorerState(cohort, policy=PrivacyPolicy(min_group_size=floor))
+    filters = PhenotypeFilters(state)
     state.select(np.arange(5))
     assert filters.hidden == ""
     assert filters._pipes["sex"].data.sum() == 5

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import numpy as np
 import panel as pn
@@ -18,12 +17,6 @@ from lse_panel.testing import TINY_MODALITIES, tiny_cohort, tiny_decoder
 N = 300
 
 
-@pytest.fixture(autouse=True)
-def _clear_process_cache() -> Iterator[None]:
-    yield
-    for key in [k for k in pn.state.cache if isinstance(k, tuple) and str(k[0]).startswith("lse_panel")]:
-        del pn.state.cache[key]
-
 
 @pytest.fixture
 def cohort() -> Cohort:
@@ -36,9 +29,9 @@ class CountingDecoder:
         self._decode = tiny_decoder(8)
         self.calls = 0
 
-    def __call__(self, latents: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, latents: np.ndarray, kind: str) -> dict[str, np.ndarray]:
         self.calls += 1
-        return self._decode(latents)
+        return self._decode(latents, kind)
 
 
 def _mean(cohort: Cohort, kind: str, rows: np.ndarray) -> np.ndarray:
@@ -46,7 +39,7 @@ def _mean(cohort: Cohort, kind: str, rows: np.ndarray) -> np.ndarray:
 
 
 def _assert_decodes_to(decoded: dict[str, np.ndarray], step: int, z: np.ndarray) -> None:
-    expected = tiny_decoder(8)(np.asarray(z, np.float32)[None])
+    expected = tiny_decoder(8)(np.asarray(z, np.float32)[None], "fused")
     for name, values in expected.items():
         np.testing.assert_allclose(decoded[name][step], values[0], rtol=1e-5, atol=1e-5)
 
@@ -105,8 +98,8 @@ def test_two_saved_subgroups(cohort: Cohort) -> None:
     a, b = np.arange(10, 60), np.arange(200, 290)
     store.save("young", a)
     store.save("old", b)
-    state = ExplorerState(cohort)
-    pane = InterpolatePane(state, CountingDecoder(), store=store, endpoints="subgroups")
+    state = ExplorerState(cohort, store=store)
+    pane = InterpolatePane(state, CountingDecoder(), endpoints="subgroups")
     assert (pane.start, pane.end) == ("young", "old")
     np.testing.assert_allclose(pane.latents[0], _mean(cohort, "fused", a), atol=1e-9)
     np.testing.assert_allclose(pane.latents[-1], _mean(cohort, "fused", b), atol=1e-9)

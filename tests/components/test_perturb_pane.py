@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import numpy as np
 import panel as pn
@@ -18,12 +17,6 @@ from lse_panel.testing import TINY_MODALITIES, tiny_cohort, tiny_decoder
 N = 300
 
 
-@pytest.fixture(autouse=True)
-def _clear_process_cache() -> Iterator[None]:
-    yield
-    for key in [k for k in pn.state.cache if isinstance(k, tuple) and str(k[0]).startswith("lse_panel")]:
-        del pn.state.cache[key]
-
 
 @pytest.fixture(scope="module")
 def cohort() -> Cohort:
@@ -37,13 +30,13 @@ class CountingDecoder:
         self._decode = tiny_decoder(8)
         self.calls = 0
 
-    def __call__(self, latents: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, latents: np.ndarray, kind: str) -> dict[str, np.ndarray]:
         self.calls += 1
-        return self._decode(latents)
+        return self._decode(latents, kind)
 
 
 def _decode_one(z: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: values[0] for name, values in tiny_decoder(8)(np.asarray(z, np.float32)[None]).items()}
+    return {name: values[0] for name, values in tiny_decoder(8)(np.asarray(z, np.float32)[None], "fused").items()}
 
 
 def _assert_decodes_to(decoded: dict[str, np.ndarray], z: np.ndarray) -> None:
@@ -76,8 +69,8 @@ def test_privacy_floor_hides_a_selection_of_five(cohort: Cohort) -> None:
     assert "fewer than 10 subjects (5)" in pane.message
     assert decode.calls == 0
     # A lower floor shows it.
-    state2 = ExplorerState(cohort)
-    pane2 = PerturbPane(state2, decode, policy=PrivacyPolicy(min_group_size=5))
+    state2 = ExplorerState(cohort, policy=PrivacyPolicy(min_group_size=5))
+    pane2 = PerturbPane(state2, decode)
     state2.select(np.arange(5))
     assert pane2.message == "" and set(pane2.decoded) == {"perturbed", "original"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lse_panel.cohort.subgroups import BoxStep, IdsStep, LassoStep, apply_rule
+from lse_panel.cohort.rules import BoxStep, IdsStep, LassoStep, apply_rule
 from lse_panel.components.explorer import Explorer
 from lse_panel.testing import tiny_cohort, tiny_decoder
 

@@ -10,10 +10,12 @@ import pandas as pd
 import panel as pn
 import pytest
 
-from lse_panel.analysis.conditions import evaluate, parse_condition
+from lse_panel.analysis.conditions import parse_condition
+from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.analysis.privacy import PrivacyError, PrivacyPolicy
 from lse_panel.cohort.bundle import Cohort, open_bundle, update_bundle, write_bundle
-from lse_panel.cohort.subgroups import FilterStep, IdsStep, SubgroupError, SubgroupStore
+from lse_panel.cohort.rules import FilterStep, IdsStep, SubgroupError
+from lse_panel.cohort.subgroups import SubgroupStore
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.subgroups import SubgroupManager, selection_rule
 from lse_panel.testing import tiny_cohort
@@ -139,7 +141,7 @@ def test_condition_valid_and_invalid(manager: SubgroupManager) -> None:
 
     text = 'age >= 60 and sex == "female"'
     manager._condition.value = text
-    expected = np.flatnonzero(evaluate(parse_condition(text, cohort.phenotype_specs), cohort))
+    expected = np.flatnonzero(evaluate(parse_condition(text, cohort.phenotype_specs), cohort.phenotype_columns, cohort.phenotype_specs))
     assert manager._condition_feedback.object == f"✓ {expected.size:,} subjects match"
     _click(manager._save_condition)
     assert manager.names == ["older women"]
@@ -178,8 +180,8 @@ def test_export_round_trips(manager: SubgroupManager, fmt: str) -> None:
 
 
 def test_export_off_when_individual_views_are_off() -> None:
-    state = ExplorerState(tiny_cohort(N))
-    manager = SubgroupManager(state, policy=PrivacyPolicy(individual_views=False))
+    state = ExplorerState(tiny_cohort(N), policy=PrivacyPolicy(individual_views=False))
+    manager = SubgroupManager(state)
     state.select(np.arange(20))
     manager.save_selection("private")
     assert manager._rows["private"].download is None

@@ -1,4 +1,4 @@
-"""Comparison factories: shared bins, densities of area one, effect bars ordered by size, hidden cells."""
+"""Comparison factories: overlaid distributions, effect bars ordered by size, hidden cells."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 
+from lse_panel.analysis.histograms import category_frame, histogram_frame
 from lse_panel.plotting.compare import (
     REFERENCE_COLOUR,
     SELECTION_COLOUR,
-    bin_index,
-    category_frame,
-    count_bins,
     create_category_bars,
     create_distribution_plot,
     create_effect_plot,
@@ -19,44 +17,7 @@ from lse_panel.plotting.compare import (
     format_accuracy_table,
     format_comparison_table,
     group_colours,
-    histogram_edges,
-    histogram_frame,
 )
-
-
-def test_bins_match_numpy_histogram_and_skip_missing() -> None:
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=1_000).astype(np.float32)
-    values[:7] = np.nan
-    edges = histogram_edges(values, 12)
-    index = bin_index(values, edges)
-    assert (index[:7] == -1).all() and index[7:].min() == 0 and index.max() == 11
-    rows = np.arange(100, 600)
-    expected, _ = np.histogram(values[rows], bins=edges)
-    assert np.array_equal(count_bins(index, rows, 12), expected)
-    mask = np.zeros(values.size, bool)
-    mask[rows] = True
-    assert np.array_equal(count_bins(index, mask, 12), expected)
-    assert count_bins(index, None, 12).sum() == 993
-
-
-def test_constant_and_empty_columns_still_get_edges() -> None:
-    assert histogram_edges(np.full(5, 3.0), 4).tolist() == [2.5, 2.75, 3.0, 3.25, 3.5]
-    assert len(histogram_edges(np.full(5, np.nan), 4)) == 5
-
-
-def test_histogram_frame_densities_have_area_one() -> None:
-    edges = np.array([0.0, 1.0, 3.0])
-    frame = histogram_frame({"a": np.array([2, 2]), "b": np.array([0, 0])}, edges)
-    a = frame[frame["group"] == "a"]
-    assert np.isclose((a["density"] * (a["right"] - a["left"])).sum(), 1.0)
-    assert a["n"].tolist() == [4, 4]
-    assert (frame[frame["group"] == "b"]["density"] == 0).all()
-
-
-def test_category_frame_proportions() -> None:
-    frame = category_frame({"a": np.array([1, 3])}, ["no", "yes"])
-    assert frame["proportion"].tolist() == [0.25, 0.75] and frame["category"].tolist() == ["no", "yes"]
 
 
 def test_histogram_overlay_has_one_layer_per_group_in_its_colour() -> None:

@@ -9,14 +9,13 @@ import pandas as pd
 import pytest
 from holoviews.operation.datashader import rasterize
 
+from lse_panel.analysis.histograms import bin_phenotype
 from lse_panel.plotting.latent import (
-    bin_counts,
     color_mode,
     create_distribution_plot,
     create_latent_plot,
     data_extent,
     highlight_image,
-    histogram_bins,
     points_frame,
     rasterize_points,
     selection_frame,
@@ -156,18 +155,10 @@ def test_data_extent_pads_and_handles_degenerate_axes() -> None:
     assert y0 < 1 < y1
 
 
-def test_histogram_bins_and_counts() -> None:
-    values = np.array([0.0, 1.0, 2.0, np.nan, 10.0], dtype=np.float32)
-    edges, codes = histogram_bins(values, bins=5)
-    assert len(edges) == 6 and codes[3] == -1 and codes[-1] == 4
-    assert bin_counts(codes, 5).sum() == 4
-    np.testing.assert_array_equal(bin_counts(codes, 5, np.array([0, 1])), np.histogram(values[:2], edges)[0])
-
-
 def test_distribution_plots(cohort) -> None:
-    edges, codes = histogram_bins(np.asarray(cohort.phenotype("age")))
-    plot = create_distribution_plot("age", cohort.phenotype_specs["age"], edges, bin_counts(codes, 30),
-                                    bin_counts(codes, 30, np.arange(10)), selected_range=(50.0, 60.0))
+    binning = bin_phenotype(cohort.phenotype("age"), "continuous")
+    plot = create_distribution_plot("age", cohort.phenotype_specs["age"], binning.edges, binning.cohort_counts,
+                                    binning.counts(np.arange(10)), selected_range=(50.0, 60.0))
     assert isinstance(plot, hv.Overlay) and len(plot) == 3
     hv.render(plot)
     bars = create_distribution_plot("sex", cohort.phenotype_specs["sex"], ["female", "male"],

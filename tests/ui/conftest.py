@@ -10,13 +10,8 @@ import panel as pn
 import pytest
 
 from lse_panel.components.explorer import Explorer
-from lse_panel.figures.app import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    free_port,
-    wait_until_listening,
-)
-from lse_panel.testing import tiny_cohort, tiny_decoder
+from lse_panel.figures.app import CHROMIUM, CHROMIUM_ARGS
+from lse_panel.testing import free_port, tiny_cohort, tiny_decoder, wait_until_listening
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

@@ -10,8 +10,7 @@ import pytest
 from lse_panel.cohort.bundle import update_bundle
 from lse_panel.components import build_progress
 from lse_panel.components.explorer import Explorer
-from lse_panel.figures.app import write_cohort_bundle
-from lse_panel.testing import tiny_cohort
+from lse_panel.testing import tiny_cohort, write_cohort_bundle
 
 pytestmark = pytest.mark.ui
 

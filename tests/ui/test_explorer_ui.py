@@ -13,15 +13,14 @@ from lse_panel.figures.app import (
     densest_point,
     drag_box,
     frame_box,
-    free_port,
     lasso,
     select_tool,
     selection_count,
     serve_app,
     to_screen,
     wait_for_count,
-    write_cohort_bundle,
 )
+from lse_panel.testing import free_port, write_cohort_bundle
 
 pytestmark = pytest.mark.ui
 

@@ -18,9 +18,8 @@ from lse_panel.figures.app import (
     select_tool,
     to_screen,
     wait_for_count,
-    write_cohort_bundle,
 )
-from lse_panel.testing import tiny_cohort
+from lse_panel.testing import tiny_cohort, write_cohort_bundle
 
 pytestmark = pytest.mark.ui
 

@@ -1,0 +1,93 @@
+"""What is drawn over the latent views: the shown subgroups' members and the interpolation path."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Mapping
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import param
+
+from lse_panel.analysis.decode import sample_indices
+from lse_panel.components.latent_view import LatentView
+from lse_panel.components.subgroups import SubgroupManager
+from lse_panel.plotting.latent import create_subgroup_points
+
+__all__ = ["MAX_OVERLAY_POINTS", "LatentOverlays"]
+
+MAX_OVERLAY_POINTS = 2_000
+"""Most subjects of each shown subgroup drawn as points on a latent view (a reproducible sample)."""
+
+
+class LatentOverlays:
+    """The shown subgroups and the interpolation path drawn over each latent view.
+
+    Each view draws ``plot * subgroup points * path`` through its public
+    :meth:`~lse_panel.components.latent_view.LatentView.overlay_with`, and recomposes it itself
+    whenever it rebuilds its plot (new projection, latent kind or colouring). Subgroup points are
+    a capped sample per subgroup (:data:`MAX_OVERLAY_POINTS`), so a large subgroup costs no more
+    than a small one to draw.
+
+    Parameters
+    ----------
+    views
+        Name → latent view.
+    subgroups
+        The subgroup manager whose ``shown`` subgroups are drawn.
+    path_overlay
+        Projection key → a ``DynamicMap`` of the interpolation path on it (the interpolation pane's
+        ``create_path_overlay``); ``None`` draws no path.
+    """
+
+    def __init__(
+        self,
+        views: Mapping[str, LatentView],
+        subgroups: SubgroupManager,
+        path_overlay: Callable[[str], hv.DynamicMap] | None = None,
+    ) -> None:
+        self.views = dict(views)
+        self.subgroups = subgroups
+        self._path_overlay = path_overlay
+        self.pipes = {name: hv.streams.Pipe(data=None) for name in self.views}
+        self._points = {name: hv.DynamicMap(create_subgroup_points, streams=[pipe]) for name, pipe in self.pipes.items()}
+        # One path overlay per projection, reused: the interpolation pane keeps feeding every one it made.
+        self._paths: dict[str, hv.DynamicMap] = {}
+        for name, view in self.views.items():
+            view.overlay_with(partial(self._layers, name))
+            view.param.watch(partial(self._on_view_change, name), ["kind", "method"])
+        subgroups.param.watch(self._on_shown, "shown")
+        self.refresh()
+
+    def subgroup_frame(self, name: str) -> pd.DataFrame:
+        """The points drawn for the shown subgroups on view ``name``'s current projection."""
+        coords = self.views[name].coords
+        parts = []
+        for group, (colour, rows) in self.subgroups.shown_members().items():
+            rows = sample_indices(rows, MAX_OVERLAY_POINTS)
+            parts.append(pd.DataFrame({
+                "x": np.asarray(coords[rows, 0], dtype=np.float64), "y": np.asarray(coords[rows, 1], dtype=np.float64),
+                "subgroup": group, "colour": colour,
+            }))  # fmt: skip
+        return pd.concat(parts, ignore_index=True) if parts else create_subgroup_points().data
+
+    def refresh(self) -> None:
+        """Send every view the shown subgroups' points on its current projection."""
+        for name in self.views:
+            self.pipes[name].send(self.subgroup_frame(name))
+
+    def _layers(self, name: str, key: str) -> list[Any]:
+        layers: list[Any] = [self._points[name]]
+        if self._path_overlay is not None:
+            if key not in self._paths:
+                self._paths[key] = self._path_overlay(key)
+            layers.append(self._paths[key])
+        return layers
+
+    def _on_view_change(self, name: str, *_: Any) -> None:
+        # The view has rebuilt its plot on the new projection (its own watcher ran first).
+        self.pipes[name].send(self.subgroup_frame(name))
+
+    def _on_shown(self, _: param.parameterized.Event) -> None:
+        self.refresh()
