@@ -361,6 +361,9 @@ def cycles_phase(browser: Any, bundle: Path, cwd: Path, args: argparse.Namespace
         print(f"\n== {args.cycles} open/close cycles (server up in {server.started:.1f} s; RSS "
               f"{server.memory()[0]:.0f} MB)", flush=True)
         for cycle in range(1, args.cycles + 1):
+            if stopping.is_set():
+                print(f"  stopped after {cycle - 1} cycles", flush=True)
+                break
             session = open_session(browser, server.url)
             session.page.wait_for_function(PAINTED_JS, arg=TITLE, timeout=300_000, polling=100)
             if args.select:
@@ -393,7 +396,15 @@ def cycles_phase(browser: Any, bundle: Path, cwd: Path, args: argparse.Namespace
     return ok
 
 
+stopping = threading.Event()
+"""Set by SIGTERM/SIGINT: the cycles phase stops after the current cycle and still reports."""
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=REPO / "data" / "demo", help="a served bundle (500k: the demo)")
     parser.add_argument("--phase", choices=["load", "cycles", "all"], default="all")

@@ -14,8 +14,7 @@ from panel.links import Callback
 
 from lse_panel.components.explorer import Explorer
 from lse_panel.components.sessions import on_session_end, release_js_links
-from lse_panel.figures.app import free_port, wait_until_listening
-from lse_panel.testing import tiny_cohort, tiny_decoder
+from lse_panel.testing import free_port, tiny_cohort, tiny_decoder, wait_until_listening
 
 SESSIONS = 3
 
