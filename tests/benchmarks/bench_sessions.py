@@ -258,6 +258,8 @@ def drive(sessions: list[Session], selections: int, centre: tuple[float, float],
     """Every session makes ``selections`` selections, the pages taken in turn; returns the wall time."""
     start = time.perf_counter()
     while any(s.made < selections or s.pending for s in sessions):
+        if stopping.is_set():
+            raise KeyboardInterrupt
         issued = False
         for s in sessions:
             if s.pending:
@@ -391,7 +393,7 @@ def cycles_phase(browser: Any, bundle: Path, cwd: Path, args: argparse.Namespace
     print(f"  after the last, settled: RSS {final:.0f} MB (anon {final_anon:.0f}); vs cycle {ref_cycle} "
           f"{100 * (final / ref - 1):+.1f} % (pass ≤ +5 %): {'PASS' if ok else 'FAIL'}; "
           f"slope {per_cycle * 1024:+.0f} KB per cycle after cycle {ref_cycle}")
-    print(f"  {args.cycles} cycles in {time.perf_counter() - t0:.0f} s; server cpu {used_cpu:.0f} s; "
+    print(f"  {len(curve)} cycles in {time.perf_counter() - t0:.0f} s; server cpu {used_cpu:.0f} s; "
           f"errors: {len(errors)}; writes to closed pages: {closed_writes}" + "".join(f"\n    {e}" for e in errors[:20]))
     return ok
 

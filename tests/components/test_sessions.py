@@ -43,18 +43,20 @@ def test_on_session_end_does_nothing_outside_a_server() -> None:
 
 
 @pytest.fixture
-def explorer_server() -> Iterator[tuple[str, list[weakref.ref], list[int]]]:
+def explorer_server() -> Iterator[tuple[str, tuple[list[weakref.ref], list[weakref.ref]], list[int]]]:
     """An explorer served in a thread whose closed sessions expire at once: (url, weakrefs to each
-    session's Explorer, one entry per destroyed session)."""
+    session's Explorer and ExplorerState, one entry per destroyed session)."""
     cohort = tiny_cohort(3_000)
     decoder = tiny_decoder(8)
     explorers: list[weakref.ref] = []
+    states: list[weakref.ref] = []
     destroyed: list[int] = []
     lock = threading.Lock()
 
     def app() -> pn.template.BaseTemplate:
         explorer = Explorer(cohort, decoder)
         explorers.append(weakref.ref(explorer))
+        states.append(weakref.ref(explorer.state))  # the session's arrays: selection, region, cached sums
 
         def on_destroyed(_context: object) -> None:
             with lock:
@@ -72,7 +74,7 @@ def explorer_server() -> Iterator[tuple[str, list[weakref.ref], list[int]]]:
     )
     try:
         wait_until_listening(port)
-        yield f"http://127.0.0.1:{port}/explorer", explorers, destroyed
+        yield f"http://127.0.0.1:{port}/explorer", (explorers, states), destroyed
     finally:
         server.stop()
         server.join(timeout=30)
@@ -82,7 +84,7 @@ def explorer_server() -> Iterator[tuple[str, list[weakref.ref], list[int]]]:
 def test_closed_sessions_free_their_explorer(explorer_server) -> None:
     from bokeh.client import pull_session
 
-    url, explorers, destroyed = explorer_server
+    url, (explorers, states), destroyed = explorer_server
     for _ in range(SESSIONS):
         session = pull_session(url=url)  # the server builds and renders a whole explorer
         session.close()
@@ -95,13 +97,14 @@ def test_closed_sessions_free_their_explorer(explorer_server) -> None:
     gc.collect()
     alive = sum(ref() is not None for ref in explorers)
     assert alive == 0, f"{alive} of {SESSIONS} closed sessions' explorers are still alive"
+    assert sum(ref() is not None for ref in states) == 0, "a closed session's state (its arrays) is still alive"
 
 
 @pytest.mark.slow
 def test_a_served_explorer_recomputes_only_the_visible_tab(explorer_server) -> None:
     from bokeh.client import pull_session
 
-    url, explorers, _ = explorer_server
+    url, (explorers, _), _ = explorer_server
     session = pull_session(url=url)
     try:
         explorer = explorers[-1]()
