@@ -82,7 +82,7 @@ PROBE_JS = """(timeoutMs) => {
   const summary = models().find(m => hasClass(m, 'lse-selection-size'));
   if (!summary) return false;
   // The Decode tab's header says "Selection: N subjects" once its recomputation for N has begun.
-  const decodeShows = (n) => models().some(m => typeof m.text === 'string' && m !== summary
+  const decodeShows = (all, n) => all.some(m => typeof m.text === 'string' && m !== summary
       && m.text.includes('Selection') && m.text.includes(': ' + n + ' subjects'));
   const hasDecode = () => models().some(m => typeof m.text === 'string' && m.text.includes('decoded from the'));
   const probe = {armed: false, results: [], summary, geometry: null};
@@ -101,7 +101,9 @@ PROBE_JS = """(timeoutMs) => {
         const found = summary.text.match(/([0-9][0-9,]*)/);
         n = found ? found[1] : '?';
       }
-      if (counted !== null && (!decode || (decodeShows(n) && !models().some(m => hasClass(m, 'pn-loading'))))) {
+      // One pass over the document's models per tick, and only once the count has changed.
+      const all = counted !== null && decode ? models() : null;
+      if (counted !== null && (!decode || (decodeShows(all, n) && !all.some(m => hasClass(m, 'pn-loading'))))) {
         probe.results.push({count_ms: counted - t0, pane_ms: now - t0, n: n, decode: decode});
         return;
       }
@@ -109,7 +111,7 @@ PROBE_JS = """(timeoutMs) => {
         probe.results.push({lost: true}); return;  // a starved page read the drag as no gesture
       }
       if (now - t0 > timeoutMs) { probe.results.push({timeout: true, counted: counted !== null, n: n}); return; }
-      setTimeout(tick, 5);
+      setTimeout(tick, 10);
     };
     tick();
   }, true);
@@ -117,7 +119,7 @@ PROBE_JS = """(timeoutMs) => {
   return true;
 }"""
 """Installs ``window.__lse`` once the explorer's selection summary exists: ``arm()`` before a drag;
-the next mouse-up starts a 5 ms poll (page clock) that records when the count text changed, and
+the next mouse-up starts a 10 ms poll (page clock) that records when the count text changed, and
 when the Decode tab (shown first) says the new count and no model carries Panel's ``pn-loading``
 class any more: its recomputation for this selection is done and drawn. The count and the
 spinner arrive in separate messages (measured: the spinner about 1 s after the count on the loaded
@@ -257,7 +259,12 @@ def collect(session: Session) -> str | None:
 def drive(sessions: list[Session], selections: int, centre: tuple[float, float], think: float) -> float:
     """Every session makes ``selections`` selections, the pages taken in turn; returns the wall time."""
     start = time.perf_counter()
+    total, step, reported = selections * len(sessions), max(1, selections * len(sessions) // 10), 0
     while any(s.made < selections or s.pending for s in sessions):
+        answered = sum(len(s.results) for s in sessions)
+        if len(sessions) > 1 and answered >= reported + step:
+            reported = answered - answered % step
+            print(f"    {answered}/{total} answered after {time.perf_counter() - start:.0f} s", flush=True)
         if stopping.is_set():
             raise KeyboardInterrupt
         issued = False
