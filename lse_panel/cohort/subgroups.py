@@ -24,6 +24,7 @@ import pandas as pd
 from lse_panel.analysis.selection import sorted_unique
 from lse_panel.cohort.bundle import Cohort, atomic_save_npy, atomic_write_json, atomic_write_table
 from lse_panel.cohort.ids import locate_ids
+from lse_panel.cohort.names import name_key, validate_colour, validate_name
 from lse_panel.cohort.rules import (
     FilterStep,
     IdsStep,
@@ -52,14 +53,9 @@ MEMBER_DIR = "subgroups"
 LOCK_FILE = ".subgroups.lock"
 STORE_VERSION = 1
 
-MAX_NAME_LENGTH = 80
-
 INLINE_IDS = 1_000
 """An ``ids`` step with more ids than this keeps them in a ``.npy`` beside ``subgroups.json``,
 so the JSON stays small enough to read on every listing."""
-
-_HEX = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
-
 
 @dataclass(frozen=True, eq=False)
 class Subgroup:
@@ -98,30 +94,12 @@ class Subgroup:
         return {"name": self.name, "colour": self.colour, "n": self.n, "created": self.created, "steps": len(self.rule)}
 
 
-def validate_name(name: str) -> str:
-    """The name, stripped, if it can name a subgroup; otherwise :class:`SubgroupError` saying why."""
-    if not isinstance(name, str):
-        raise SubgroupError(f"a subgroup name is text; got {type(name).__name__}.")
-    stripped = name.strip()
-    if not stripped:
-        raise SubgroupError("a subgroup needs a name; the name is empty.")
-    if len(stripped) > MAX_NAME_LENGTH:
-        raise SubgroupError(f"subgroup names are at most {MAX_NAME_LENGTH} characters; this one has {len(stripped)}.")
-    if "/" in stripped or "\\" in stripped or os.sep in stripped:
-        raise SubgroupError(f"subgroup name {stripped!r} contains a path separator ('/' or '\\'); choose another.")
-    if any(ord(c) < 32 or ord(c) == 127 for c in stripped):
-        raise SubgroupError(f"subgroup name {stripped!r} contains a control character; choose another.")
-    return stripped
-
-
-def validate_colour(colour: str) -> str:
-    """``colour`` as lower-case ``#rrggbb``; :class:`SubgroupError` unless it is ``#rgb`` or ``#rrggbb``."""
-    if not isinstance(colour, str) or not _HEX.match(colour):
-        raise SubgroupError(f"colour {colour!r} is not a hex colour like '#1f77b4' (or '#17b').")
-    colour = colour.lower()
-    if len(colour) == 4:
-        colour = "#" + "".join(c * 2 for c in colour[1:])
-    return colour
+def _stored_colour(colour: object) -> str:
+    """A saved colour, or grey when the file (written by another tool, or edited) holds something else."""
+    try:
+        return validate_colour(colour)
+    except SubgroupError:
+        return "#888888"
 
 
 def _slug(name: str) -> str:
@@ -458,8 +436,8 @@ class SubgroupStore:
         # Names are unique ignoring case, so "LVH" and "lvh" never sit side by side in a list.
         if not isinstance(name, str):
             return None
-        wanted = name.strip().casefold()
-        return next((key for key in entries if key.casefold() == wanted), None)
+        wanted = name_key(name)
+        return next((key for key in entries if name_key(key) == wanted), None)
 
     def _entry_key(self, entries: Mapping[str, Any], name: str) -> str:
         key = self._find(entries, name)
@@ -532,7 +510,7 @@ class SubgroupStore:
             ids = self._load_array(entry["files"]["ids"])
             rows = self._load_array(entry["files"]["rows"])
             rule = rule_from_json([self._expand_step(step) for step in entry["rule"]])
-        return Subgroup(entry["name"], entry["colour"], ids, rows, tuple(rule), entry["created"])
+        return Subgroup(entry["name"], _stored_colour(entry.get("colour")), ids, rows, tuple(rule), entry["created"])
 
     def _load_array(self, relative: str) -> np.ndarray:
         assert self.path is not None

@@ -17,6 +17,7 @@ from lse_panel.cohort.derived import cohort_metrics, prepared_metrics
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
+from lse_panel.components.text import alert, escape_markdown
 
 
 class AccuracyPane(pn.viewable.Viewer):
@@ -67,7 +68,7 @@ class AccuracyPane(pn.viewable.Viewer):
             self._focus.value = state.focus_phenotype
         self._focus.link(state, value="focus_phenotype", bidirectional=True)
         self._bootstrap = pn.widgets.Checkbox.from_param(self.param.bootstrap, name="Bootstrap 95% intervals")
-        self._alert = pn.pane.Alert("", alert_type="info", visible=False)
+        self._alert = alert("", alert_type="info", visible=False)
         self._heatmap = pn.pane.HoloViews(None, sizing_mode="fixed")
         self._table = pn.pane.DataFrame(None, sizing_mode="stretch_width", escape=True, sparsify=True)
         self._scatter = pn.pane.HoloViews(None, sizing_mode="fixed")
@@ -160,7 +161,7 @@ class AccuracyPane(pn.viewable.Viewer):
             message = " ".join(notes)
         with param.edit_constant(self):
             self.param.update(metrics=table, hidden=hidden, message=message)
-        self._alert.object = message
+        self._alert.object = escape_markdown(message)
         self._alert.visible = bool(message)
         self._results.visible = table is not None
         if table is None:

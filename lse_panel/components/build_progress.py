@@ -9,6 +9,7 @@ import panel as pn
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.schema import BundleError
 from lse_panel.components.scheduling import served
+from lse_panel.components.text import markdown
 
 CHECK_EVERY_MS = 5_000
 """How often a served session looks for new projections (a manifest read: well under a millisecond)."""
@@ -36,7 +37,7 @@ class BuildProgress(pn.viewable.Viewer):
         self.on_new = on_new
         self._shown = set(cohort.projections)
         self._spinner = pn.indicators.LoadingSpinner(value=True, size=18, color="secondary", align="center")
-        self._text = pn.pane.Markdown("", margin=(0, 8), align="center")
+        self._text = markdown("", margin=(0, 8), align="center")
         self._notice = pn.Row(self._spinner, self._text, visible=False)
         self._callback: Any = None
         self._update_notice()

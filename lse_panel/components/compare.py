@@ -15,6 +15,7 @@ from lse_panel.analysis.groups import COMPARISON, SELECTION, GroupSet
 from lse_panel.cohort.derived import phenotype_binning, prepared_metrics
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
+from lse_panel.components.text import alert, escape_markdown, escaped_options, markdown
 from lse_panel.plotting.compare import (
     REFERENCE_COLOUR,
     SELECTION_COLOUR,
@@ -109,14 +110,15 @@ class ComparePane(pn.viewable.Viewer):
         self._phenotype_choice = pn.widgets.MultiChoice.from_param(
             self.param.phenotypes, label="Histograms of", width=360,
         )
+        self._phenotype_choice.options = escaped_options(names)
         self._refresh = pn.widgets.Button(label="↻", width=40, align="end", description="Re-read the saved subgroups")
-        self._alert = pn.pane.Alert("", alert_type="info", visible=False)
-        self._summary = pn.pane.Markdown("", margin=(0, 10))
+        self._alert = alert("", alert_type="info", visible=False)
+        self._summary = markdown("", margin=(0, 10))
         self._effects = pn.pane.HoloViews(None, sizing_mode="fixed")
         self._table = pn.pane.DataFrame(None, escape=True, sizing_mode="stretch_width", max_rows=200)
         self._histograms = pn.FlexBox(sizing_mode="stretch_width")
         self._accuracy = pn.pane.DataFrame(None, escape=True, sizing_mode="stretch_width", max_rows=500)
-        self._accuracy_area = pn.Column(pn.pane.Markdown("#### Accuracy per group"), self._accuracy,
+        self._accuracy_area = pn.Column(markdown("#### Accuracy per group"), self._accuracy,
                                         sizing_mode="stretch_width")  # fmt: skip
         self._results = pn.Column(
             pn.Row(self._effects, self._table, sizing_mode="stretch_width"),
@@ -164,7 +166,7 @@ class ComparePane(pn.viewable.Viewer):
         names = self.store.names()
         kept = [n for n in self.subgroups if n in names]
         self.param.subgroups.objects = names
-        self._subgroup_choice.options = names
+        self._subgroup_choice.options = escaped_options(names)
         if kept != list(self.subgroups):
             self.subgroups = kept
         return names
@@ -234,7 +236,7 @@ class ComparePane(pn.viewable.Viewer):
             )
             self._set(groups={}, reference=reference, hidden={}, table=None, accuracy=None, distributions={},
                       message=message)  # fmt: skip
-            self._alert.param.update(object=message, alert_type="info", visible=True)
+            self._alert.param.update(object=escape_markdown(message), alert_type="info", visible=True)
             self._summary.object = ""
             self._results.visible = False
             return
@@ -251,7 +253,7 @@ class ComparePane(pn.viewable.Viewer):
             ) + ". Compare with the whole cohort or a saved subgroup instead."
             self._set(groups=sizes, reference=reference, hidden=hidden, table=None, accuracy=None, distributions={},
                       message=message)  # fmt: skip
-            self._alert.param.update(object=message, alert_type="warning", visible=True)
+            self._alert.param.update(object=escape_markdown(message), alert_type="warning", visible=True)
             self._summary.object = ""
             self._results.visible = False
             return
@@ -293,9 +295,9 @@ class ComparePane(pn.viewable.Viewer):
     # -- rendering -------------------------------------------------------------------------
     def _render(self, colours: dict[str, str]) -> None:
         reference, hidden_text = self.reference, f"hidden (n < {self.state.policy.min_group_size})"
-        self._alert.param.update(object=self.message, alert_type="warning", visible=bool(self.message))
+        self._alert.param.update(object=escape_markdown(self.message), alert_type="warning", visible=bool(self.message))
         self._summary.object = " · ".join(
-            f"**{label}** ({'comparison' if label == reference else 'group'}): "
+            f"**{escape_markdown(label)}** ({'comparison' if label == reference else 'group'}): "
             + (f"{n:,} subjects" if label not in self.hidden else f"{hidden_text}")
             for label, n in self.groups.items()
         )

@@ -17,6 +17,7 @@ from lse_panel.components.state import ExplorerState
 from lse_panel.config import SETTINGS
 from lse_panel.plotting.signals import create_modality_plot, modality_spec
 from lse_panel.sources import RawSource
+from lse_panel.components.text import alert, escape_markdown, markdown
 
 MAX_SAMPLES = SETTINGS.max_selection_sample
 """Most subjects shown as original vs reconstruction: individual records are heavy and sensitive."""
@@ -97,10 +98,10 @@ class DecodePane(pn.viewable.Viewer):
         self._decode_from = pn.widgets.RadioButtonGroup.from_param(
             state.param.decode_from, name="Decode from", button_type="primary", button_style="outline"
         )
-        self._header = pn.pane.Markdown("", margin=(0, 10))
-        self._alert = pn.pane.Alert("", alert_type="info", visible=False)
+        self._header = markdown("", margin=(0, 10))
+        self._alert = alert("", alert_type="info", visible=False)
         self._means = pn.Column(sizing_mode="stretch_width")
-        self._sample_note = pn.pane.Markdown("", visible=False)
+        self._sample_note = markdown("", visible=False)
         self._sample_rows = pn.Column()
         # Collapsed until opened: individual subjects are computed and drawn only while the card is
         # open, which keeps them off the path from a lasso to the group means (~100 ms at 4 subjects).
@@ -160,7 +161,7 @@ class DecodePane(pn.viewable.Viewer):
         state, groups = self.state, self.state.groups
         n_sel, n_cmp, what = groups.size(SELECTION), groups.size(COMPARISON), groups.comparison_name()
         self._header.object = (
-            f"**Selection**: {n_sel:,} subjects · **comparison**: {what} ({n_cmp:,}) · "
+            f"**Selection**: {n_sel:,} subjects · **comparison**: {escape_markdown(what)} ({n_cmp:,}) · "
             f"decoded from the **{state.decode_from}** latent"
         )
         if n_sel == 0:
@@ -195,7 +196,7 @@ class DecodePane(pn.viewable.Viewer):
         with param.edit_constant(self):
             self.param.update(**values)
         text = self.message
-        self._alert.object = text
+        self._alert.object = escape_markdown(text)
         self._alert.visible = bool(text)
 
     # -- plots, built once per set of modalities ---------------------------------------------
@@ -247,7 +248,7 @@ class DecodePane(pn.viewable.Viewer):
             self._sample_rows[i].visible = visible
             if not visible:
                 continue
-            self._sample_rows[i][0].object = f"**subject {state.cohort.ids[rows[i]]}** (row {rows[i]})"
+            self._sample_rows[i][0].object = f"**subject {escape_markdown(state.cohort.ids[rows[i]])}** (row {rows[i]})"
             for modality, pipe in slot.items():
                 data = {}
                 if modality in recon:
@@ -284,5 +285,5 @@ class DecodePane(pn.viewable.Viewer):
                 for name, spec in self._specs.items()
             ]
             self._sample_pipes.append(pipes)
-            rows.append(pn.Column(pn.pane.Markdown(""), pn.Row(*plots), visible=False))
+            rows.append(pn.Column(markdown(""), pn.Row(*plots), visible=False))
         self._sample_rows.objects = rows

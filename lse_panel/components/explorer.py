@@ -38,6 +38,7 @@ from lse_panel.components.subject import SubjectInspector
 from lse_panel.config import SETTINGS
 from lse_panel.palette import HIGHLIGHT
 from lse_panel.sources import RawSource, open_raw_source
+from lse_panel.components.text import alert, markdown
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class Explorer(pn.viewable.Viewer):
 
     def _make_accuracy_pane(self) -> pn.viewable.Viewable:
         if not self.cohort.predictions:
-            return pn.pane.Alert(
+            return alert(
                 "No cross-fitted predictions in this bundle: run `lse build` to add them.", alert_type="secondary"
             )
         return AccuracyPane(self.state)
@@ -343,7 +344,7 @@ class Explorer(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         """The whole app as one layout (no template), for notebooks and embedding."""
         return pn.Row(
-            pn.Column(pn.pane.Markdown("### Filters"), self.filters, width=300),
+            pn.Column(markdown("### Filters"), self.filters, width=300),
             pn.Column(*self.main_panes()),
         )
 
@@ -351,7 +352,7 @@ class Explorer(pn.viewable.Viewer):
         """The app in a template (only meaningful when served: templates do not render in notebooks)."""
         return pn.template.FastListTemplate(
             title=self.title,
-            sidebar=[pn.pane.Markdown("### Filters"), self.filters],
+            sidebar=[markdown("### Filters"), self.filters],
             main=self.main_panes(),
             sidebar_width=320,
             accent=HIGHLIGHT,
@@ -359,4 +360,4 @@ class Explorer(pn.viewable.Viewer):
 
 
 def _off(what: str) -> pn.pane.Alert:
-    return pn.pane.Alert(f"{what} is off: no decoder was loaded for this bundle.", alert_type="secondary")
+    return alert(f"{what} is off: no decoder was loaded for this bundle.", alert_type="secondary")

@@ -28,6 +28,7 @@ from lse_panel.components.scheduling import Scheduler, served
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.config import SETTINGS
+from lse_panel.components.text import markdown
 from lse_panel.plotting.accuracy import METRIC_LABELS
 from lse_panel.plotting.slices import (
     TEXT_COLUMNS,
@@ -154,7 +155,7 @@ class FailuresPane(pn.viewable.Viewer):
         self._results = pn.Column(
             self._table,
             pn.Row(
-                pn.Column(pn.pane.Markdown("**Which latent kind fails where** (the chosen slice)", margin=(5, 10)),
+                pn.Column(markdown("**Which latent kind fails where** (the chosen slice)", margin=(5, 10)),
                           self._per_latent, sizing_mode="stretch_width"),
                 pn.Column(pn.Row(self._name, self._save), self._save_status),
             ),
@@ -171,7 +172,7 @@ class FailuresPane(pn.viewable.Viewer):
             self._search,
         )  # fmt: skip
         self._layout = pn.Column(
-            pn.pane.Markdown(_ABOUT, margin=(0, 10)),
+            markdown(_ABOUT, margin=(0, 10)),
             controls,
             pn.Row(self._progress, self._status),
             self._results,

@@ -14,6 +14,7 @@ from lse_panel.cohort.derived import phenotype_binning
 from lse_panel.components.sessions import on_session_end, release_js_links
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.latent import create_distribution_plot
+from lse_panel.components.text import alert, escape_html, escape_markdown, escaped_options
 
 DEFAULT_SHOWN = 6
 """Phenotypes shown with a filter when the caller names none (the first ones of the bundle)."""
@@ -59,7 +60,7 @@ class PhenotypeFilters(pn.viewable.Viewer):
         self._plots: dict[str, pn.viewable.Viewable] = {}
         self._updating = False
         self._column = pn.Column(sizing_mode="stretch_width")
-        self._note = pn.pane.Alert("", alert_type="info", visible=False, margin=(0, 5))
+        self._note = alert("", alert_type="info", visible=False, margin=(0, 5))
         self._check_privacy()
         self._rebuild()
         state.param.watch(self._on_groups, "groups")
@@ -76,7 +77,8 @@ class PhenotypeFilters(pn.viewable.Viewer):
             lo, hi = finite_range(np.asarray(self.cohort.phenotype(name)))
             rule = self.state.filters.get(name, (lo, hi))
             widget = pn.widgets.EditableRangeSlider(
-                name=f"{name} ({spec.units})" if spec.units else name,
+                # The slider's title is a Bokeh Div, rendered as HTML: units come from the bundle.
+                name=escape_html(f"{name} ({spec.units})" if spec.units else name),
                 start=lo, end=hi, value=(rule[0] if rule[0] is not None else lo, rule[1] if rule[1] is not None else hi),
                 step=(hi - lo) / 200, format="0.[00]", sizing_mode="stretch_width",
             )
@@ -162,7 +164,7 @@ class PhenotypeFilters(pn.viewable.Viewer):
         reason = self.state.groups.hidden.get(SELECTION, "")
         with param.edit_constant(self):
             self.hidden = reason
-        self._note.object = f"The selection's distributions are not drawn: {reason}." if reason else ""
+        self._note.object = escape_markdown(f"The selection's distributions are not drawn: {reason}.") if reason else ""
         self._note.visible = bool(reason)
 
     def _selection_counts(self, name: str) -> np.ndarray:
@@ -179,4 +181,5 @@ class PhenotypeFilters(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         chooser = pn.widgets.MultiChoice.from_param(self.param.shown, name="phenotypes", sizing_mode="stretch_width")
+        chooser.options = escaped_options(self.param.shown.objects)
         return pn.Column(chooser, self._note, self._column, sizing_mode="stretch_width")

@@ -20,6 +20,7 @@ from lse_panel.components.state import ExplorerState
 from lse_panel.palette import NEUTRAL_COLOUR
 from lse_panel.plotting.paths import END_COLOUR, MONTAGE_GAP, colour_ramp, create_path_plot, image_montage, step_labels
 from lse_panel.plotting.signals import create_modality_plot, modality_spec
+from lse_panel.components.text import alert, escape_markdown, markdown
 
 ENDPOINTS = {"comparison → selection": "comparison", "two saved subgroups": "subgroups"}
 
@@ -117,8 +118,8 @@ class InterpolatePane(_LivePane):
         self._channel_widget = pn.widgets.Select.from_param(self.param.channel, label="Channel", width=120)
         self._frame_widget = pn.widgets.IntInput.from_param(self.param.frame, label="Image frame", width=100)
         self._subgroup_row = pn.Row(self._start_widget, self._end_widget, self._refresh)
-        self._header = pn.pane.Markdown("", margin=(0, 10))
-        self._alert = pn.pane.Alert("", alert_type="info", visible=False)
+        self._header = markdown("", margin=(0, 10))
+        self._alert = alert("", alert_type="info", visible=False)
         self._plots = pn.Column(sizing_mode="stretch_width")
         self._layout = pn.Column(
             self._endpoint_widget,
@@ -304,7 +305,7 @@ class InterpolatePane(_LivePane):
         if reason is not None:
             self._set(latents=None, decoded={}, labels=[], message=reason)
             self._header.object = ""
-            self._alert.object = reason
+            self._alert.object = escape_markdown(reason)
             self._alert.visible = True
             self._plots.visible = False
             self._send_paths()
@@ -316,7 +317,7 @@ class InterpolatePane(_LivePane):
         n_start, n_end = self.endpoint_sizes()
         self._header.object = (
             f"**{self.steps} steps** on the straight line from the mean **{self.state.decode_from}** latent of "
-            f"**{start}** ({n_start:,} subjects, blue) to that of **{end}** ({n_end:,}, red)."
+            f"**{escape_markdown(start)}** ({n_start:,} subjects, blue) to that of **{escape_markdown(end)}** ({n_end:,}, red)."
         )
         self._alert.visible = False
         self._show()

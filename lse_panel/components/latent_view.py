@@ -16,6 +16,7 @@ from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.rules import BoxStep, LassoStep
 from lse_panel.components.state import ExplorerState
+from lse_panel.components.text import markdown
 from lse_panel.plotting.latent import (
     DENSITY,
     create_latent_plot,
@@ -261,7 +262,7 @@ def selection_summary(state: ExplorerState) -> pn.pane.Markdown:
         n, total = len(selection), state.cohort.n_subjects
         return f"**{n:,}** of {total:,} subjects selected ({100 * n / max(total, 1):.1f}%)"
 
-    return pn.pane.Markdown(pn.bind(text, state.param.selection), margin=(0, 10), css_classes=["lse-selection-size"])
+    return markdown(pn.bind(text, state.param.selection), margin=(0, 10), css_classes=["lse-selection-size"])
 
 
 class LatentPair(pn.viewable.Viewer):

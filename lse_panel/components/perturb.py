@@ -24,6 +24,7 @@ from lse_panel.components.decode import frame_players
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.signals import create_modality_plot, modality_spec
+from lse_panel.components.text import alert, escape_markdown, markdown
 
 N_PRINCIPAL = 5
 """Principal directions offered: beyond the fifth, a 64-value latent's directions explain little each."""
@@ -141,8 +142,8 @@ class PerturbPane(_LivePane):
         )
         self._reset = pn.widgets.Button(label="Reset to 0", color="light", width=100)
         self._reset.on_click(self._on_reset)
-        self._header = pn.pane.Markdown("", margin=(0, 10))
-        self._alert = pn.pane.Alert("", alert_type="info", visible=False)
+        self._header = markdown("", margin=(0, 10))
+        self._alert = alert("", alert_type="info", visible=False)
         self._plots = pn.Column(sizing_mode="stretch_width")
         self._layout = pn.Column(
             self._type_widget,
@@ -257,7 +258,7 @@ class PerturbPane(_LivePane):
         self._set(decoded=decoded, latent=latents[0], unit=unit, sd=sd, message="")
         self._header.object = (
             f"Mean latent of the **selection** ({n:,} subjects, **{state.decode_from}** latent) moved by "
-            f"**{self.amount:+.2f} SD** ({self.amount * sd:+.3g} latent units) along {label}."
+            f"**{self.amount:+.2f} SD** ({self.amount * sd:+.3g} latent units) along {escape_markdown(label)}."
         )
         self._alert.visible = False
         self._ensure_plots(perturbed)
@@ -269,7 +270,7 @@ class PerturbPane(_LivePane):
         self._mean, self._original = None, {}
         self._set(decoded={}, latent=None, unit=None, sd=0.0, message=message)
         self._header.object = ""
-        self._alert.object = message
+        self._alert.object = escape_markdown(message)
         self._alert.visible = True
         self._plots.visible = False
 

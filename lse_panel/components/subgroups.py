@@ -23,6 +23,7 @@ from lse_panel.cohort.rules import FilterStep, IdsStep, Step, SubgroupError
 from lse_panel.cohort.subgroups import Subgroup, SubgroupStore
 from lse_panel.components.state import ExplorerState
 from lse_panel.palette import SUBGROUP_COLOURS, next_free_colour
+from lse_panel.components.text import alert, escape_html, escape_markdown, markdown
 
 EXPORT_FORMATS = {"csv": ".csv", "parquet": ".parquet"}
 
@@ -153,19 +154,19 @@ class SubgroupManager(pn.viewable.Viewer):
         self._save_condition = pn.widgets.Button(label="Save from condition", color="primary", width=150,
                                                  align="end")  # fmt: skip
         self._condition_feedback = pn.pane.Str("", styles={"color": "#555"}, margin=(0, 10))
-        self._status = pn.pane.Alert("", alert_type="info", visible=False)
+        self._status = alert("", alert_type="info", visible=False)
         self._format = pn.widgets.RadioButtonGroup.from_param(self.param.export_format, color="light", width=160)
         self._refresh = pn.widgets.Button(label="↻", width=40, description="Re-read the saved subgroups")
         self._list = pn.Column(sizing_mode="stretch_width")
         export_note = self.policy.check_individual("Export of subgroup ids")
-        self._export_note = pn.pane.Markdown(export_note or "", visible=bool(export_note))
+        self._export_note = markdown(export_note or "", visible=bool(export_note))
         self._layout = pn.Column(
             pn.Row(self._name, self._colour, self._save),
             pn.Row(self._condition, self._save_condition),
             self._condition_feedback,
             self._status,
-            pn.Row(pn.pane.Markdown("**Saved subgroups**", margin=(8, 10, 0, 10)), self._refresh,
-                   *([] if export_note else [pn.pane.Markdown("export as", margin=(8, 4, 0, 10)), self._format])),
+            pn.Row(markdown("**Saved subgroups**", margin=(8, 10, 0, 10)), self._refresh,
+                   *([] if export_note else [markdown("export as", margin=(8, 4, 0, 10)), self._format])),
             self._export_note,
             self._list,
             sizing_mode="stretch_width",
@@ -295,7 +296,7 @@ class SubgroupManager(pn.viewable.Viewer):
             self.shown = shown
         self._rows = {g.name: self._make_row(g) for g in groups}
         self._list.objects = [row.layout() for row in self._rows.values()] or [
-            pn.pane.Markdown("*No saved subgroups yet: select subjects and press Save selection.*")
+            markdown("*No saved subgroups yet: select subjects and press Save selection.*")
         ]
         self._colour.value = next_free_colour([g.colour for g in groups])
         return names
@@ -315,12 +316,12 @@ class SubgroupManager(pn.viewable.Viewer):
         if self.policy.individual_views:
             download = pn.widgets.FileDownload(
                 callback=partial(self._download, name), filename=self._filename(name), label="⬇",
-                color="light", width=50, embed=False, description=f"Download {name}'s ids and phenotypes",
+                color="light", width=50, embed=False, description="Download this subgroup's ids and phenotypes",
             )
         row = _Row(
             name=name,
             swatch=pn.pane.HTML(
-                f'<div style="width:16px;height:16px;border-radius:3px;background:{group.colour}"></div>',
+                f'<div style="width:16px;height:16px;border-radius:3px;background:{escape_html(group.colour)}"></div>',
                 width=20, margin=(12, 4),
             ),
             rename=pn.widgets.TextInput(value=name, width=160),
@@ -357,7 +358,7 @@ class SubgroupManager(pn.viewable.Viewer):
     def _report(self, text: str, *, error: bool = False) -> None:
         with param.edit_constant(self):
             self.message = text
-        self._status.object = text
+        self._status.object = escape_markdown(text)
         self._status.alert_type = "danger" if error else "success"
         self._status.visible = bool(text)
 

@@ -15,6 +15,7 @@ from lse_panel.cohort.records import ImageSequenceRecord, Record, RecordError, S
 from lse_panel.cohort.schema import ImageSequenceModality, Modality, SignalModality
 from lse_panel.components.state import ExplorerState
 from lse_panel.sources import RawSource
+from lse_panel.components.text import alert, escape_markdown, markdown
 
 
 def subject_phenotypes(state: ExplorerState, row: int) -> pd.DataFrame:
@@ -69,7 +70,7 @@ class SubjectInspector(pn.viewable.Viewer):
 
     @staticmethod
     def _placeholder() -> pn.pane.Markdown:
-        return pn.pane.Markdown("*Click a point in a latent view to open that subject.*")
+        return markdown("*Click a point in a latent view to open that subject.*")
 
     def records(self, row: int) -> dict[str, dict[str, Any]]:
         """Modality → what exists for subject ``row``.
@@ -112,7 +113,7 @@ class SubjectInspector(pn.viewable.Viewer):
 
     def _render(self, row: int) -> list[pn.viewable.Viewable]:
         cohort = self.state.cohort
-        items: list[pn.viewable.Viewable] = [pn.pane.Markdown(f"### Subject {cohort.ids[row]}")]
+        items: list[pn.viewable.Viewable] = [markdown(f"### Subject {escape_markdown(cohort.ids[row])}")]
         table = pn.widgets.Tabulator(
             subject_phenotypes(self.state, row), show_index=False, disabled=True, height=220, width=300,
             layout="fit_data",
@@ -120,7 +121,7 @@ class SubjectInspector(pn.viewable.Viewer):
         panels: list[pn.viewable.Viewable] = []
         records = self.records(row)
         if not records:
-            panels.append(pn.pane.Markdown("*No raw records or decoder available for this bundle.*"))
+            panels.append(markdown("*No raw records or decoder available for this bundle.*"))
         for name, found in records.items():
             panels.append(self._modality_panel(name, found))
         note = (
@@ -128,7 +129,7 @@ class SubjectInspector(pn.viewable.Viewer):
             if self.decode is not None
             else "No decoder loaded: originals only."
         )
-        items.append(pn.Row(table, pn.Column(pn.pane.Markdown(note), pn.Row(*panels))))
+        items.append(pn.Row(table, pn.Column(markdown(note), pn.Row(*panels))))
         return items
 
     def _modality_panel(self, name: str, found: Mapping[str, Any]) -> pn.viewable.Viewable:
@@ -140,9 +141,9 @@ class SubjectInspector(pn.viewable.Viewer):
             shown["original"] = found["original"]
         if "reconstruction" in found and modality is not None:
             shown["reconstruction"] = declared_record(found["reconstruction"], modality, "decoded")
-        header = [pn.pane.Markdown(f"**{name}**" + ("" if "original" in found else " (no raw record for this subject)"))]
+        header = [markdown(f"**{escape_markdown(name)}**" + ("" if "original" in found else " (no raw record for this subject)"))]
         if "error" in found:
-            header.append(pn.pane.Alert(f"The raw record could not be read: {found['error']}", alert_type="warning"))
+            header.append(alert(f"The raw record could not be read: {found['error']}", alert_type="warning"))
         if not shown:
             return pn.Column(*header)
         first = next(iter(shown.values()))
@@ -165,7 +166,7 @@ class SubjectInspector(pn.viewable.Viewer):
             text += " Original: " + "; ".join(notes) + "."
         declared = isinstance(modality, (SignalModality, ImageSequenceModality))
         width = 520 if first.kind == "signal" else 380
-        return pn.Column(*header, *body, pn.pane.Markdown(text if declared else text + " (modality not declared)",
+        return pn.Column(*header, *body, markdown(text if declared else text + " (modality not declared)",
                                                           styles={"font-size": "0.85em"}, width=width))
 
     def __panel__(self) -> pn.viewable.Viewable:
