@@ -33,8 +33,7 @@ def _load() -> None:
         main.loading = False
         return
     cohort = cached_cohort(path)
-    full = privacy_from_env(cohort.manifest) == "full"  # `lse serve --privacy`, else the bundle's default
-    explorer = Explorer(cohort, cached_decoder(path), title=TITLE, individual_level=full)
+    explorer = Explorer(cohort, cached_decoder(path), title=TITLE, privacy=privacy_from_env(cohort.manifest))
     sidebar[:] = [pn.pane.Markdown("### Filters"), explorer.filters]
     main[:] = explorer.main_panes()
     main.loading = False

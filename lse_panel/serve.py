@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from lse_panel.cli_validation import SECRET_HINT, HostAddress, cookie_secret
+from lse_panel.analysis.privacy import PRIVACY_MODES, default_mode
 from lse_panel.config import REPO_ROOT
 
 __all__ = [
@@ -32,9 +33,6 @@ __all__ = [
     "spawn_tied",
     "websocket_origins",
 ]
-
-PRIVACY_MODES = ("aggregate", "full")
-"""``aggregate``: no individual-level view reaches the browser; ``full``: the project's own team sees subjects."""
 
 PRIVACY_ENV = "LSE_PRIVACY"
 TIE_ENV = "LSE_DIE_WITH_PARENT"
@@ -79,8 +77,7 @@ def privacy_mode(manifest: Mapping[str, Any], requested: str | None = None) -> s
         if requested not in PRIVACY_MODES:
             raise ValueError(f"privacy mode {requested!r} is not one of {', '.join(PRIVACY_MODES)}.")
         return requested
-    synthetic = (manifest.get("raw") or {}).get("source") == "synthetic"
-    return "full" if synthetic else "aggregate"
+    return default_mode(manifest)
 
 
 def privacy_from_env(manifest: Mapping[str, Any], env: Mapping[str, str] | None = None) -> str:

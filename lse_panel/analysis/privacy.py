@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
 from lse_panel.config import SETTINGS, Settings
 
-__all__ = ["GroupCheck", "Groups", "PrivacyError", "PrivacyPolicy"]
+__all__ = ["PRIVACY_MODES", "GroupCheck", "Groups", "PrivacyError", "PrivacyPolicy", "default_mode", "dense_cell_centres"]
+
+PRIVACY_MODES = ("aggregate", "full")
+"""``aggregate``: groups of at least the floor only, nothing of a single subject; ``full``: every view."""
+
+
+def default_mode(manifest: Mapping[str, Any] | None) -> str:
+    """The privacy mode a cohort gets unless one is asked for: ``full`` for synthetic cohorts only.
+
+    A bundle of real subjects (any whose manifest does not say its raw records are synthetic)
+    defaults to ``aggregate``: individual-level views must be asked for.
+    """
+    raw = (manifest or {}).get("raw") or {}
+    return "full" if isinstance(raw, Mapping) and raw.get("source") == "synthetic" else "aggregate"
 
 
 class Groups(Protocol):
@@ -81,6 +94,43 @@ class PrivacyPolicy:
             raise TypeError(f"min_group_size must be an integer; got {self.min_group_size!r}.")
         if self.min_group_size < 0:
             raise ValueError(f"min_group_size must be 0 or more; got {self.min_group_size}.")
+
+    @classmethod
+    def for_mode(cls, mode: str, *, min_group_size: int | None = None, checks: tuple[GroupCheck, ...] = ()) -> PrivacyPolicy:
+        """The policy of privacy mode ``mode`` (one of :data:`PRIVACY_MODES`), with the floor of the settings by default."""
+        if mode not in PRIVACY_MODES:
+            raise ValueError(f"privacy mode {mode!r} is not one of {', '.join(PRIVACY_MODES)}.")
+        floor = SETTINGS.min_group_size if min_group_size is None else min_group_size
+        return cls(min_group_size=floor, individual_views=mode == "full", checks=checks)
+
+    @property
+    def mode(self) -> str:
+        """``"full"`` when individual-level views are on, else ``"aggregate"``."""
+        return "full" if self.individual_views else "aggregate"
+
+    def describe(self) -> str:
+        """One line for the page: the mode and what it shows."""
+        if self.individual_views:
+            return f"privacy: full (individual-level views on; aggregates of ≥ {self.min_group_size} subjects)"
+        return f"privacy: aggregate (groups of ≥ {self.min_group_size} subjects only; nothing of a single subject)"
+
+    def count_text(self, n: int, total: int | None = None) -> str:
+        """How a count of ``n`` subjects (of ``total``) may be shown: exact, or ``<k`` in aggregate mode.
+
+        In aggregate mode a count between 1 and the floor shows as ``<k`` (``✓ 1 subjects match``
+        and a binary search over thresholds would give one subject's values away), and so does the
+        number left out when that is below the floor (``>total−k``). With individual-level views on,
+        or outside those bands, the exact count.
+        """
+        n = int(n)
+        k = self.min_group_size
+        if self.individual_views or k <= 1:
+            return f"{n:,}"
+        if 0 < n < k:
+            return f"<{k:,}"
+        if total is not None and 0 < int(total) - n < k:
+            return f">{int(total) - k:,}"
+        return f"{n:,}"
 
     @classmethod
     def from_settings(cls, settings: Settings = SETTINGS, *, individual_views: bool = True) -> PrivacyPolicy:
@@ -245,3 +295,29 @@ class PrivacyPolicy:
         reason = self.check_individual(what)
         if reason is not None:
             raise PrivacyError(reason)
+
+
+def dense_cell_centres(
+    x: np.ndarray,
+    y: np.ndarray,
+    extent: tuple[tuple[float, float], tuple[float, float]],
+    *,
+    bins: int = 64,
+    min_count: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centres of the cells of a ``bins × bins`` grid over ``extent`` that hold at least ``min_count`` points.
+
+    How aggregate mode draws a group's members on a map: one mark per well-filled cell instead of
+    one per subject, so no mark stands for fewer than ``min_count`` subjects. Points outside the
+    extent or not finite are ignored.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The kept cells' centre coordinates ``(cx, cy)``.
+    """
+    (x0, x1), (y0, y1) = extent
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    counts, xe, ye = np.histogram2d(x, y, bins=bins, range=[[x0, x1], [y0, y1]])
+    ix, iy = np.nonzero(counts >= max(int(min_count), 1))
+    return (xe[ix] + xe[ix + 1]) / 2, (ye[iy] + ye[iy + 1]) / 2

@@ -17,7 +17,7 @@ from lse_panel.cohort.derived import cohort_metrics, prepared_metrics
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
-from lse_panel.components.text import alert, escape_markdown
+from lse_panel.components.text import alert, escape_markdown, markdown
 
 
 class AccuracyPane(pn.viewable.Viewer):
@@ -72,9 +72,13 @@ class AccuracyPane(pn.viewable.Viewer):
         self._heatmap = pn.pane.HoloViews(None, sizing_mode="fixed")
         self._table = pn.pane.DataFrame(None, sizing_mode="stretch_width", escape=True, sparsify=True)
         self._scatter = pn.pane.HoloViews(None, sizing_mode="fixed")
+        # One point per subject is individual-level: in aggregate mode the scatter is never built.
+        scatter_note = state.policy.check_individual("The predicted-vs-true scatter (one point per subject)")
+        self._scatter_note = markdown(escape_markdown(scatter_note or ""), visible=bool(scatter_note))
         self._results = pn.Column(
             pn.Row(self._heatmap, self._table),
-            pn.Row(self._focus),
+            *([] if scatter_note else [pn.Row(self._focus)]),
+            self._scatter_note,
             self._scatter,
             sizing_mode="stretch_width",
         )
@@ -179,7 +183,12 @@ class AccuracyPane(pn.viewable.Viewer):
     def _update_scatter(self) -> None:
         state = self.state
         name = state.focus_phenotype
-        if self._empty_message() or name not in self._tasks or state.groups.is_hidden(SELECTION):
+        if (
+            not state.policy.individual_views
+            or self._empty_message()
+            or name not in self._tasks
+            or state.groups.is_hidden(SELECTION)
+        ):
             self._scatter.object = None
             self._scatter_key = None
             return

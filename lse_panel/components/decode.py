@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import holoviews as hv
@@ -160,8 +161,9 @@ class DecodePane(pn.viewable.Viewer):
     def _update_means(self) -> None:
         state, groups = self.state, self.state.groups
         n_sel, n_cmp, what = groups.size(SELECTION), groups.size(COMPARISON), groups.comparison_name()
+        count = partial(state.policy.count_text, total=state.cohort.n_subjects)
         self._header.object = (
-            f"**Selection**: {n_sel:,} subjects · **comparison**: {escape_markdown(what)} ({n_cmp:,}) · "
+            f"**Selection**: {count(n_sel)} subjects · **comparison**: {escape_markdown(what)} ({count(n_cmp)}) · "
             f"decoded from the **{state.decode_from}** latent"
         )
         if n_sel == 0:

@@ -12,7 +12,7 @@ import panel as pn
 import param
 
 from lse_panel.analysis.decode import Decoder, decodable_kinds
-from lse_panel.analysis.privacy import PrivacyPolicy
+from lse_panel.analysis.privacy import PrivacyPolicy, default_mode
 from lse_panel.analysis.projection import Projector
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort, open_bundle
@@ -35,10 +35,9 @@ from lse_panel.components.serving import load_decoder
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.components.subject import SubjectInspector
-from lse_panel.config import SETTINGS
 from lse_panel.palette import HIGHLIGHT
 from lse_panel.sources import RawSource, open_raw_source
-from lse_panel.components.text import alert, markdown
+from lse_panel.components.text import alert, escape_markdown, markdown
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +61,15 @@ class Explorer(pn.viewable.Viewer):
     decode
         A :class:`~lse_panel.analysis.decode.Decoder` (latents of a kind → ``{modality: (k, *shape)}``);
         ``None`` turns decoding off. "Decode from" offers the latent kinds it decodes.
+    privacy
+        ``"aggregate"`` (groups of at least the floor only: no subject inspector, sampled
+        subjects, raw records, id export, per-subject scatter or hover; counts under the floor
+        shown as ``<k``; sparse map pixels hidden), ``"full"`` (every view), or a
+        :class:`PrivacyPolicy` (e.g. with a session's disclosure guard in ``checks``). By default
+        the cohort's: ``full`` for a synthetic bundle or a cohort built in memory by the caller,
+        ``aggregate`` for any other bundle (see :func:`lse_panel.analysis.privacy.default_mode`).
     individual_level
-        Show individual-level views (subject inspector, sampled subjects, id export); switch
-        off as a group where access agreements forbid them.
+        Older spelling: ``True`` is ``privacy="full"``, ``False`` is ``privacy="aggregate"``.
     filters
         Phenotypes shown with a filter (default: the first few).
     min_group_size
@@ -96,7 +101,8 @@ class Explorer(pn.viewable.Viewer):
         cohort: Cohort,
         decode: Decoder | None = None,
         *,
-        individual_level: bool = True,
+        privacy: str | PrivacyPolicy | None = None,
+        individual_level: bool | None = None,
         filters: Sequence[str] | None = None,
         min_group_size: int | None = None,
         projectors: Mapping[str, Projector] | None = None,
@@ -104,9 +110,8 @@ class Explorer(pn.viewable.Viewer):
     ) -> None:
         super().__init__(**params)
         self.cohort = cohort
-        self.individual_level = individual_level
-        floor = SETTINGS.min_group_size if min_group_size is None else min_group_size
-        self.policy = PrivacyPolicy(min_group_size=floor, individual_views=individual_level)
+        self.policy = _policy(cohort, privacy, individual_level, min_group_size)
+        self.individual_level = individual_level = self.policy.individual_views
         self.state = ExplorerState(cohort, policy=self.policy)
         self.store = self.state.store
         if decode is not None:
@@ -229,7 +234,12 @@ class Explorer(pn.viewable.Viewer):
 
     @property
     def selected_phenotypes(self) -> pd.DataFrame:
-        """Phenotypes of the selected subjects, indexed by subject id."""
+        """Phenotypes of the selected subjects, indexed by subject id (individual-level: refused in aggregate mode)."""
+        if not self.individual_level:
+            raise PermissionError(
+                "individual-level access is off for this explorer: per-subject phenotypes cannot be exported; "
+                "use compare() for group summaries."
+            )
         frame = self.cohort.phenotypes.iloc[self.state.selection]
         frame.index = pd.Index(np.asarray(self.cohort.ids)[self.state.selection], name="id")
         return frame
@@ -299,6 +309,7 @@ class Explorer(pn.viewable.Viewer):
         """Selection size, mode, clear and comparison group: always visible."""
         return pn.Row(
             selection_summary(self.state),
+            markdown(escape_markdown(self.policy.describe()), margin=(0, 10), css_classes=["lse-privacy-mode"]),
             pn.widgets.RadioButtonGroup.from_param(self.state.param.mode, name="mode", button_type="primary",
                                                    button_style="outline"),
             self._clear,
@@ -357,6 +368,24 @@ class Explorer(pn.viewable.Viewer):
             sidebar_width=320,
             accent=HIGHLIGHT,
         )
+
+
+def _policy(
+    cohort: Cohort, privacy: str | PrivacyPolicy | None, individual_level: bool | None, min_group_size: int | None
+) -> PrivacyPolicy:
+    """The explorer's policy from its arguments (see :class:`Explorer`)."""
+    if isinstance(privacy, PrivacyPolicy):
+        if min_group_size is not None or individual_level is not None:
+            raise ValueError("give the floor and individual-level views inside the PrivacyPolicy, not beside it.")
+        return privacy
+    if privacy is not None and individual_level is not None and (privacy == "full") != individual_level:
+        raise ValueError(f"privacy={privacy!r} and individual_level={individual_level} disagree; give one.")
+    if privacy is None:
+        if individual_level is not None:
+            privacy = "full" if individual_level else "aggregate"
+        else:
+            privacy = "full" if cohort.path is None else default_mode(cohort.manifest)
+    return PrivacyPolicy.for_mode(privacy, min_group_size=min_group_size)
 
 
 def _off(what: str) -> pn.pane.Alert:

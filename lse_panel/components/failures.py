@@ -412,7 +412,10 @@ class FailuresPane(pn.viewable.Viewer):
         except _USER_ERRORS as exc:
             self._save_status.object = _plain_html(str(exc), error=True)
             return
-        self._save_status.object = _plain_html(f"Saved {group.name!r} ({group.n:,} subjects) with its rule.")
+        self._save_status.object = _plain_html(
+            f"Saved {group.name!r} ({self.state.policy.count_text(group.n, self.state.cohort.n_subjects)} subjects) "
+            "with its rule."
+        )
 
 
 def _empty_slices() -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Mapping
 
 import holoviews as hv
@@ -315,9 +316,10 @@ class InterpolatePane(_LivePane):
         decoded = decode_path(self._decode, path, self.state.decode_from)
         self._set(latents=path, decoded=decoded, labels=labels, message="")
         n_start, n_end = self.endpoint_sizes()
+        count = partial(self.state.policy.count_text, total=self.state.cohort.n_subjects)
         self._header.object = (
             f"**{self.steps} steps** on the straight line from the mean **{self.state.decode_from}** latent of "
-            f"**{escape_markdown(start)}** ({n_start:,} subjects, blue) to that of **{escape_markdown(end)}** ({n_end:,}, red)."
+            f"**{escape_markdown(start)}** ({count(n_start)} subjects, blue) to that of **{escape_markdown(end)}** ({count(n_end)}, red)."
         )
         self._alert.visible = False
         self._show()

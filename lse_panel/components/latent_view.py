@@ -162,6 +162,8 @@ class LatentView(pn.viewable.Viewer):
             # Re-sourced onto each new plot (rather than new streams): subscribers stay, and callers
             # may hold on to view.box / view.lasso / view.tap.
             streams=(self.box, self.lasso, self.tap),
+            # Aggregate mode: no pixel (nor its hover) describes fewer subjects than the floor.
+            min_count=0 if self.state.policy.individual_views else self.state.policy.min_group_size,
         )
         return plot
 
@@ -260,6 +262,9 @@ def selection_summary(state: ExplorerState) -> pn.pane.Markdown:
 
     def text(selection: np.ndarray) -> str:
         n, total = len(selection), state.cohort.n_subjects
+        shown = state.policy.count_text(n, total)
+        if shown != f"{n:,}":  # under the floor in aggregate mode: no exact count, nor its percentage
+            return f"**{shown}** of {total:,} subjects selected"
         return f"**{n:,}** of {total:,} subjects selected ({100 * n / max(total, 1):.1f}%)"
 
     return markdown(pn.bind(text, state.param.selection), margin=(0, 10), css_classes=["lse-selection-size"])

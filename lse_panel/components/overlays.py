@@ -11,6 +11,7 @@ import pandas as pd
 import param
 
 from lse_panel.analysis.decode import sample_indices
+from lse_panel.analysis.privacy import dense_cell_centres
 from lse_panel.components.latent_view import LatentView
 from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.plotting.latent import create_subgroup_points
@@ -63,14 +64,19 @@ class LatentOverlays:
 
     def subgroup_frame(self, name: str) -> pd.DataFrame:
         """The points drawn for the shown subgroups on view ``name``'s current projection."""
-        coords = self.views[name].coords
+        view = self.views[name]
+        coords = view.coords
+        policy = self.subgroups.policy
         parts = []
         for group, (colour, rows) in self.subgroups.shown_members().items():
-            rows = sample_indices(rows, MAX_OVERLAY_POINTS)
-            parts.append(pd.DataFrame({
-                "x": np.asarray(coords[rows, 0], dtype=np.float64), "y": np.asarray(coords[rows, 1], dtype=np.float64),
-                "subgroup": group, "colour": colour,
-            }))  # fmt: skip
+            if policy.individual_views:
+                rows = sample_indices(rows, MAX_OVERLAY_POINTS)
+                x, y = np.asarray(coords[rows, 0], dtype=np.float64), np.asarray(coords[rows, 1], dtype=np.float64)
+            else:
+                # Aggregate mode: a mark per map cell holding at least the floor's members, none per subject.
+                x, y = dense_cell_centres(coords[rows, 0], coords[rows, 1], view.frames.extent(view.key),
+                                          min_count=policy.min_group_size)  # fmt: skip
+            parts.append(pd.DataFrame({"x": x, "y": y, "subgroup": group, "colour": colour}))
         return pd.concat(parts, ignore_index=True) if parts else create_subgroup_points().data
 
     def refresh(self) -> None:

@@ -257,7 +257,7 @@ class PerturbPane(_LivePane):
         decoded = {"perturbed": perturbed, "original": self._original}
         self._set(decoded=decoded, latent=latents[0], unit=unit, sd=sd, message="")
         self._header.object = (
-            f"Mean latent of the **selection** ({n:,} subjects, **{state.decode_from}** latent) moved by "
+            f"Mean latent of the **selection** ({state.policy.count_text(n, state.cohort.n_subjects)} subjects, **{state.decode_from}** latent) moved by "
             f"**{self.amount:+.2f} SD** ({self.amount * sd:+.3g} latent units) along {escape_markdown(label)}."
         )
         self._alert.visible = False

@@ -310,6 +310,10 @@ class SubgroupManager(pn.viewable.Viewer):
                 "choose another name."
             )
 
+    def _count(self, n: int) -> str:
+        """A count as the privacy mode lets it show (``<k`` under the floor in aggregate mode)."""
+        return self.policy.count_text(n, self.state.cohort.n_subjects)
+
     def _make_row(self, group: Subgroup) -> _Row:
         name = group.name
         download = None
@@ -325,7 +329,7 @@ class SubgroupManager(pn.viewable.Viewer):
                 width=20, margin=(12, 4),
             ),
             rename=pn.widgets.TextInput(value=name, width=160),
-            size=pn.pane.Str(f"n = {group.n:,}", width=90, margin=(10, 4)),
+            size=pn.pane.Str(f"n = {self._count(group.n)}", width=90, margin=(10, 4)),
             colour=pn.widgets.ColorPicker(value=group.colour, width=50),
             show=pn.widgets.Checkbox(label="show", value=name in self.shown, width=60, margin=(12, 4)),
             select=pn.widgets.Button(label="select", width=70),
@@ -374,8 +378,9 @@ class SubgroupManager(pn.viewable.Viewer):
 
     # -- watchers ----------------------------------------------------------------------------
     def _on_save(self, _: Any) -> None:
-        group = self._attempt("Saved {result.name!r} ({result.n:,} subjects).", self.save_selection,
-                              self._name.value, self._colour.value)  # fmt: skip
+        group = self._attempt("Saved {result.name!r}.", self.save_selection, self._name.value, self._colour.value)
+        if group is not None:
+            self._report(f"Saved {group.name!r} ({self._count(group.n)} subjects).")
         if group is not None:
             self._name.value = ""
 
@@ -395,7 +400,7 @@ class SubgroupManager(pn.viewable.Viewer):
             return
         self._condition_feedback.object = ""
         self._name.value = ""
-        self._report(f"Saved {group.name!r} ({group.n:,} subjects) from the condition.")
+        self._report(f"Saved {group.name!r} ({self._count(group.n)} subjects) from the condition.")
 
     def _on_condition_change(self, event: param.parameterized.Event) -> None:
         text = event.new
@@ -409,7 +414,7 @@ class SubgroupManager(pn.viewable.Viewer):
         except ConditionError as exc:
             self._condition_feedback.object = str(exc)
             return
-        self._condition_feedback.object = f"✓ {n:,} subjects match"
+        self._condition_feedback.object = f"✓ {self._count(n)} subjects match"
 
     def _on_refresh(self, _: Any) -> None:
         self.refresh()
@@ -435,7 +440,9 @@ class SubgroupManager(pn.viewable.Viewer):
         self.shown = shown + [name] if event.new else shown
 
     def _on_select(self, name: str, _: Any) -> None:
-        self._attempt(f"Selected the {{result.size:,}} subjects of {name!r}.", self.select, name)
+        rows = self._attempt(f"Selected the subjects of {name!r}.", self.select, name)
+        if rows is not None:
+            self._report(f"Selected the {self._count(rows.size)} subjects of {name!r}.")
 
     def _on_compare(self, name: str, _: Any) -> None:
         self._attempt(f"Every pane now compares with {name!r}.", self.use_as_comparison, name)

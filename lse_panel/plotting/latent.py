@@ -111,6 +111,33 @@ def _value_first(image: hv.Image, value: str) -> hv.Image:
     return image.clone(vdims=vdims)
 
 
+def hide_sparse_pixels(image: hv.Image, min_count: int) -> hv.Image:
+    """``image`` (a rasterised map) with every pixel holding fewer than ``min_count`` subjects blank.
+
+    The privacy floor on a map: zoomed in and coloured by a phenotype, one pixel can hold one
+    subject, and its colour and hover would show that subject's value. A pixel's subjects are its
+    count (density), its ``count`` value (a continuous colouring) or the sum over the categories
+    (an ``ImageStack``); a blank pixel is NaN in every value, so neither colour nor hover is drawn.
+    """
+    if min_count <= 1:
+        return image
+    names = [d.name for d in image.vdims]
+    arrays = {name: np.asarray(image.dimension_values(name, flat=False), dtype=np.float64) for name in names}
+    if isinstance(image, hv.ImageStack):
+        total = np.nansum(np.stack(list(arrays.values())), axis=0)
+    else:
+        total = arrays["count" if "count" in arrays else names[0]]
+    sparse = ~(np.nan_to_num(total) >= min_count)
+    if not sparse.any():
+        return image
+    data = {d.name: image.dimension_values(d, expanded=False) for d in image.kdims}
+    for name, values in arrays.items():
+        values = values.copy()
+        values[sparse] = np.nan
+        data[name] = values
+    return image.clone(data=tuple(data[d.name] for d in (*image.kdims, *image.vdims)))
+
+
 def create_latent_plot(
     data: pd.DataFrame,
     *,
@@ -126,6 +153,7 @@ def create_latent_plot(
     highlight: str = HIGHLIGHT,
     category_colors: Sequence[str] = CATEGORY_COLORS,
     streams: Sequence[hv.streams.Stream] = (),
+    min_count: int = 0,
 ) -> hv.DynamicMap:
     """A rasterised scatter of every subject, built once; pan and zoom re-aggregate server-side.
 
@@ -149,6 +177,9 @@ def create_latent_plot(
         Linked streams (``BoundsXY``, ``Lasso``, ``Tap``...) to attach; they are re-sourced onto
         the base raster, the one layer on which Bokeh's selection events reach them (sourced on
         the overlay they never fire).
+    min_count
+        Blank every pixel of either layer holding fewer subjects (:func:`hide_sparse_pixels`);
+        the privacy floor in aggregate mode. ``0`` draws every pixel.
 
     Returns
     -------
@@ -163,6 +194,8 @@ def create_latent_plot(
     vdims = [color_by] if color_by else []
     points = hv.Points(data, [x, y], vdims).redim.range(**{x: extent[0], y: extent[1]})
     base = rasterize_points(points, aggregator=_aggregator(mode, color_by), width=width, height=height)
+    if min_count > 1:
+        base = base.apply(hide_sparse_pixels, min_count=min_count)
     tools = ["hover", "box_select", "lasso_select", "tap"]
     common = dict(
         tools=tools,
@@ -188,7 +221,9 @@ def create_latent_plot(
         stream.source = base
     layers = base
     if selection is not None:
-        layers = base * create_selection_layer(selection, x=x, y=y, extent=extent, width=width, height=height, color=highlight)
+        layers = base * create_selection_layer(
+            selection, x=x, y=y, extent=extent, width=width, height=height, color=highlight, min_count=min_count
+        )
     return layers
 
 
@@ -219,6 +254,7 @@ def highlight_image(
     y_range: tuple[float, float],
     width: int,
     height: int,
+    min_count: int = 0,
 ) -> hv.Image:
     """The selected points of ``frame`` counted per pixel on ``rasterize``'s grid; empty pixels are NaN.
 
@@ -227,7 +263,8 @@ def highlight_image(
     ``hv.Points`` → ``rasterize`` → ``dynspread`` a selection redraw of one rendered plot took about
     25 ms, now about 13 ms, most of it HoloViews' own plot update (tests/benchmarks/bench_explorer.py).
     The grid (ranges, pixel ratio, pixel centres) is the one ``rasterize`` uses for the base layer,
-    so the two layers' pixels coincide.
+    so the two layers' pixels coincide. Pixels with fewer than ``min_count`` selected subjects
+    are left empty (before spreading), as :func:`hide_sparse_pixels` does for the base.
     """
     ratio = _pixel_ratio()
     width, height = int(width * ratio), int(height * ratio)
@@ -239,6 +276,8 @@ def highlight_image(
     if frame is not None and len(frame) and width > 0 and height > 0 and x1 > x0 and y1 > y0:
         canvas = ds.Canvas(plot_width=width, plot_height=height, x_range=(x0, x1), y_range=(y0, y1))
         agg = canvas.points(frame, x, y, agg=ds.count())
+        if min_count > 1:
+            agg.data[agg.data < min_count] = 0
         occupied = int(np.count_nonzero(agg.data))
         # Spread only sparse selections (a handful of subjects stays visible when zoomed out);
         # dynspread on every large selection cost more than the aggregation itself.
@@ -261,6 +300,7 @@ def create_selection_layer(
     width: int = 460,
     height: int = 420,
     color: str = HIGHLIGHT,
+    min_count: int = 0,
 ) -> hv.DynamicMap:
     """The selected subjects as a single-colour raster, re-drawn whenever ``pipe`` receives a frame.
 
@@ -288,6 +328,7 @@ def create_selection_layer(
             y_range=_finite_range(y_range, extent[1]),
             width=width or default_width,
             height=height or default_height,
+            min_count=min_count,
         ).opts(**style)
 
     # Styled inside the callback: ``DynamicMap.opts`` would wrap it in one more Dynamic layer
@@ -395,6 +436,7 @@ __all__ = [
     "create_selection_layer",
     "create_subgroup_points",
     "data_extent",
+    "hide_sparse_pixels",
     "highlight_image",
     "points_frame",
     "rasterize_points",
