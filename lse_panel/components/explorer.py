@@ -12,6 +12,7 @@ import panel as pn
 import param
 
 from lse_panel.analysis.decode import Decoder, decodable_kinds
+from lse_panel.analysis.disclosure import DisclosureGuard
 from lse_panel.analysis.privacy import PrivacyPolicy, default_mode
 from lse_panel.analysis.projection import Projector
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
@@ -64,7 +65,9 @@ class Explorer(pn.viewable.Viewer):
     privacy
         ``"aggregate"`` (groups of at least the floor only: no subject inspector, sampled
         subjects, raw records, id export, per-subject scatter or hover; counts under the floor
-        shown as ``<k``; sparse map pixels hidden), ``"full"`` (every view), or a
+        shown as ``<k``; sparse map pixels hidden; a group differing from one already shown by
+        fewer than k subjects hidden, see :class:`~lse_panel.analysis.disclosure.DisclosureGuard`),
+        ``"full"`` (every view), or a
         :class:`PrivacyPolicy` (e.g. with a session's disclosure guard in ``checks``). By default
         the cohort's: ``full`` for a synthetic bundle or a cohort built in memory by the caller,
         ``aggregate`` for any other bundle (see :func:`lse_panel.analysis.privacy.default_mode`).
@@ -385,7 +388,15 @@ def _policy(
             privacy = "full" if individual_level else "aggregate"
         else:
             privacy = "full" if cohort.path is None else default_mode(cohort.manifest)
-    return PrivacyPolicy.for_mode(privacy, min_group_size=min_group_size)
+    # Aggregate mode also refuses groups that differ from one already shown by fewer than k
+    # subjects: per user when the server has a login (a new tab starts nothing afresh), else per session.
+    checks = () if privacy == "full" else (_disclosure_guard(),)
+    return PrivacyPolicy.for_mode(privacy, min_group_size=min_group_size, checks=checks)
+
+
+def _disclosure_guard() -> DisclosureGuard:
+    user = pn.state.user if served() else None
+    return DisclosureGuard.for_user(user) if user else DisclosureGuard()
 
 
 def _off(what: str) -> pn.pane.Alert:
