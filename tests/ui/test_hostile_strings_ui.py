@@ -90,7 +90,8 @@ def _open_tab(page, name: str) -> None:
 def test_hostile_names_run_no_script(page, hostile_bundle, serve_bundle) -> None:
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    with serve_bundle(hostile_bundle) as (url, sessions):
+    # Full mode: every pane, the Subject tab and the download buttons included.
+    with serve_bundle(hostile_bundle, privacy="full") as (url, sessions):
         page.goto(url)
         frame_box(page, "ecg latent space")
         title = page.title()
@@ -136,3 +137,20 @@ def test_hostile_names_run_no_script(page, hostile_bundle, serve_bundle) -> None
         page.mouse.move(400, 400)
         page.wait_for_timeout(1000)
         _assert_no_script_ran(page, title, dialogs)
+
+
+def test_aggregate_mode_is_named_in_the_page_and_runs_no_script(page, hostile_bundle, serve_bundle) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    with serve_bundle(hostile_bundle) as (url, sessions):  # not synthetic: aggregate by default
+        page.goto(url)
+        frame_box(page, "ecg latent space")
+        page.get_by_text("privacy: aggregate").first.wait_for()
+        title = page.title()
+        tabs = page.locator(".bk-tab").all_inner_texts()
+        assert "Subject" not in tabs
+        for tab in tabs:
+            _open_tab(page, tab)
+            _assert_no_script_ran(page, title, dialogs)
+        _open_tab(page, "Subgroups")
+        assert page.get_by_role("button", name="⬇").count() == 0  # no id export

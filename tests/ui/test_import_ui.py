@@ -31,7 +31,8 @@ def test_imported_cohort_decodes_a_selection_and_shows_a_raw_record(page, import
     pn.extension("tabulator")
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    with serve_bundle(imported_bundle, own_decoder=True) as (url, sessions):
+    # The Subject tab is an individual-level view: asked for, as `lse serve --privacy full` would.
+    with serve_bundle(imported_bundle, own_decoder=True, privacy="full") as (url, sessions):
         _drive(page, url, sessions)
     assert errors == []
 
