@@ -279,7 +279,13 @@ class Cohort:
 
     def _check_targets(self) -> None:
         where = str(self.path / MANIFEST) if self.path else "manifest"
-        for name, task in (self.manifest.get("targets") or {}).items():
+        targets = self.manifest.get("targets") or {}
+        if not isinstance(targets, dict):
+            raise BundleError(
+                f"{where}: field 'targets' is {type(targets).__name__}, not an object of phenotype name → task "
+                "('regression' or 'classification'). Fix it, or rebuild the bundle (`lse build`)."
+            )
+        for name, task in targets.items():
             spec = self.phenotype_specs.get(name)
             if spec is None:
                 raise BundleError(
