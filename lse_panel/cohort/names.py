@@ -7,7 +7,7 @@ import unicodedata
 
 from lse_panel.cohort.rules import SubgroupError
 
-__all__ = ["MAX_NAME_LENGTH", "name_key", "validate_colour", "validate_name"]
+__all__ = ["MAX_NAME_LENGTH", "name_key", "stored_colour", "validate_colour", "validate_name"]
 
 MAX_NAME_LENGTH = 80
 
@@ -87,3 +87,11 @@ def validate_colour(colour: object) -> str:
     if len(colour) == 4:
         colour = "#" + "".join(c * 2 for c in colour[1:])
     return colour
+
+
+def stored_colour(colour: object) -> str:
+    """A saved colour, or grey when the file (written by another tool, or edited) holds something else."""
+    try:
+        return validate_colour(colour)
+    except SubgroupError:
+        return "#888888"

@@ -7,7 +7,6 @@ The rule language lives in :mod:`lse_panel.cohort.rules`, the id → row lookup 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import threading
@@ -22,9 +21,17 @@ import numpy as np
 import pandas as pd
 
 from lse_panel.analysis.selection import sorted_unique
-from lse_panel.cohort.bundle import Cohort, atomic_save_npy, atomic_write_json, atomic_write_table
+from lse_panel.cohort.bundle import Cohort, atomic_write_table
 from lse_panel.cohort.ids import locate_ids
-from lse_panel.cohort.names import name_key, validate_colour, validate_name
+from lse_panel.cohort.names import name_key, stored_colour, validate_colour, validate_name
+from lse_panel.cohort.store_limits import check_owner, check_room, check_rule_size
+from lse_panel.cohort.store_files import (
+    durable_save_npy,
+    named_files,
+    read_listing,
+    remove_stale_temporaries,
+    write_listing,
+)
 from lse_panel.cohort.rules import (
     FilterStep,
     IdsStep,
@@ -75,6 +82,9 @@ class Subgroup:
         The steps that made the selection; :func:`apply_rule` re-runs them.
     created
         When it was saved, ISO 8601 with the UTC offset.
+    owner
+        The user who saved it (the server's login), who alone may rename, recolour or delete it;
+        ``None`` when saved without a login: anyone may.
     """
 
     name: str
@@ -83,6 +93,7 @@ class Subgroup:
     rows: np.ndarray
     rule: Rule
     created: str
+    owner: str | None = None
 
     @property
     def n(self) -> int:
@@ -91,15 +102,8 @@ class Subgroup:
 
     def summary(self) -> dict[str, Any]:
         """Small JSON-ready description (no member arrays), for lists and tables."""
-        return {"name": self.name, "colour": self.colour, "n": self.n, "created": self.created, "steps": len(self.rule)}
-
-
-def _stored_colour(colour: object) -> str:
-    """A saved colour, or grey when the file (written by another tool, or edited) holds something else."""
-    try:
-        return validate_colour(colour)
-    except SubgroupError:
-        return "#888888"
+        return {"name": self.name, "colour": self.colour, "n": self.n, "created": self.created,
+                "steps": len(self.rule), "owner": self.owner}  # fmt: skip
 
 
 def _slug(name: str) -> str:
@@ -145,6 +149,8 @@ class SubgroupStore:
         self._cache_entries: dict[str, dict[str, Any]] | None = None
         self._cache_members: dict[tuple[str | None, str], np.ndarray] = {}
         self._cache_loaded: dict[str, Subgroup] = {}
+        self.warning: str | None = None
+        """Set when the listing was unreadable and its backup generation is shown (for the page to say)."""
 
     # -- reading ------------------------------------------------------------------------
     def version(self) -> Hashable:
@@ -186,6 +192,11 @@ class SubgroupStore:
     def names(self) -> list[str]:
         """Names of the saved subgroups, oldest first."""
         return list(self._entries())
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """:meth:`Subgroup.summary` of every saved subgroup, oldest first, read from the listing alone (no member files)."""
+        return [{"name": e["name"], "colour": stored_colour(e.get("colour")), "n": int(e["n"]), "created": e["created"],
+                 "steps": len(e["rule"]), "owner": e.get("owner")} for e in self._entries().values()]  # fmt: skip
 
     def get(self, name: str) -> Subgroup:
         """The subgroup called ``name``; :class:`UnknownSubgroupError` listing the names if none."""
@@ -262,6 +273,7 @@ class SubgroupStore:
         colour: str | None = None,
         *,
         overwrite: bool = False,
+        owner: str | None = None,
     ) -> Subgroup:
         """Save the subjects at ``indices`` as subgroup ``name``, with the rule that selected them.
 
@@ -278,7 +290,10 @@ class SubgroupStore:
         colour
             ``#rrggbb``; by default the first palette colour no other subgroup uses.
         overwrite
-            Replace an existing subgroup of that name (keeping its colour unless one is given).
+            Replace an existing subgroup of that name (keeping its colour unless one is given);
+            only its owner may.
+        owner
+            The logged-in user saving it (see :attr:`Subgroup.owner`).
 
         Returns
         -------
@@ -288,6 +303,7 @@ class SubgroupStore:
         name = validate_name(name)
         rows = self._indices(indices)
         steps = labelled_rule(rule_from_json(list(rule)), self.cohort)
+        check_rule_size(name, steps, inline_ids=INLINE_IDS)
         ids = np.asarray(self.cohort.ids)[rows]
         with self._lock(exclusive=True):
             entries = self._read()
@@ -297,6 +313,10 @@ class SubgroupStore:
                     f"a subgroup called {existing!r} already exists; choose another name, rename or delete "
                     "it first, or pass overwrite=True."
                 )
+            if existing is not None:
+                check_owner(entries[existing], owner, "overwrite")
+            else:
+                check_room(len(entries))
             old = entries.pop(existing) if existing is not None else None
             if colour is not None:
                 colour = validate_colour(colour)
@@ -305,12 +325,14 @@ class SubgroupStore:
             else:
                 colour = next_free_colour([e["colour"] for e in entries.values()])
             entry = self._write_members(name, ids, rows, steps)
-            entry.update(name=name, colour=colour, created=_now())
+            entry.update(name=name, colour=colour, created=_now(), owner=owner)
             entries[name] = entry
             self._commit(entries)
             return self._load(entry)
 
-    def save_condition(self, name: str, text: str, *, colour: str | None = None, overwrite: bool = False) -> Subgroup:
+    def save_condition(
+        self, name: str, text: str, *, colour: str | None = None, overwrite: bool = False, owner: str | None = None
+    ) -> Subgroup:
         """Save the subjects matching a condition (e.g. ``'age >= 60 and sex == "female"'``) as ``name``.
 
         The condition is parsed by :func:`lse_panel.analysis.conditions.parse_condition` (never
@@ -322,16 +344,17 @@ class SubgroupStore:
             When the condition does not parse or does not fit the cohort's phenotypes.
         """
         step = FilterStep.from_text(text, self.cohort)
-        return self.save(name, apply_rule([step], self.cohort), [step], colour, overwrite=overwrite)
+        return self.save(name, apply_rule([step], self.cohort), [step], colour, overwrite=overwrite, owner=owner)
 
-    def rename(self, old: str, new: str) -> Subgroup:
-        """Rename subgroup ``old`` to ``new`` (validated like a new name)."""
+    def rename(self, old: str, new: str, *, user: str | None = None) -> Subgroup:
+        """Rename subgroup ``old`` to ``new`` (validated like a new name); only its owner (``user``) may."""
         new = validate_name(new)
         with self._lock(exclusive=True):
             entries = self._read()
             current = self._find(entries, old)
             if current is None:
                 raise self._unknown(entries, old)
+            check_owner(entries[current], user, "rename")
             clash = self._find(entries, new)
             if clash is not None and clash != current:
                 raise SubgroupError(
@@ -345,21 +368,24 @@ class SubgroupStore:
             self._commit(entries)
             return self._load(entries[new])
 
-    def recolour(self, name: str, colour: str) -> Subgroup:
-        """Give subgroup ``name`` the colour ``colour`` (``#rrggbb`` or ``#rgb``)."""
+    def recolour(self, name: str, colour: str, *, user: str | None = None) -> Subgroup:
+        """Give subgroup ``name`` the colour ``colour`` (``#rrggbb`` or ``#rgb``); only its owner (``user``) may."""
         colour = validate_colour(colour)
         with self._lock(exclusive=True):
             entries = self._read()
             key = self._entry_key(entries, name)
+            check_owner(entries[key], user, "recolour")
             entries[key] = {**entries[key], "colour": colour}
             self._commit(entries)
             return self._load(entries[key])
 
-    def delete(self, name: str) -> None:
-        """Delete subgroup ``name`` and its member files."""
+    def delete(self, name: str, *, user: str | None = None) -> None:
+        """Delete subgroup ``name`` and its member files; only its owner (``user``) may."""
         with self._lock(exclusive=True):
             entries = self._read()
-            del entries[self._entry_key(entries, name)]
+            key = self._entry_key(entries, name)
+            check_owner(entries[key], user, "delete")
+            del entries[key]
             self._commit(entries)
 
     def export(
@@ -486,22 +512,8 @@ class SubgroupStore:
     def _read(self) -> dict[str, dict[str, Any]]:
         if self.path is None:
             return dict(self._memory.setdefault(self.cohort, {}))
-        file = self.path / STORE_FILE
-        if not file.exists():
-            return {}
-        try:
-            data = json.loads(file.read_text())
-        except json.JSONDecodeError as exc:
-            raise SubgroupError(
-                f"{file}: not valid JSON ({exc}); the saved subgroups cannot be read. Restore the file from "
-                "a backup, or move it aside to start an empty list."
-            ) from None
-        if not isinstance(data, dict) or data.get("version") != STORE_VERSION:
-            raise SubgroupError(
-                f"{file}: field 'version' is {data.get('version') if isinstance(data, dict) else None!r}; this "
-                f"lse-panel reads version {STORE_VERSION}. Use the lse-panel version that wrote it."
-            )
-        return {entry["name"]: entry for entry in data.get("subgroups", [])}
+        entries, self.warning = read_listing(self.path / STORE_FILE, STORE_VERSION)
+        return entries
 
     def _load(self, entry: Mapping[str, Any]) -> Subgroup:
         if self.path is None:
@@ -510,14 +522,18 @@ class SubgroupStore:
             ids = self._load_array(entry["files"]["ids"])
             rows = self._load_array(entry["files"]["rows"])
             rule = rule_from_json([self._expand_step(step) for step in entry["rule"]])
-        return Subgroup(entry["name"], _stored_colour(entry.get("colour")), ids, rows, tuple(rule), entry["created"])
+        owner = entry.get("owner")
+        colour = stored_colour(entry.get("colour"))
+        return Subgroup(entry["name"], colour, ids, rows, tuple(rule), entry["created"], owner if isinstance(owner, str) else None)
 
     def _load_array(self, relative: str) -> np.ndarray:
         assert self.path is not None
         file = self.path / relative
         try:
-            # Memory-mapped: listing many large subgroups reads only their headers.
-            return np.load(file, mmap_mode="r", allow_pickle=False)
+            # Large ones memory-mapped (a listing reads only their headers); small ones read, as each
+            # map holds a file descriptor and 10,000 subgroups would exhaust the process's 1,024.
+            big = file.stat().st_size > 1 << 20
+            return np.load(file, mmap_mode="r" if big else None, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise SubgroupError(
                 f"{file}: named by {STORE_FILE} but unreadable ({exc}). Delete that subgroup and save it again."
@@ -535,14 +551,14 @@ class SubgroupStore:
         # crash before the list is replaced leaves the previous state whole.
         stem = f"{MEMBER_DIR}/{_slug(name)}-{uuid.uuid4().hex[:12]}"
         files = {"ids": f"{stem}.ids.npy", "rows": f"{stem}.rows.npy"}
-        atomic_save_npy(self.path / files["ids"], ids)
-        atomic_save_npy(self.path / files["rows"], rows)
+        durable_save_npy(self.path / files["ids"], ids)
+        durable_save_npy(self.path / files["rows"], rows)
         steps: list[dict[str, Any]] = []
         for k, step in enumerate(rule):
             data = step.to_json()
             if isinstance(step, IdsStep) and step.ids.size > INLINE_IDS:
                 relative = f"{stem}.step{k}.ids.npy"
-                atomic_save_npy(self.path / relative, step.ids)
+                durable_save_npy(self.path / relative, step.ids)
                 data = {"mode": step.mode, "ids_file": relative}
             steps.append(data)
         return {"n": int(rows.size), "files": files, "rule": steps}
@@ -555,21 +571,29 @@ class SubgroupStore:
         listing = []
         for entry in entries.values():
             ordered = {k: entry[k] for k in ("name", "colour", "created", "n", "files", "rule")}
+            if entry.get("owner"):
+                ordered["owner"] = entry["owner"]
             listing.append(ordered)
-        atomic_write_json(self.path / STORE_FILE, {"version": STORE_VERSION, "subgroups": listing})
+        write_listing(self.path / STORE_FILE, {"version": STORE_VERSION, "subgroups": listing}, STORE_VERSION)
+        self.warning = None
         self._collect_garbage(entries)
 
     def _collect_garbage(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
-        """Remove member files no subgroup names (left by deletes, overwrites and crashed saves)."""
+        """Remove member files neither the list nor its backup names, and temporary files killed writers left."""
         assert self.path is not None
+        # Safe under the exclusive lock: no other writer is between writing files and the list.
+        remove_stale_temporaries(self.path, STORE_FILE)
         directory = self.path / MEMBER_DIR
         if not directory.is_dir():
             return
-        named = set()
-        for entry in entries.values():
-            named.update(entry["files"].values())
-            named.update(step["ids_file"] for step in entry["rule"] if "ids_file" in step)
-        # Safe under the exclusive lock: no other writer is between writing files and the list.
+        remove_stale_temporaries(directory)
+        named = named_files(entries.values())
+        try:
+            # The backup generation stays usable: its member files are kept too.
+            named |= named_files(read_listing(self.path / (STORE_FILE + ".bak"), STORE_VERSION)[0].values())
+        except SubgroupError:
+            pass
         for file in directory.iterdir():
             if f"{MEMBER_DIR}/{file.name}" not in named and file.is_file():
                 file.unlink(missing_ok=True)
+

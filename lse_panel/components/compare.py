@@ -182,13 +182,14 @@ class ComparePane(pn.viewable.Viewer):
 
     def _saved(self, reference: str) -> dict[str, tuple[str, str]]:
         """The chosen saved subgroups compared beside the selection: ``{label: (name, colour)}``."""
-        saved = {g.name: g for g in self.store.list()}
+        # Only the chosen ones are opened: a bundle may keep thousands (each open maps two files).
+        saved = set(self.store.names())
         out: dict[str, tuple[str, str]] = {}
         for name in self.subgroups:
             if name not in saved or name == reference:
                 continue
             label = name if name not in (SELECTION, COMPARISON, *REFERENCE_LABELS.values()) else f"{name} (saved)"
-            out[label] = (name, saved[name].colour)
+            out[label] = (name, self.store.get(name).colour)
         return out
 
     # -- scheduling ------------------------------------------------------------------------

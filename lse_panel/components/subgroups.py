@@ -21,11 +21,15 @@ from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.analysis.privacy import PrivacyError
 from lse_panel.cohort.rules import FilterStep, IdsStep, Step, SubgroupError
 from lse_panel.cohort.subgroups import Subgroup, SubgroupStore
+from lse_panel.components.scheduling import served
 from lse_panel.components.state import ExplorerState
-from lse_panel.palette import SUBGROUP_COLOURS, next_free_colour
 from lse_panel.components.text import alert, escape_html, escape_markdown, markdown
+from lse_panel.palette import SUBGROUP_COLOURS, next_free_colour
 
 EXPORT_FORMATS = {"csv": ".csv", "parquet": ".parquet"}
+
+PAGE_SIZE = 10
+"""Subgroups listed per page: a row is about ten widgets, so a new session costs the same with 10,000 saved."""
 
 # What the manager catches and shows inline instead of raising into the page.
 _USER_ERRORS = (SubgroupError, ConditionError, PrivacyError)
@@ -139,12 +143,22 @@ class SubgroupManager(pn.viewable.Viewer):
         default="csv", objects=list(EXPORT_FORMATS), doc="File format of the subgroup downloads: csv or parquet.",
     )
     message = param.String(default="", constant=True, doc="Last outcome shown to the user: what was done, or why not.")
+    page = param.Integer(default=0, bounds=(0, None), doc="Page of the list shown (PAGE_SIZE subgroups each), from 0.")
+    find = param.String(default="", doc="Only subgroups whose name holds this text (any case) are listed.")
 
     def __init__(self, state: ExplorerState, **params: Any) -> None:
         super().__init__(state=state, **params)
         self.store: SubgroupStore = state.store
         self.policy = state.policy
+        # The logged-in user (a server with --basic-auth or OAuth) owns what they save.
+        self.user: str | None = (pn.state.user or None) if served() else None
         self._rows: dict[str, _Row] = {}
+        self._summaries: list[dict[str, Any]] = []
+        self._warning = alert("", alert_type="warning", visible=False)
+        self._find = pn.widgets.TextInput.from_param(self.param.find, name="", placeholder="find a subgroup", width=200)
+        self._previous = pn.widgets.Button(label="◀", width=40, description="Previous page")
+        self._next = pn.widgets.Button(label="▶", width=40, description="Next page")
+        self._page_text = pn.pane.Str("", margin=(10, 4))
         self._name = pn.widgets.TextInput(label="Subgroup name", placeholder="e.g. high LV mass", width=200)
         self._colour = pn.widgets.ColorPicker(label="Colour", value=SUBGROUP_COLOURS[0], width=60)
         self._save = pn.widgets.Button(label="Save selection", color="primary", width=130, align="end")
@@ -161,6 +175,7 @@ class SubgroupManager(pn.viewable.Viewer):
         export_note = self.policy.check_individual("Export of subgroup ids")
         self._export_note = markdown(export_note or "", visible=bool(export_note))
         self._layout = pn.Column(
+            self._warning,
             pn.Row(self._name, self._colour, self._save),
             pn.Row(self._condition, self._save_condition),
             self._condition_feedback,
@@ -168,6 +183,7 @@ class SubgroupManager(pn.viewable.Viewer):
             pn.Row(markdown("**Saved subgroups**", margin=(8, 10, 0, 10)), self._refresh,
                    *([] if export_note else [markdown("export as", margin=(8, 4, 0, 10)), self._format])),
             self._export_note,
+            pn.Row(self._find, self._previous, self._page_text, self._next),
             self._list,
             sizing_mode="stretch_width",
         )  # fmt: skip
@@ -175,6 +191,9 @@ class SubgroupManager(pn.viewable.Viewer):
         self._save_condition.on_click(self._on_save_condition)
         self._condition.param.watch(self._on_condition_change, "value")
         self._refresh.on_click(self._on_refresh)
+        self._previous.on_click(lambda _: self._turn(-1))
+        self._next.on_click(lambda _: self._turn(+1))
+        self.param.watch(lambda _: self._show_page(), ["page", "find"])
         self.param.watch(self._on_format_change, "export_format")
         state.param.watch(self._on_comparison_change, "comparison")
         self.refresh()
@@ -186,8 +205,7 @@ class SubgroupManager(pn.viewable.Viewer):
     @property
     def subgroups(self) -> pd.DataFrame:
         """The saved subgroups: name, colour, n, created, steps (one row each, oldest first)."""
-        rows = [group.summary() for group in self.store.list()]
-        return pd.DataFrame(rows, columns=["name", "colour", "n", "created", "steps"])
+        return pd.DataFrame(self.store.summaries(), columns=["name", "colour", "n", "created", "steps", "owner"])
 
     def save_selection(self, name: str, colour: str | None = None, *, overwrite: bool = False) -> Subgroup:
         """Save the current selection as subgroup ``name``, with the rule that made it (see :func:`selection_rule`).
@@ -200,7 +218,8 @@ class SubgroupManager(pn.viewable.Viewer):
         self._check_name(name)
         if self.state.n_selected == 0:
             raise SubgroupError("nothing is selected: draw a box or lasso, or set filters, then save.")
-        group = self.store.save(name, self.state.selection, selection_rule(self.state), colour, overwrite=overwrite)
+        group = self.store.save(name, self.state.selection, selection_rule(self.state), colour, overwrite=overwrite,
+                                owner=self.user)  # fmt: skip
         self.refresh()
         return group
 
@@ -215,14 +234,14 @@ class SubgroupManager(pn.viewable.Viewer):
             A reserved or taken name, a malformed colour.
         """
         self._check_name(name)
-        group = self.store.save_condition(name, text, colour=colour, overwrite=overwrite)
+        group = self.store.save_condition(name, text, colour=colour, overwrite=overwrite, owner=self.user)
         self.refresh()
         return group
 
     def rename(self, old: str, new: str) -> Subgroup:
         """Rename subgroup ``old`` to ``new``; the comparison and :attr:`shown` follow the new name."""
         self._check_name(new)
-        group = self.store.rename(old, new)
+        group = self.store.rename(old, new, user=self.user)
         renamed = [group.name if n.casefold() == old.strip().casefold() else n for n in self.shown]
         was_comparison = self.state.comparison == old
         self.refresh()
@@ -233,13 +252,13 @@ class SubgroupManager(pn.viewable.Viewer):
 
     def recolour(self, name: str, colour: str) -> Subgroup:
         """Give subgroup ``name`` the colour ``colour`` (``#rrggbb``)."""
-        group = self.store.recolour(name, colour)
+        group = self.store.recolour(name, colour, user=self.user)
         self.refresh()
         return group
 
     def delete(self, name: str) -> None:
         """Delete subgroup ``name``; a comparison with it falls back to the rest of the cohort."""
-        self.store.delete(name)
+        self.store.delete(name, user=self.user)
         self.refresh()
 
     def select(self, name: str) -> np.ndarray:
@@ -259,9 +278,10 @@ class SubgroupManager(pn.viewable.Viewer):
     def shown_members(self) -> dict[str, tuple[str, np.ndarray]]:
         """``{name: (colour, row indices)}`` of the subgroups in :attr:`shown`, for the latent views' overlay."""
         out = {}
-        for group in self.store.list():
-            if group.name in self.shown:
-                out[group.name] = (group.colour, self.store.members(group.name))
+        saved = set(self.store.names())
+        for name in self.shown:
+            if name in saved:
+                out[name] = (self.store.get(name).colour, self.store.members(name))
         return out
 
     def export_bytes(self, name: str, fmt: str | None = None) -> bytes:
@@ -287,19 +307,37 @@ class SubgroupManager(pn.viewable.Viewer):
         ones from :attr:`shown`, and moves a comparison with a vanished subgroup back to ``"rest"``.
         """
         self.state.refresh_subgroups()
-        groups = self.store.list()
-        names = [g.name for g in groups]
+        self._summaries = self.store.summaries()
+        names = [summary["name"] for summary in self._summaries]
         with param.edit_constant(self):
             self.names = names
         shown = [n for n in self.shown if n in names]
         if shown != self.shown:
             self.shown = shown
-        self._rows = {g.name: self._make_row(g) for g in groups}
-        self._list.objects = [row.layout() for row in self._rows.values()] or [
-            markdown("*No saved subgroups yet: select subjects and press Save selection.*")
-        ]
-        self._colour.value = next_free_colour([g.colour for g in groups])
+        warning = self.store.warning
+        self._warning.param.update(object=escape_markdown(warning or ""), visible=bool(warning))
+        self._colour.value = next_free_colour([summary["colour"] for summary in self._summaries])
+        self._show_page()
         return names
+
+    def _show_page(self) -> None:
+        """List the current page of the subgroups :attr:`find` matches: widgets for those rows only."""
+        wanted = self.find.strip().casefold()
+        matching = [s for s in self._summaries if wanted in s["name"].casefold()] if wanted else self._summaries
+        pages = max(1, -(-len(matching) // PAGE_SIZE))
+        if self.page >= pages:
+            self.page = pages - 1  # re-enters through the watcher
+            return
+        listed = matching[self.page * PAGE_SIZE:(self.page + 1) * PAGE_SIZE]
+        self._rows = {summary["name"]: self._make_row(summary) for summary in listed}
+        empty = "*No saved subgroups yet: select subjects and press Save selection.*" if not self._summaries else (
+            "*No saved subgroup matches.*")  # fmt: skip
+        self._list.objects = [row.layout() for row in self._rows.values()] or [markdown(empty)]
+        self._page_text.object = f"page {self.page + 1} of {pages} ({len(matching):,} subgroups)"
+        self._previous.disabled, self._next.disabled = self.page == 0, self.page >= pages - 1
+
+    def _turn(self, step: int) -> None:
+        self.page = max(0, self.page + step)
 
     # -- internals -------------------------------------------------------------------------
     @staticmethod
@@ -314,8 +352,8 @@ class SubgroupManager(pn.viewable.Viewer):
         """A count as the privacy mode lets it show (``<k`` under the floor in aggregate mode)."""
         return self.policy.count_text(n, self.state.cohort.n_subjects)
 
-    def _make_row(self, group: Subgroup) -> _Row:
-        name = group.name
+    def _make_row(self, group: dict[str, Any]) -> _Row:
+        name = group["name"]
         download = None
         if self.policy.individual_views:
             download = pn.widgets.FileDownload(
@@ -325,12 +363,12 @@ class SubgroupManager(pn.viewable.Viewer):
         row = _Row(
             name=name,
             swatch=pn.pane.HTML(
-                f'<div style="width:16px;height:16px;border-radius:3px;background:{escape_html(group.colour)}"></div>',
+                f'<div style="width:16px;height:16px;border-radius:3px;background:{escape_html(group["colour"])}"></div>',
                 width=20, margin=(12, 4),
             ),
             rename=pn.widgets.TextInput(value=name, width=160),
-            size=pn.pane.Str(f"n = {self._count(group.n)}", width=90, margin=(10, 4)),
-            colour=pn.widgets.ColorPicker(value=group.colour, width=50),
+            size=pn.pane.Str(f"n = {self._count(group['n'])}", width=90, margin=(10, 4)),
+            colour=pn.widgets.ColorPicker(value=group["colour"], width=50),
             show=pn.widgets.Checkbox(label="show", value=name in self.shown, width=60, margin=(12, 4)),
             select=pn.widgets.Button(label="select", width=70),
             compare=pn.widgets.Button(
