@@ -1,4 +1,4 @@
-"""Fault injection: kill ``lse build`` with SIGKILL at random moments and check what it leaves behind."""
+"""Fault injection: kill ``lse build``, ``lse import`` or a subgroup save with SIGKILL at random moments; check what is left."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -16,7 +16,8 @@ from lse_panel.cohort.bundle import open_bundle, read_manifest
 from lse_panel.cohort.schema import BundleError
 from lse_panel.config import SETTINGS
 
-__all__ = ["FaultReport", "bundle_arrays", "build_command", "check_after_kill", "leftovers", "run_build_trials"]
+__all__ = ["FaultReport", "build_command", "bundle_arrays", "check_after_kill", "import_command", "leftovers",
+           "run_build_trials"]
 
 # What a refusal must say for a user to know what to do: it is half-built or interrupted, and a rerun resumes.
 _CLEAR_REFUSAL = ("half-built", "interrupted build", "Re-run `lse build")
@@ -62,6 +63,11 @@ def build_command(out: Path, *, subjects: int, seed: int, projections: Sequence[
             "--seed", str(seed), "--model", str(SETTINGS.demo_model), "--projections", *projections]
 
 
+def import_command(spec: Path) -> Callable[[Path], list[str]]:
+    """The ``lse import --spec spec`` into a given bundle, for :func:`run_build_trials`'s ``command``."""
+    return lambda out: [sys.executable, "-m", "lse_panel.cli", "import", "--spec", str(spec), "--out", str(out)]
+
+
 def bundle_arrays(path: Path) -> dict[str, str]:
     """A digest of every column a loadable bundle names (file → sha256 of its values)."""
     manifest = read_manifest(path)
@@ -101,7 +107,8 @@ def check_after_kill(path: Path, reference: dict[str, str]) -> str:
 
 
 def run_build_trials(root: Path, reference: dict[str, str], *, kills: int, rng: np.random.Generator,
-                     max_delay_s: float, subjects: int, seed: int, projections: Sequence[str]) -> FaultReport:
+                     max_delay_s: float, subjects: int = 0, seed: int = 0, projections: Sequence[str] = (),
+                     command: Callable[[Path], list[str]] | None = None) -> FaultReport:
     """Trials of ``lse build`` into fresh bundles under ``root`` until ``kills`` SIGKILLs have landed.
 
     In each trial, runs start one after the other on the same bundle, each killed after a delay
@@ -122,14 +129,16 @@ def run_build_trials(root: Path, reference: dict[str, str], *, kills: int, rng: 
         Draws the delays: a fixed seed repeats the run, up to the machine's timing.
     max_delay_s
         The longest delay: an uninterrupted build's duration, so every step can be hit.
+    command
+        The command writing bundle ``out`` (default: :func:`build_command`; e.g. an ``lse import``).
     """
     report = FaultReport()
     while report.kills < kills:
         out = root / f"trial-{report.trials}"
-        command = build_command(out, subjects=subjects, seed=seed, projections=projections)
+        argv = command(out) if command else build_command(out, subjects=subjects, seed=seed, projections=projections)
         report.trials += 1
         while True:
-            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             delay = float(rng.uniform(0, max_delay_s))
             try:
                 _, stderr = proc.communicate(timeout=delay)
