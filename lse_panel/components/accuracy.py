@@ -16,8 +16,8 @@ from lse_panel.analysis.groups import COMPARISON, SELECTION
 from lse_panel.cohort.derived import cohort_metrics, prepared_metrics
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
-from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
 from lse_panel.components.text import alert, escape_markdown, markdown
+from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
 
 
 class AccuracyPane(pn.viewable.Viewer):

@@ -15,10 +15,10 @@ from lse_panel.analysis.groups import COMPARISON, SELECTION
 from lse_panel.cohort.schema import Modality
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
+from lse_panel.components.text import alert, escape_markdown, markdown
 from lse_panel.config import SETTINGS
 from lse_panel.plotting.signals import create_modality_plot, modality_spec
 from lse_panel.sources import RawSource
-from lse_panel.components.text import alert, escape_markdown, markdown
 
 MAX_SAMPLES = SETTINGS.max_selection_sample
 """Most subjects shown as original vs reconstruction: individual records are heavy and sensitive."""

@@ -36,9 +36,9 @@ from lse_panel.components.serving import load_decoder
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.components.subject import SubjectInspector
+from lse_panel.components.text import alert, escape_markdown, markdown
 from lse_panel.palette import HIGHLIGHT
 from lse_panel.sources import RawSource, open_raw_source
-from lse_panel.components.text import alert, escape_markdown, markdown
 
 log = logging.getLogger(__name__)
 

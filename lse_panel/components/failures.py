@@ -27,8 +27,8 @@ from lse_panel.cohort.subgroups import Subgroup
 from lse_panel.components.scheduling import Scheduler, served
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.subgroups import SubgroupManager
-from lse_panel.config import SETTINGS
 from lse_panel.components.text import markdown
+from lse_panel.config import SETTINGS
 from lse_panel.plotting.accuracy import METRIC_LABELS
 from lse_panel.plotting.slices import (
     TEXT_COLUMNS,

@@ -13,8 +13,8 @@ from lse_panel.analysis.groups import SELECTION
 from lse_panel.cohort.derived import phenotype_binning
 from lse_panel.components.sessions import on_session_end, release_js_links
 from lse_panel.components.state import ExplorerState
-from lse_panel.plotting.latent import create_distribution_plot
 from lse_panel.components.text import alert, escape_html, escape_markdown, escaped_options
+from lse_panel.plotting.latent import create_distribution_plot
 
 DEFAULT_SHOWN = 6
 """Phenotypes shown with a filter when the caller names none (the first ones of the bundle)."""

@@ -18,10 +18,10 @@ from lse_panel.cohort.derived import neighbour_placer
 from lse_panel.cohort.schema import ImageSequenceModality, Modality, SignalModality
 from lse_panel.components.perturb import _LivePane
 from lse_panel.components.state import ExplorerState
+from lse_panel.components.text import alert, escape_markdown, markdown
 from lse_panel.palette import NEUTRAL_COLOUR
 from lse_panel.plotting.paths import END_COLOUR, MONTAGE_GAP, colour_ramp, create_path_plot, image_montage, step_labels
 from lse_panel.plotting.signals import create_modality_plot, modality_spec
-from lse_panel.components.text import alert, escape_markdown, markdown
 
 ENDPOINTS = {"comparison → selection": "comparison", "two saved subgroups": "subgroups"}
 

@@ -23,8 +23,8 @@ from lse_panel.cohort.schema import Modality
 from lse_panel.components.decode import frame_players
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
-from lse_panel.plotting.signals import create_modality_plot, modality_spec
 from lse_panel.components.text import alert, escape_markdown, markdown
+from lse_panel.plotting.signals import create_modality_plot, modality_spec
 
 N_PRINCIPAL = 5
 """Principal directions offered: beyond the fifth, a 64-value latent's directions explain little each."""

@@ -14,8 +14,8 @@ from lse_panel.analysis.decode import Decoder
 from lse_panel.cohort.records import ImageSequenceRecord, Record, RecordError, SignalRecord, lead_name
 from lse_panel.cohort.schema import ImageSequenceModality, Modality, SignalModality
 from lse_panel.components.state import ExplorerState
-from lse_panel.sources import RawSource
 from lse_panel.components.text import alert, escape_markdown, markdown
+from lse_panel.sources import RawSource
 
 
 def subject_phenotypes(state: ExplorerState, row: int) -> pd.DataFrame:
