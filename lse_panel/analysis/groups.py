@@ -4,12 +4,13 @@ A session's state holds one :class:`GroupSet` (``ExplorerState.groups``) and rep
 the selection, the comparison group or the saved subgroup it names changes. Every pane reads it
 instead of deriving the groups again: the selection's rows, the comparison group's rows or mask
 (the rest of a 500k cohort is never gathered as indices), sizes, which groups the privacy policy
-hides and why, and per-group latent sums, each computed at most once per GroupSet.
+hides and why, per-group latent sums and per-group metric statistics, each computed at most once
+per GroupSet.
 
 This is also the contract a cluster backend implements against: a group is named by a label, and
 everything a pane asks of it (``size``, ``mask``, ``rows``, ``members``, ``latent_sum``,
-``mean_latent``) is a method here, so the same panes can run on a GroupSet whose sums come from
-Dask workers (:class:`LatentSums`).
+``mean_latent``, ``metric_statistics``) is a method here, so the same panes can run on a GroupSet
+whose sums come from Dask workers (:class:`LatentSums`, :class:`MetricSums`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,24 @@ from typing import Callable, Literal, Mapping, Protocol
 import numpy as np
 
 from lse_panel.analysis.decode import latent_sum
+from lse_panel.analysis.metric_statistics import (
+    GroupStatistics,
+    MetricLayout,
+    PreparedMetrics,
+    group_sufficient_statistics,
+)
 from lse_panel.analysis.privacy import PrivacyPolicy
 
-__all__ = ["BUILTIN_COMPARISONS", "COMPARISON", "SELECTION", "BlockSums", "GroupSet", "LatentSums"]
+__all__ = [
+    "BUILTIN_COMPARISONS",
+    "COMPARISON",
+    "SELECTION",
+    "BlockSums",
+    "GroupSet",
+    "LatentSums",
+    "MetricSums",
+    "PreparedSums",
+]
 
 SELECTION = "selection"
 """Label of the selected subjects."""
@@ -74,6 +90,47 @@ class BlockSums:
         return latent_sum(self.block(kind), rows)
 
 
+class MetricSums(Protocol):
+    """Per-group sufficient statistics of the predictions (:mod:`lse_panel.analysis.metric_statistics`).
+
+    The in-process implementation is :class:`PreparedSums`; a cluster backend computes them per
+    partition and adds them.
+    """
+
+    layout: MetricLayout
+
+    def total(self) -> GroupStatistics:
+        """The statistics of every subject (cached, it never changes)."""
+        ...
+
+    def rows_statistics(self, rows: np.ndarray) -> GroupStatistics:
+        """The statistics of the subjects at ``rows`` (sorted int64)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PreparedSums:
+    """:class:`MetricSums` over a cohort's prepared predictions, in process.
+
+    Parameters
+    ----------
+    prepared
+        The cohort's :class:`~lse_panel.analysis.metric_statistics.PreparedMetrics`.
+    total
+        Returns the statistics of every subject, cached by the caller (once per process).
+    """
+
+    prepared: PreparedMetrics
+    total: Callable[[], GroupStatistics]
+
+    @property
+    def layout(self) -> MetricLayout:
+        return self.prepared.layout
+
+    def rows_statistics(self, rows: np.ndarray) -> GroupStatistics:
+        return group_sufficient_statistics(self.prepared, {"rows": rows})["rows"]
+
+
 @dataclass(frozen=True, eq=False)
 class GroupSet:
     """The selection, its comparison group and any further named groups, with their privacy verdicts.
@@ -100,6 +157,9 @@ class GroupSet:
         The privacy policy whose :meth:`~PrivacyPolicy.verdicts` fill :attr:`hidden`.
     sums
         Where latent sums come from (:class:`LatentSums`); ``None``: :meth:`latent_sum` is unavailable.
+    metric_sums
+        Where the predictions' sufficient statistics come from (:class:`MetricSums`); ``None``
+        (a cohort without predictions): :meth:`metric_statistics` is unavailable.
 
     Attributes
     ----------
@@ -127,11 +187,14 @@ class GroupSet:
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     sums: LatentSums | None = None
+    metric_sums: MetricSums | None = None
     labels: tuple[str, ...] = field(init=False)
     sizes: Mapping[str, int] = field(init=False)
     hidden: Mapping[str, str] = field(init=False)
     _masks: dict[str, np.ndarray] = field(init=False, repr=False)
     _sums: dict[tuple[str, str], np.ndarray] = field(init=False, repr=False)
+    _statistics: dict[str, GroupStatistics] = field(init=False, repr=False)
+    _base: GroupSet | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         selection = np.asarray(self.selection, dtype=np.int64)
@@ -154,6 +217,8 @@ class GroupSet:
         set_(self, "sizes", sizes)
         set_(self, "_masks", {})
         set_(self, "_sums", {})
+        set_(self, "_statistics", {})
+        set_(self, "_base", None)
         set_(self, "hidden", self.policy.verdicts(self))
 
     # -- what the groups are ------------------------------------------------------------
@@ -216,6 +281,8 @@ class GroupSet:
     def mask(self, label: str) -> np.ndarray:
         """Boolean mask over the cohort of group ``label`` (read-only, built once)."""
         self._check(label)
+        if self._base is not None and label in (SELECTION, COMPARISON):
+            return self._base.mask(label)
         found = self._masks.get(label)
         if found is None:
             if label == COMPARISON and self.comparison == "rest":
@@ -239,6 +306,8 @@ class GroupSet:
         self._check(label)
         if self.sums is None:
             raise ValueError("this GroupSet was built without latent sums (sums=None).")
+        if self._base is not None and label in (SELECTION, COMPARISON):
+            return self._base.latent_sum(label, kind)
         key = (label, kind)
         found = self._sums.get(key)
         if found is None:
@@ -256,9 +325,33 @@ class GroupSet:
         n = self.size(label)
         return None if n == 0 else self.latent_sum(label, kind) / n
 
+    # -- metric statistics -------------------------------------------------------------------
+    def metric_statistics(self, label: str) -> GroupStatistics:
+        """Sufficient statistics of the predictions in group ``label``, computed once.
+
+        O(selection) for the selection, the rest (the cohort's cached total minus the
+        selection's) and the whole cohort (the total); a subgroup walks its own rows. Turn them
+        into metrics with :func:`~lse_panel.analysis.metric_statistics.metrics_from_statistics`.
+        """
+        self._check(label)
+        if self.metric_sums is None:
+            raise ValueError("this GroupSet was built without metric sums (metric_sums=None): the cohort has no predictions.")
+        if self._base is not None and label in (SELECTION, COMPARISON):
+            return self._base.metric_statistics(label)
+        found = self._statistics.get(label)
+        if found is None:
+            if label == COMPARISON and self.comparison == "all":
+                found = self.metric_sums.total()
+            elif label == COMPARISON and self.comparison == "rest":
+                found = self.metric_sums.total() - self.metric_statistics(SELECTION)
+            else:
+                found = self.metric_sums.rows_statistics(self.rows(label))
+            self._statistics[label] = found
+        return found
+
     # -- more groups ------------------------------------------------------------------------
     def including(self, extra: Mapping[str, np.ndarray]) -> GroupSet:
-        """This GroupSet with further labelled groups (their verdicts added); sums already computed carry over.
+        """This GroupSet with further labelled groups (their verdicts added), sharing its selection's and comparison's caches.
 
         Parameters
         ----------
@@ -268,10 +361,12 @@ class GroupSet:
         if not extra and not self.extra:
             return self
         out = GroupSet(
-            self.n_total, self.selection, self.comparison, self.comparison_rows, dict(extra), self.policy, self.sums
+            self.n_total, self.selection, self.comparison, self.comparison_rows, dict(extra), self.policy, self.sums,
+            self.metric_sums,
         )
-        out._masks.update({k: v for k, v in self._masks.items() if k in (SELECTION, COMPARISON)})
-        out._sums.update({k: v for k, v in self._sums.items() if k[0] in (SELECTION, COMPARISON)})
+        # The selection's and comparison's masks, sums and statistics are the base set's: whichever
+        # pane asks first computes them once for every pane.
+        object.__setattr__(out, "_base", self._base or self)
         return out
 
     def _check(self, label: str) -> None:

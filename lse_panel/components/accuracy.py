@@ -13,7 +13,6 @@ import param
 from lse_panel.analysis.accuracy import mask_hidden_groups, selection_metrics
 from lse_panel.analysis.decode import sample_indices
 from lse_panel.analysis.groups import COMPARISON, SELECTION
-from lse_panel.cohort.derived import cohort_metrics, prepared_metrics
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
@@ -24,9 +23,9 @@ class AccuracyPane(pn.viewable.Viewer):
 
     A heatmap shows at a glance where the embedding does worse in the selection (red) than in
     the cohort, per phenotype and metric, with the latent kinds side by side; a table gives every
-    value with its bootstrap 95% interval; a plot shows predicted against true values of the
-    focus phenotype for a capped sample of the selection. Point estimates come first; intervals,
-    slower, follow when ``bootstrap`` is on.
+    value with its 95% interval; a plot shows predicted against true values of the focus
+    phenotype for a capped sample of the selection. Estimates and intervals come from the groups'
+    sufficient statistics in one step (:mod:`lse_panel.analysis.metric_statistics`).
 
     Parameters
     ----------
@@ -36,10 +35,9 @@ class AccuracyPane(pn.viewable.Viewer):
     """
 
     state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
-    bootstrap = param.Boolean(
-        default=True, doc="Add bootstrap 95% intervals, computed after the point estimates (about a second at 500k)."
+    intervals = param.Boolean(
+        default=True, doc="Show 95% intervals (analytic, from the same sums as the estimates: no extra pass)."
     )
-    n_resamples = param.Integer(default=200, bounds=(10, 10_000), doc="Bootstrap resamples per interval.")
     max_points = param.Integer(
         default=2_000, bounds=(10, 50_000), doc="Most subjects of the selection drawn in the predicted-vs-true plot."
     )
@@ -66,7 +64,7 @@ class AccuracyPane(pn.viewable.Viewer):
         if state.focus_phenotype in self._tasks:
             self._focus.value = state.focus_phenotype
         self._focus.link(state, value="focus_phenotype", bidirectional=True)
-        self._bootstrap = pn.widgets.Checkbox.from_param(self.param.bootstrap, name="Bootstrap 95% intervals")
+        self._intervals = pn.widgets.Checkbox.from_param(self.param.intervals, name="95% intervals")
         self._alert = pn.pane.Alert("", alert_type="info", visible=False)
         self._heatmap = pn.pane.HoloViews(None, sizing_mode="fixed")
         self._table = pn.pane.DataFrame(None, sizing_mode="stretch_width", escape=True, sparsify=True)
@@ -77,15 +75,13 @@ class AccuracyPane(pn.viewable.Viewer):
             self._scatter,
             sizing_mode="stretch_width",
         )
-        self._layout = pn.Column(pn.Row(self._bootstrap), self._alert, self._results, sizing_mode="stretch_width")
+        self._layout = pn.Column(pn.Row(self._intervals), self._alert, self._results, sizing_mode="stretch_width")
         state.param.watch(self._on_groups_change, ["groups"])
         state.param.watch(self._on_focus_change, ["focus_phenotype"])
-        self.param.watch(self._on_bootstrap_change, ["bootstrap", "n_resamples"])
+        self.param.watch(self._on_intervals_change, ["intervals"])
         self.param.watch(self._on_focus_change, ["max_points"])
-        self._update_points()
+        self._update_metrics()
         self._update_scatter()
-        if self.bootstrap:
-            self._update_intervals()
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._layout
@@ -96,23 +92,14 @@ class AccuracyPane(pn.viewable.Viewer):
         self.scheduler.schedule(name, area, work)
 
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
-        def points_then_intervals() -> None:
-            self._update_points()
-            # Chained, so the point estimates reach the page before the slower bootstrap starts.
-            if self.bootstrap:
-                self._schedule("intervals", self._table, self._update_intervals)
-
-        self._schedule("points", self._results, points_then_intervals)
+        self._schedule("metrics", self._results, self._update_metrics)
         self._schedule("scatter", self._scatter, self._update_scatter)
 
     def _on_focus_change(self, *events: param.parameterized.Event) -> None:
         self._schedule("scatter", self._scatter, self._update_scatter)
 
-    def _on_bootstrap_change(self, *events: param.parameterized.Event) -> None:
-        if self.bootstrap:
-            self._schedule("intervals", self._table, self._update_intervals)
-        else:
-            self._update_points()
+    def _on_intervals_change(self, *events: param.parameterized.Event) -> None:
+        self._schedule("metrics", self._results, self._update_metrics)
 
     # -- metrics ---------------------------------------------------------------------------
     def _empty_message(self) -> str:
@@ -126,22 +113,12 @@ class AccuracyPane(pn.viewable.Viewer):
             )
         return ""
 
-    def compute_metrics(self, *, bootstrap: bool = False) -> pd.DataFrame:
+    def compute_metrics(self) -> pd.DataFrame:
         """Metrics in the selection, its comparison group and the cohort (privacy floor not yet applied)."""
-        cohort = self.state.cohort
-        n_resamples = self.n_resamples if bootstrap else 200
-        overall = cohort_metrics(cohort, bootstrap=bootstrap, n_resamples=n_resamples)
-        return selection_metrics(
-            prepared_metrics(cohort), self.state.groups, overall, bootstrap=bootstrap, n_resamples=n_resamples
-        )
+        return selection_metrics(self.state.groups, intervals=self.intervals)
 
-    def _update_points(self) -> None:
+    def _update_metrics(self) -> None:
         self._show(None if self._empty_message() else self.compute_metrics())
-
-    def _update_intervals(self) -> None:
-        if self._empty_message():
-            return
-        self._show(self.compute_metrics(bootstrap=True))
 
     def _show(self, table: pd.DataFrame | None) -> None:
         message = self._empty_message()

@@ -12,7 +12,7 @@ import param
 from lse_panel.analysis.accuracy import accuracy_by_group, mask_hidden_groups
 from lse_panel.analysis.compare import compare_with_reference, distribution_frames
 from lse_panel.analysis.groups import COMPARISON, SELECTION, GroupSet
-from lse_panel.cohort.derived import phenotype_binning, prepared_metrics
+from lse_panel.cohort.derived import phenotype_binning
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.compare import (
@@ -280,8 +280,8 @@ class ComparePane(pn.viewable.Viewer):
         masked = hidden if reference not in hidden else {label: hidden[reference] for label in compared}
         table = _mask_rows(table, masked, policy, ["n_a", "n_b"])
         accuracy = None
-        if self.show_accuracy and cohort.predictions:
-            accuracy = accuracy_by_group(prepared_metrics(cohort), {reference: reference_members, **members}, policy=policy)
+        if self.show_accuracy and groups.metric_sums is not None:
+            accuracy = accuracy_by_group(groups, {COMPARISON: reference, **{label: label for label in compared}}, policy=policy)
             accuracy = _mask_rows(accuracy, hidden, policy, ["n"])
         drawn = {label: m for label, m in {reference: reference_members, **members}.items() if label not in hidden}
         distributions = {}

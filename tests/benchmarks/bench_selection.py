@@ -14,7 +14,8 @@ import pandas as pd
 from matplotlib.path import Path
 
 from lse_panel.analysis.compare import compare_groups
-from lse_panel.analysis.metrics import prepare_metrics, subgroup_metrics
+from lse_panel.analysis.metric_statistics import prepare_metrics
+from lse_panel.analysis.metrics import subgroup_metrics
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices, ray_casting_mask_reference
 
 MPL_CAP = 1_000_000
@@ -116,13 +117,13 @@ def bench_panes(n: int = 500_000) -> None:
     t0 = time.perf_counter()
     prepared = prepare_metrics(frame, tasks, predictions)
     prep = time.perf_counter() - t0
-    point = fmt(best_of(lambda: subgroup_metrics(frame, tasks, predictions, groups, prepared=prepared, bootstrap=False)))
-    boot = fmt(best_of(lambda: subgroup_metrics(frame, tasks, predictions, groups, prepared=prepared), repeat=1))
+    point = fmt(best_of(lambda: subgroup_metrics(frame, tasks, predictions, groups, prepared=prepared, intervals=False)))
+    boot = fmt(best_of(lambda: subgroup_metrics(frame, tasks, predictions, groups, prepared=prepared)))
     compare = fmt(best_of(lambda: compare_groups(frame, specs, selection)))
     print(f"panes at n={n:,}, selection {selection.size:,}: 3 groups × 3 latents × 14 phenotypes (4 binary)")
     print(f"  prepare_metrics (once per cohort)       {prep * 1e3:8.1f} ms")
     print(f"  subgroup_metrics, point estimates       {point}")
-    print(f"  subgroup_metrics, + bootstrap (200, 5k) {boot}")
+    print(f"  subgroup_metrics, + intervals           {boot}")
     print(f"  compare_groups (selection vs rest)      {compare}")
 
 def main() -> None:

@@ -50,7 +50,7 @@ def test_empty_selection_shows_a_message(cohort: Cohort) -> None:
 @pytest.mark.parametrize("comparison", ["rest", "all"])
 def test_values_equal_scikit_learn_on_the_same_subjects(cohort: Cohort, comparison: str) -> None:
     state = ExplorerState(cohort, comparison=comparison)
-    pane = AccuracyPane(state, bootstrap=False)
+    pane = AccuracyPane(state, intervals=False)
     # A region of the latent space, holding cases and controls of every binary phenotype on both sides.
     selection = np.flatnonzero(cohort.latent("fused")[:, 2] > 0)
     state.select(selection)
@@ -69,12 +69,12 @@ def test_values_equal_scikit_learn_on_the_same_subjects(cohort: Cohort, comparis
                     got = _value(table, group=group, latent=latent, phenotype=phenotype, metric=metric)
                     assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), (group, latent, phenotype, metric)
     assert pane.message == ""
-    assert table["ci_low"].isna().all()  # bootstrap off: point estimates only
+    assert table["ci_low"].isna().all()  # intervals off: point estimates only
 
 
 def test_every_subject_selected_leaves_rest_empty_with_a_message(cohort: Cohort) -> None:
     state = ExplorerState(cohort)
-    pane = AccuracyPane(state, bootstrap=False)
+    pane = AccuracyPane(state, intervals=False)
     state.select(np.arange(N))
     assert "comparison group is empty" in pane.message
     comparison = pane.metrics[pane.metrics["group"] == "comparison"]
@@ -84,15 +84,15 @@ def test_every_subject_selected_leaves_rest_empty_with_a_message(cohort: Cohort)
     assert pane.message == ""
 
 
-def test_bootstrap_intervals_surround_the_estimates(cohort: Cohort) -> None:
+def test_intervals_surround_the_estimates(cohort: Cohort) -> None:
     state = ExplorerState(cohort)
-    pane = AccuracyPane(state, bootstrap=True, n_resamples=50)
+    pane = AccuracyPane(state)
     state.select(np.arange(0, N, 2))
     table = pane.metrics.dropna(subset=["value"])
     assert table["ci_low"].notna().all()
     assert (table["ci_low"] <= table["value"] + 1e-9).all() and (table["value"] <= table["ci_high"] + 1e-9).all()
     assert "[" in pane._table.object.iloc[0, 0]  # the table shows the interval
-    pane.bootstrap = False
+    pane.intervals = False
     assert pane.metrics["ci_low"].isna().all()
 
 
@@ -106,7 +106,7 @@ def test_cohort_metrics_are_computed_once_per_process(cohort: Cohort) -> None:
 
 def test_predicted_vs_true_follows_the_focus_phenotype(cohort: Cohort) -> None:
     state = ExplorerState(cohort)
-    pane = AccuracyPane(state, bootstrap=False, max_points=25)
+    pane = AccuracyPane(state, intervals=False, max_points=25)
     assert state.focus_phenotype in cohort.prediction_tasks()  # defaults to the first one
     selection = np.arange(0, N, 3)
     state.select(selection)
@@ -126,7 +126,7 @@ def test_predicted_vs_true_follows_the_focus_phenotype(cohort: Cohort) -> None:
 
 def test_heatmap_and_table_show_every_latent(cohort: Cohort) -> None:
     state = ExplorerState(cohort)
-    pane = AccuracyPane(state, bootstrap=False)
+    pane = AccuracyPane(state, intervals=False)
     state.select(np.arange(100))
     table = pane._table.object
     assert list(table.columns.get_level_values(0).unique()) == ["ecg", "mri", "fused"]
@@ -146,7 +146,7 @@ def test_a_saved_subgroup_as_comparison_equals_scikit_learn_on_its_rows() -> Non
     members = np.flatnonzero(cohort.latent("fused")[:, 3] > 0)
     state.select(members)
     manager.save_selection("upper")
-    pane = AccuracyPane(state, bootstrap=False)
+    pane = AccuracyPane(state, intervals=False)
     selection = np.flatnonzero(cohort.latent("fused")[:, 2] > 0)
     state.select(selection)
     state.comparison = "upper"
@@ -167,7 +167,7 @@ def test_privacy_floor_masks_small_groups_and_says_why(cohort: Cohort) -> None:
     from lse_panel.analysis.privacy import PrivacyPolicy
 
     state = ExplorerState(cohort)
-    pane = AccuracyPane(state, bootstrap=False)
+    pane = AccuracyPane(state, intervals=False)
     state.select(np.arange(5))
     table = pane.metrics
     small = table[table["group"].isin(["selection", "comparison"])]
@@ -181,7 +181,7 @@ def test_privacy_floor_masks_small_groups_and_says_why(cohort: Cohort) -> None:
     assert (pane._table.object.filter(like="selection") == "–").all().all()
     for floor in (0, 1):
         open_state = ExplorerState(cohort, policy=PrivacyPolicy(min_group_size=floor))
-        open_pane = AccuracyPane(open_state, bootstrap=False)
+        open_pane = AccuracyPane(open_state, intervals=False)
         open_state.select(np.flatnonzero(cohort.phenotype("age") > -np.inf)[:5])
         selection = open_pane.metrics[open_pane.metrics["group"] == "selection"]
         assert selection["value"].notna().any() and open_pane.hidden == {}
