@@ -16,7 +16,7 @@ whose sums come from Dask workers (:class:`LatentSums`, :class:`MetricSums`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping, Protocol
+from typing import Any, Callable, Hashable, Literal, Mapping, Protocol, TypeVar
 
 import numpy as np
 
@@ -50,6 +50,7 @@ BUILTIN_COMPARISONS = ("rest", "all")
 """Comparisons every session has; any other comparison names a saved subgroup."""
 
 ComparisonKind = Literal["rest", "all", "subgroup"]
+T = TypeVar("T")
 
 _EMPTY = np.empty(0, dtype=np.int64)
 _EMPTY.flags.writeable = False
@@ -192,8 +193,7 @@ class GroupSet:
     sizes: Mapping[str, int] = field(init=False)
     hidden: Mapping[str, str] = field(init=False)
     _masks: dict[str, np.ndarray] = field(init=False, repr=False)
-    _sums: dict[tuple[str, str], np.ndarray] = field(init=False, repr=False)
-    _statistics: dict[str, GroupStatistics] = field(init=False, repr=False)
+    _sums: dict[tuple[str, Hashable], Any] = field(init=False, repr=False)
     _base: GroupSet | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -217,7 +217,6 @@ class GroupSet:
         set_(self, "sizes", sizes)
         set_(self, "_masks", {})
         set_(self, "_sums", {})
-        set_(self, "_statistics", {})
         set_(self, "_base", None)
         set_(self, "hidden", self.policy.verdicts(self))
 
@@ -296,58 +295,66 @@ class GroupSet:
             self._masks[label] = found = _read_only(found)
         return found
 
-    # -- latent sums ----------------------------------------------------------------------
-    def latent_sum(self, label: str, kind: str) -> np.ndarray:
-        """``(d,)`` float64 sum of latent kind ``kind`` over group ``label``, computed once.
+    # -- sums over groups ---------------------------------------------------------------
+    def sum_over(self, label: str, key: Hashable, total: Callable[[], T], rows_sum: Callable[[np.ndarray], T]) -> T:
+        """A sum over group ``label``'s subjects, computed once per GroupSet and ``key``: the one caching rule.
 
-        O(selection) for the selection, the rest (the cohort's cached total minus the
-        selection's) and the whole cohort (the total); a subgroup gathers its own rows.
+        The whole cohort's is ``total()``; the rest's is ``total() - `` the selection's, so it
+        costs O(selection) (the rest is never gathered); the selection's and a subgroup's are
+        ``rows_sum(rows)``. A GroupSet with saved subgroups added (:meth:`including`) shares the
+        selection's and comparison's sums with the one it came from.
+
+        Parameters
+        ----------
+        label
+            The group.
+        key
+            What is summed, e.g. ``("latent", "fused")``; one cache entry per (label, key).
+        total
+            Returns the sum over every subject (cache it: it never changes).
+        rows_sum
+            Returns the sum over sorted int64 rows. Sums must support ``-`` (arrays, or
+            :class:`~lse_panel.analysis.metric_statistics.GroupStatistics`).
         """
         self._check(label)
-        if self.sums is None:
-            raise ValueError("this GroupSet was built without latent sums (sums=None).")
         if self._base is not None and label in (SELECTION, COMPARISON):
-            return self._base.latent_sum(label, kind)
-        key = (label, kind)
-        found = self._sums.get(key)
+            return self._base.sum_over(label, key, total, rows_sum)
+        found = self._sums.get((label, key))
         if found is None:
             if label == COMPARISON and self.comparison == "all":
-                found = self.sums.total(kind)
+                found = total()
             elif label == COMPARISON and self.comparison == "rest":
-                found = self.sums.total(kind) - self.latent_sum(SELECTION, kind)
+                found = total() - self.sum_over(SELECTION, key, total, rows_sum)
             else:
-                found = self.sums.rows_sum(kind, self.rows(label))
-            self._sums[key] = found = _read_only(np.asarray(found, dtype=np.float64))
+                found = rows_sum(self.rows(label))
+            if isinstance(found, np.ndarray):
+                found = _read_only(found)
+            self._sums[(label, key)] = found
         return found
+
+    def latent_sum(self, label: str, kind: str) -> np.ndarray:
+        """``(d,)`` float64 sum of latent kind ``kind`` over group ``label``, computed once (:meth:`sum_over`)."""
+        if self.sums is None:
+            raise ValueError("this GroupSet was built without latent sums (sums=None).")
+        sums = self.sums
+        return self.sum_over(
+            label, ("latent", kind), lambda: np.asarray(sums.total(kind), dtype=np.float64),
+            lambda rows: np.asarray(sums.rows_sum(kind, rows), dtype=np.float64),
+        )
 
     def mean_latent(self, label: str, kind: str) -> np.ndarray | None:
         """Mean latent ``(d,)`` float64 of group ``label`` in kind ``kind``; ``None`` for an empty group."""
         n = self.size(label)
         return None if n == 0 else self.latent_sum(label, kind) / n
 
-    # -- metric statistics -------------------------------------------------------------------
     def metric_statistics(self, label: str) -> GroupStatistics:
-        """Sufficient statistics of the predictions in group ``label``, computed once.
+        """Sufficient statistics of the predictions in group ``label``, computed once (:meth:`sum_over`).
 
-        O(selection) for the selection, the rest (the cohort's cached total minus the
-        selection's) and the whole cohort (the total); a subgroup walks its own rows. Turn them
-        into metrics with :func:`~lse_panel.analysis.metric_statistics.metrics_from_statistics`.
+        Turn them into metrics with :func:`~lse_panel.analysis.metric_statistics.metrics_from_statistics`.
         """
-        self._check(label)
         if self.metric_sums is None:
             raise ValueError("this GroupSet was built without metric sums (metric_sums=None): the cohort has no predictions.")
-        if self._base is not None and label in (SELECTION, COMPARISON):
-            return self._base.metric_statistics(label)
-        found = self._statistics.get(label)
-        if found is None:
-            if label == COMPARISON and self.comparison == "all":
-                found = self.metric_sums.total()
-            elif label == COMPARISON and self.comparison == "rest":
-                found = self.metric_sums.total() - self.metric_statistics(SELECTION)
-            else:
-                found = self.metric_sums.rows_statistics(self.rows(label))
-            self._statistics[label] = found
-        return found
+        return self.sum_over(label, "metrics", self.metric_sums.total, self.metric_sums.rows_statistics)
 
     # -- more groups ------------------------------------------------------------------------
     def including(self, extra: Mapping[str, np.ndarray]) -> GroupSet:

@@ -44,6 +44,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lse_panel.analysis.selection import group_rows
+
 __all__ = [
     "METRICS",
     "METRIC_COLUMNS",
@@ -393,19 +395,6 @@ def _class_kernel(codes, rows, out):  # pragma: no cover - compiled
             out[c & 1, c >> 1] += 1
 
 
-def _as_rows(group: np.ndarray, n: int, name: str) -> np.ndarray:
-    g = np.asarray(group)
-    if g.dtype == np.bool_:
-        if g.shape != (n,):
-            raise ValueError(f"group {name!r} is a boolean mask of shape {g.shape}; expected ({n},).")
-        return np.flatnonzero(g)
-    if g.ndim != 1 or (g.size and g.dtype.kind not in "iu"):
-        raise ValueError(f"group {name!r} must be 1-D integer indices or a boolean mask; got {g.dtype} {g.shape}.")
-    if g.size and (g.min() < 0 or g.max() >= n):
-        raise ValueError(f"group {name!r} has indices outside 0..{n - 1}.")
-    return g.astype(np.int64, copy=False)
-
-
 def group_sufficient_statistics(prepared: PreparedMetrics, groups: Mapping[str, np.ndarray]) -> dict[str, GroupStatistics]:
     """One pass over each group's subjects: the :class:`GroupStatistics` of every group.
 
@@ -429,7 +418,7 @@ def group_sufficient_statistics(prepared: PreparedMetrics, groups: Mapping[str, 
     layout = prepared.layout
     out = {}
     for label, group in groups.items():
-        rows = _as_rows(group, prepared.n, label)
+        rows = group_rows(group, prepared.n, f"group {label!r}")
         s = GroupStatistics.empty(layout)
         for j, (latent, name) in enumerate(layout.regression_pairs):
             _regression_kernel(prepared.truth[name], prepared.predictions[(latent, name)], layout.shift[name], rows,

@@ -15,10 +15,11 @@ from typing import Any, Callable, Hashable, TypeVar
 import numpy as np
 import pandas as pd
 
+from lse_panel.analysis.compare import PhenotypeStatistics, PhenotypeSums
 from lse_panel.analysis.decode import latent_sum
 from lse_panel.analysis.groups import BlockSums, PreparedSums
 from lse_panel.analysis.histograms import DEFAULT_BINS, Binning, bin_phenotype
-from lse_panel.analysis.latent_paths import NeighbourPlacer, latent_covariance
+from lse_panel.analysis.latent_paths import NeighbourPlacer, latent_covariance, principal_from_covariance
 from lse_panel.analysis.metric_statistics import (
     GroupStatistics,
     PreparedMetrics,
@@ -37,7 +38,10 @@ __all__ = [
     "metric_sums",
     "neighbour_placer",
     "phenotype_binning",
+    "phenotype_sums",
+    "phenotype_total",
     "prepared_metrics",
+    "principal_axes",
 ]
 
 T = TypeVar("T")
@@ -95,6 +99,18 @@ def latent_statistics(cohort: Cohort, kind: str) -> dict[str, np.ndarray]:
     return derived(cohort, ("latent_statistics", kind), compute)
 
 
+def principal_axes(cohort: Cohort, kind: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-``k`` principal directions and variances of latent kind ``kind`` (once per process).
+
+    An eigendecomposition of a 64 × 64 covariance took ~70 ms per call on the loaded 2-core
+    machine (threaded LAPACK): too slow to redo on every selection.
+    """
+    return derived(
+        cohort, ("principal_axes", kind, int(k)),
+        lambda: principal_from_covariance(latent_statistics(cohort, kind)["cov"], k),
+    )
+
+
 def phenotype_binning(cohort: Cohort, name: str, bins: int = DEFAULT_BINS) -> Binning:
     """Phenotype ``name`` binned over the whole cohort: the one binning every histogram of it uses."""
 
@@ -104,6 +120,16 @@ def phenotype_binning(cohort: Cohort, name: str, bins: int = DEFAULT_BINS) -> Bi
 
     spec = cohort.phenotype_specs[name]
     return derived(cohort, ("binning", name, bins if spec.type == "continuous" else 0), compute)
+
+
+def phenotype_sums(cohort: Cohort) -> PhenotypeSums:
+    """Every phenotype ready to sum over a group (:class:`~lse_panel.analysis.compare.PhenotypeSums`), once per process."""
+    return derived(cohort, "phenotype_sums", lambda: PhenotypeSums.build(cohort.phenotype_columns, cohort.phenotype_specs))
+
+
+def phenotype_total(cohort: Cohort) -> PhenotypeStatistics:
+    """The whole cohort's :class:`~lse_panel.analysis.compare.PhenotypeStatistics`, once per process."""
+    return derived(cohort, "phenotype_total", lambda: phenotype_sums(cohort).rows_sum(np.arange(cohort.n_subjects)))
 
 
 def prepared_metrics(cohort: Cohort) -> PreparedMetrics:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Hashable
 
 import holoviews as hv
@@ -12,7 +13,7 @@ import param
 from lse_panel.analysis.accuracy import accuracy_by_group, mask_hidden_groups
 from lse_panel.analysis.compare import compare_with_reference, distribution_frames
 from lse_panel.analysis.groups import COMPARISON, SELECTION, GroupSet
-from lse_panel.cohort.derived import phenotype_binning
+from lse_panel.cohort.derived import phenotype_binning, phenotype_sums, phenotype_total
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.compare import (
@@ -100,7 +101,7 @@ class ComparePane(pn.viewable.Viewer):
         if not self.phenotypes:
             self.phenotypes = names[:DEFAULT_PHENOTYPES]
         self.scheduler = Scheduler()
-        self._plots: dict[str, tuple[Hashable, hv.streams.Pipe, pn.pane.HoloViews]] = {}
+        self._plots: dict[str, tuple[Hashable, hv.streams.Pipe, pn.Column]] = {}
         self._effect_key: Hashable = None
         self._effect_pipe: hv.streams.Pipe | None = None
         self._subgroup_choice = pn.widgets.MultiChoice.from_param(
@@ -271,23 +272,31 @@ class ComparePane(pn.viewable.Viewer):
         """The table, accuracy and distributions of ``compared`` against the comparison group, hidden ones masked."""
         state, policy = self.state, self.state.policy
         cohort = state.cohort
-        members = {label: groups.members(label) for label in compared}
-        reference_members = groups.members(COMPARISON)
-        specs = cohort.phenotype_specs
+        shown_as = {COMPARISON: reference, **{label: label for label in compared}}
+        # Every sum is the group's own (the rest's is the cohort's minus the selection's), cached
+        # in the session's groups: a new histogram or subgroup adds only its own pass.
+        sums, total = phenotype_sums(cohort), partial(phenotype_total, cohort)
+        statistics = {label: groups.sum_over(label, "phenotypes", total, sums.rows_sum) for label in shown_as}
         table = compare_with_reference(
-            cohort.phenotype_columns, specs, members, reference_members, reference_label=reference, policy=policy
-        )
+            {label: statistics[label] for label in compared}, statistics[COMPARISON], cohort.phenotype_specs,
+            reference_label=reference, policy=policy,
+        )  # fmt: skip
         masked = hidden if reference not in hidden else {label: hidden[reference] for label in compared}
         table = _mask_rows(table, masked, policy, ["n_a", "n_b"])
         accuracy = None
         if self.show_accuracy and groups.metric_sums is not None:
-            accuracy = accuracy_by_group(groups, {COMPARISON: reference, **{label: label for label in compared}}, policy=policy)
+            accuracy = accuracy_by_group(groups, shown_as, policy=policy)
             accuracy = _mask_rows(accuracy, hidden, policy, ["n"])
-        drawn = {label: m for label, m in {reference: reference_members, **members}.items() if label not in hidden}
         distributions = {}
         for name in self.phenotypes:
-            frame, too_few = distribution_frames(phenotype_binning(cohort, name, self.bins), drawn, policy=policy)
-            distributions[name] = (frame, {**{label: hidden[label] for label in hidden}, **too_few})
+            binning = phenotype_binning(cohort, name, self.bins)
+            counts = {
+                shown: groups.sum_over(label, ("bins", name, binning.n_bins), lambda b=binning: b.cohort_counts,
+                                       binning.counts)  # fmt: skip
+                for label, shown in shown_as.items() if shown not in hidden
+            }
+            frame, too_few = distribution_frames(binning, counts, policy=policy)
+            distributions[name] = (frame, {**hidden, **too_few})
         self._set(table=table, accuracy=accuracy, distributions=distributions)
 
     # -- rendering -------------------------------------------------------------------------
@@ -323,14 +332,13 @@ class ComparePane(pn.viewable.Viewer):
 
     def _render_histograms(self, colours: dict[str, str]) -> None:
         specs = self.state.cohort.phenotype_specs
-        cards = []
         for name, (frame, hidden) in self.distributions.items():
             spec = specs[name]
             key = (spec.type, tuple(dict.fromkeys(frame["group"])), tuple(sorted(colours.items())))
             known = self._plots.get(name)
             if known is not None and known[0] == key:
                 known[1].send(frame)
-                plot = known[2]
+                note = known[2][1]
             else:
                 pipe = hv.streams.Pipe(data=frame)
                 plot = pn.pane.HoloViews(
@@ -342,12 +350,15 @@ class ComparePane(pn.viewable.Viewer):
                     ),
                     sizing_mode="fixed",
                 )
-                self._plots[name] = (key, pipe, plot)
-            note = pn.pane.Str("\n".join(hidden.values()), visible=bool(hidden), styles={"color": "#a33"})
-            cards.append(pn.Column(plot, note))
+                note = pn.pane.Str("", styles={"color": "#a33"})
+                self._plots[name] = (key, pipe, pn.Column(plot, note))
+            note.param.update(object="\n".join(hidden.values()), visible=bool(hidden))
         for name in [n for n in self._plots if n not in self.distributions]:
             del self._plots[name]
-        self._histograms.objects = cards
+        cards = [self._plots[name][2] for name in self.distributions]
+        # The same cards as before: leave the layout alone (replacing it rebuilds every plot's models).
+        if [id(c) for c in cards] != [id(c) for c in self._histograms.objects]:
+            self._histograms.objects = cards
 
 
 def _mask_rows(table: pd.DataFrame, hidden: dict[str, str], policy: Any, n_cols: list[str]) -> pd.DataFrame:

@@ -15,10 +15,9 @@ from lse_panel.analysis.latent_paths import (
     decode_path,
     direction_from_means,
     perturb,
-    principal_from_covariance,
     unit_direction,
 )
-from lse_panel.cohort.derived import latent_statistics
+from lse_panel.cohort.derived import latent_statistics, principal_axes
 from lse_panel.cohort.schema import Modality
 from lse_panel.components.decode import frame_players
 from lse_panel.components.scheduling import Scheduler
@@ -206,7 +205,7 @@ class PerturbPane(_LivePane):
         kind = state.decode_from
         cov = latent_statistics(cohort, kind)["cov"]
         if self.direction_type == "principal":
-            directions, variance = principal_from_covariance(cov, N_PRINCIPAL)
+            directions, variance = principal_axes(cohort, kind, N_PRINCIPAL)
             i = min(self.direction, len(directions) - 1)
             share = variance[i] / max(float(np.trace(cov)), 1e-300)
             unit, label = directions[i], f"principal direction {i + 1} ({share:.0%} of the latent variance)"
