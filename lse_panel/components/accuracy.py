@@ -15,17 +15,27 @@ from lse_panel.analysis.decode import sample_indices
 from lse_panel.analysis.groups import COMPARISON, SELECTION
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
-from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
+from lse_panel.plotting.accuracy import (
+    FOREST_METRICS,
+    create_forest_plot,
+    create_metric_heatmap,
+    create_predicted_vs_true_plot,
+    forest_legend,
+    forest_rows,
+    format_metric_table,
+)
 
 
 class AccuracyPane(pn.viewable.Viewer):
     """Prediction accuracy inside the selection vs its comparison group vs the whole cohort.
 
-    A heatmap shows at a glance where the embedding does worse in the selection (red) than in
-    the cohort, per phenotype and metric, with the latent kinds side by side; a table gives every
-    value with its 95% interval; a plot shows predicted against true values of the focus
-    phenotype for a capped sample of the selection. Estimates and intervals come from the groups'
-    sufficient statistics in one step (:mod:`lse_panel.analysis.metric_statistics`).
+    Three views, one click apart: forest plots of R² and AUROC with their 95% intervals, a row
+    per phenotype and latent kind, the selection, its comparison group and the cohort one above
+    the other (shown first); a heatmap of where the embedding does worse in the selection (red)
+    than in the cohort, every metric; and the table of every value with its interval. Below, a
+    plot of predicted against true values of the focus phenotype for a capped sample of the
+    selection. Estimates and intervals come from the groups' sufficient statistics in one step
+    (:mod:`lse_panel.analysis.metric_statistics`); only the view on show is drawn.
 
     Parameters
     ----------
@@ -58,6 +68,10 @@ class AccuracyPane(pn.viewable.Viewer):
             state.focus_phenotype = next(iter(self._tasks))
         self.scheduler = Scheduler()
         self._heat_pipe: hv.streams.Pipe | None = None
+        self._forest_pipes: dict[str, hv.streams.Pipe] = {}
+        self._forest_key: tuple | None = None
+        self._shown: pd.DataFrame | None = None
+        self._stale: set[int] = set()
         self._scatter_pipe: hv.streams.Pipe | None = None
         self._scatter_key: tuple | None = None
         self._focus = pn.widgets.Select(name="Predicted vs true", options=list(self._tasks), width=220)
@@ -66,15 +80,18 @@ class AccuracyPane(pn.viewable.Viewer):
         self._focus.link(state, value="focus_phenotype", bidirectional=True)
         self._intervals = pn.widgets.Checkbox.from_param(self.param.intervals, name="95% intervals")
         self._alert = pn.pane.Alert("", alert_type="info", visible=False)
+        self._forests = pn.Row()
         self._heatmap = pn.pane.HoloViews(None, sizing_mode="fixed")
         self._table = pn.pane.DataFrame(None, sizing_mode="stretch_width", escape=True, sparsify=True)
         self._scatter = pn.pane.HoloViews(None, sizing_mode="fixed")
-        self._results = pn.Column(
-            pn.Row(self._heatmap, self._table),
-            pn.Row(self._focus),
-            self._scatter,
+        self._views = pn.Tabs(
+            ("Intervals", pn.Column(pn.pane.HTML(forest_legend(), margin=(0, 10)), self._forests)),
+            ("Change vs cohort", self._heatmap),
+            ("Table", self._table),
             sizing_mode="stretch_width",
         )
+        self._views.param.watch(self._on_view_change, ["active"])
+        self._results = pn.Column(self._views, pn.Row(self._focus), self._scatter, sizing_mode="stretch_width")
         self._layout = pn.Column(pn.Row(self._intervals), self._alert, self._results, sizing_mode="stretch_width")
         state.param.watch(self._on_groups_change, ["groups"])
         state.param.watch(self._on_focus_change, ["focus_phenotype"])
@@ -100,6 +117,9 @@ class AccuracyPane(pn.viewable.Viewer):
 
     def _on_intervals_change(self, *events: param.parameterized.Event) -> None:
         self._schedule("metrics", self._results, self._update_metrics)
+
+    def _on_view_change(self, *events: param.parameterized.Event) -> None:
+        self._schedule("view", self._views, self._render_view)
 
     # -- metrics ---------------------------------------------------------------------------
     def _empty_message(self) -> str:
@@ -142,14 +162,43 @@ class AccuracyPane(pn.viewable.Viewer):
         self._results.visible = table is not None
         if table is None:
             return
-        shown = table[table["group"] != "comparison"] if self.state.comparison == "all" else table
-        # Built once; later tables only replace the data of the same Bokeh plot (~10× cheaper).
-        if self._heat_pipe is None:
-            self._heat_pipe = hv.streams.Pipe(data=shown)
-            self._heatmap.object = create_metric_heatmap(self._heat_pipe)
+        self._shown = table[table["group"] != "comparison"] if self.state.comparison == "all" else table
+        self._stale = set(range(len(self._views)))
+        self._render_view()
+
+    def _render_view(self) -> None:
+        """Draw the view on show with the last metrics; the others wait until they are shown (the table costs ~25 ms)."""
+        view = self._views.active
+        if self._shown is None or view not in self._stale:
+            return
+        self._stale.discard(view)
+        shown = self._shown
+        if view == 0:
+            self._render_forests(shown)
+        elif view == 1:
+            # Built once; later tables only replace the data of the same Bokeh plot (~10× cheaper).
+            if self._heat_pipe is None:
+                self._heat_pipe = hv.streams.Pipe(data=shown)
+                self._heatmap.object = create_metric_heatmap(self._heat_pipe)
+            else:
+                self._heat_pipe.send(shown)
         else:
-            self._heat_pipe.send(shown)
-        self._table.object = format_metric_table(shown)
+            self._table.object = format_metric_table(shown)
+
+    def _render_forests(self, shown: pd.DataFrame) -> None:
+        rows = {metric: forest_rows(shown, metric)[1] for metric in FOREST_METRICS}
+        rows = {metric: labels for metric, labels in rows.items() if labels}
+        key = tuple((metric, tuple(labels)) for metric, labels in rows.items())
+        if key != self._forest_key:
+            self._forest_key = key
+            self._forest_pipes = {metric: hv.streams.Pipe(data=shown) for metric in rows}
+            self._forests.objects = [
+                pn.pane.HoloViews(create_forest_plot(pipe, metric=metric, labels=rows[metric]), sizing_mode="fixed")
+                for metric, pipe in self._forest_pipes.items()
+            ]
+            return
+        for pipe in self._forest_pipes.values():
+            pipe.send(shown)
 
     # -- predicted vs true -----------------------------------------------------------------
     def _update_scatter(self) -> None:

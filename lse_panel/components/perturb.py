@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-import holoviews as hv
 import numpy as np
 import panel as pn
 import param
@@ -18,11 +17,9 @@ from lse_panel.analysis.latent_paths import (
     unit_direction,
 )
 from lse_panel.cohort.derived import latent_statistics, principal_axes
-from lse_panel.cohort.schema import Modality
-from lse_panel.components.decode import frame_players
+from lse_panel.components.modality_cards import ModalityCards
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
-from lse_panel.plotting.signals import create_modality_plot, modality_spec
 
 N_PRINCIPAL = 5
 """Principal directions offered: beyond the fifth, a 64-value latent's directions explain little each."""
@@ -126,9 +123,9 @@ class PerturbPane(_LivePane):
         self._decode = decode
         self._mean: np.ndarray | None = None
         self._original: dict[str, np.ndarray] = {}
-        self._specs: dict[str, Modality] = {}
-        self._pipes: dict[str, hv.streams.Pipe] = {}
-        self._players: dict[str, pn.widgets.Player] = {}
+        self._cards = ModalityCards(
+            state.cohort.modalities, PERTURB_GROUPS, lambda name, spec: f"{name} ({spec.kind}): perturbed vs original"
+        )
         self._set_direction_bounds()
 
         self._type_widget = pn.widgets.RadioButtonGroup.from_param(
@@ -142,7 +139,7 @@ class PerturbPane(_LivePane):
         self._reset.on_click(self._on_reset)
         self._header = pn.pane.Markdown("", margin=(0, 10))
         self._alert = pn.pane.Alert("", alert_type="info", visible=False)
-        self._plots = pn.Column(sizing_mode="stretch_width")
+        self._plots = self._cards.layout
         self._layout = pn.Column(
             self._type_widget,
             pn.Row(self._direction_widget, self._amount_widget, self._reset),
@@ -259,9 +256,7 @@ class PerturbPane(_LivePane):
             f"**{self.amount:+.2f} SD** ({self.amount * sd:+.3g} latent units) along {label}."
         )
         self._alert.visible = False
-        self._ensure_plots(perturbed)
-        for name, pipe in self._pipes.items():
-            pipe.send({group: items[name] for group, items in decoded.items() if name in items})
+        self._cards.show(decoded)
         self._plots.visible = True
 
     def _clear(self, message: str) -> None:
@@ -271,22 +266,3 @@ class PerturbPane(_LivePane):
         self._alert.object = message
         self._alert.visible = True
         self._plots.visible = False
-
-    # -- plots, built once per set of modalities ------------------------------------------------
-    def _ensure_plots(self, items: Mapping[str, np.ndarray]) -> None:
-        specs = {name: modality_spec(self.state.cohort.modalities, name, item) for name, item in items.items()}
-        if specs == self._specs:
-            return
-        self._specs = specs
-        self._players = frame_players(specs)
-        self._pipes = {name: hv.streams.Pipe(data={}) for name in specs}
-        cards = []
-        for name, spec in specs.items():
-            player = self._players.get(name)
-            plot = create_modality_plot(
-                self._pipes[name], spec, group_names=PERTURB_GROUPS,
-                frame=player.param.value if player is not None else None,
-            )
-            body = [player, plot] if player is not None else [plot]
-            cards.append(pn.Card(*body, title=f"{name} ({spec.kind}): perturbed vs original", sizing_mode="stretch_width"))
-        self._plots.objects = cards

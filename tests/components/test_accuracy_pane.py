@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
@@ -13,6 +14,7 @@ from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.derived import cohort_metrics, prepared_metrics
 from lse_panel.components.accuracy import AccuracyPane
 from lse_panel.components.state import ExplorerState
+from lse_panel.plotting.accuracy import forest_rows
 from lse_panel.testing import tiny_cohort
 
 N = 400
@@ -91,6 +93,8 @@ def test_intervals_surround_the_estimates(cohort: Cohort) -> None:
     table = pane.metrics.dropna(subset=["value"])
     assert table["ci_low"].notna().all()
     assert (table["ci_low"] <= table["value"] + 1e-9).all() and (table["value"] <= table["ci_high"] + 1e-9).all()
+    assert pane._table.object is None  # the table view is drawn only once it is shown
+    pane._views.active = 2
     assert "[" in pane._table.object.iloc[0, 0]  # the table shows the interval
     pane.intervals = False
     assert pane.metrics["ci_low"].isna().all()
@@ -124,10 +128,35 @@ def test_predicted_vs_true_follows_the_focus_phenotype(cohort: Cohort) -> None:
     pn.panel(pane).get_root()
 
 
+def test_forest_plots_draw_every_interval_one_row_per_phenotype_and_latent(cohort: Cohort) -> None:
+    state = ExplorerState(cohort)
+    pane = AccuracyPane(state)
+    state.select(np.arange(0, N, 2))
+    tasks = cohort.prediction_tasks()
+    assert set(pane._forest_pipes) == {"r2", "auroc"}  # the first view, drawn with the point estimates
+    for metric, task in (("r2", "regression"), ("auroc", "classification")):
+        sent = pane._forest_pipes[metric].data
+        frame, labels = forest_rows(sent, metric)
+        n_phenotypes = sum(t == task for t in tasks.values())
+        assert len(labels) == n_phenotypes * 3 and labels[0].endswith(" · ecg")
+        assert set(frame["group"]) == {"selection", "comparison", "cohort"}
+        assert frame["ci_low"].notna().all() and (frame["ci_low"] <= frame["value"]).all()
+        overlay = pane._forests[list(pane._forest_pipes).index(metric)].object
+        figure = hv.render(overlay)
+        assert list(figure.yaxis[0].major_label_overrides.values()) == labels  # every row named
+    pipes = dict(pane._forest_pipes)
+    state.select(np.arange(0, N, 3))
+    assert pane._forest_pipes == pipes  # the same plots, new data
+    assert pane._forest_pipes["r2"].data is not sent
+
+
 def test_heatmap_and_table_show_every_latent(cohort: Cohort) -> None:
     state = ExplorerState(cohort)
     pane = AccuracyPane(state, intervals=False)
     state.select(np.arange(100))
+    assert pane._heat_pipe is None  # not on show yet
+    pane._views.active = 1
+    pane._views.active = 2
     table = pane._table.object
     assert list(table.columns.get_level_values(0).unique()) == ["ecg", "mri", "fused"]
     assert {"selection", "comparison", "cohort"} == set(table.columns.get_level_values(1))
@@ -135,6 +164,9 @@ def test_heatmap_and_table_show_every_latent(cohort: Cohort) -> None:
     assert set(heat["group"]) == {"selection", "comparison", "cohort"}
     state.comparison = "all"  # comparison equals the cohort: not shown twice
     assert set(pane._table.object.columns.get_level_values(1)) == {"selection", "cohort"}
+    assert set(pane._heat_pipe.data["group"]) == {"selection", "comparison", "cohort"}  # hidden view: not redrawn
+    pane._views.active = 1
+    assert set(pane._heat_pipe.data["group"]) == {"selection", "cohort"}
 
 
 def test_a_saved_subgroup_as_comparison_equals_scikit_learn_on_its_rows() -> None:
@@ -147,6 +179,7 @@ def test_a_saved_subgroup_as_comparison_equals_scikit_learn_on_its_rows() -> Non
     state.select(members)
     manager.save_selection("upper")
     pane = AccuracyPane(state, intervals=False)
+    pane._views.active = 2
     selection = np.flatnonzero(cohort.latent("fused")[:, 2] > 0)
     state.select(selection)
     state.comparison = "upper"
@@ -168,6 +201,7 @@ def test_privacy_floor_masks_small_groups_and_says_why(cohort: Cohort) -> None:
 
     state = ExplorerState(cohort)
     pane = AccuracyPane(state, intervals=False)
+    pane._views.active = 2
     state.select(np.arange(5))
     table = pane.metrics
     small = table[table["group"].isin(["selection", "comparison"])]
