@@ -193,7 +193,10 @@ class AccuracyPane(pn.viewable.Viewer):
             self._forest_key = key
             self._forest_pipes = {metric: hv.streams.Pipe(data=shown) for metric in rows}
             self._forests.objects = [
-                pn.pane.HoloViews(create_forest_plot(pipe, metric=metric, labels=rows[metric]), sizing_mode="fixed")
+                # Not linked: the plots' row axes share a name but not their rows (Panel links such axes).
+                pn.pane.HoloViews(
+                    create_forest_plot(pipe, metric=metric, labels=rows[metric]), sizing_mode="fixed", linked_axes=False
+                )
                 for metric, pipe in self._forest_pipes.items()
             ]
             return

@@ -228,7 +228,7 @@ def take_screenshots(
                 saved.append(out / f"{stem}.png")
                 page.screenshot(path=saved[-1], full_page=True)
                 header.evaluate("el => el.scrollIntoView({block: 'start'})")
-                page.wait_for_timeout(500)
+                page.wait_for_timeout(3000)  # Bokeh redraws the canvases that scrolled into view
                 saved.append(out / f"{stem}_window.png")
                 page.screenshot(path=saved[-1])
             browser.close()
