@@ -101,6 +101,8 @@ def finish_build_command(bundle: Path) -> list[str]:
     from lse_panel.build import recorded_build_settings
 
     settings = recorded_build_settings(bundle)
+    if settings.get("producer") == "import":  # an imported bundle finishes from what it holds, no inputs
+        return [sys.executable, "-m", "lse_panel.cli", "import", "--finish", "--out", str(bundle)]
     command = [sys.executable, "-m", "lse_panel.cli", "build", "--out", str(bundle)]
     for option, key in (("--subjects", "n_subjects"), ("--seed", "seed"), ("--model", "model")):
         if key in settings:
@@ -172,6 +174,46 @@ def _cmd_subgroups(args: argparse.Namespace) -> int:
         raise ValueError("`lse subgroups export` needs a subgroup NAME and --out FILE (.csv or .parquet).")
     path = store.export(args.name, args.out)
     print(f"wrote subgroup {args.name!r} ({store.get(args.name).n:,} subjects) to {path}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from lse_panel.importing import finish_import, import_cohort, read_spec, spec_from_flags
+
+    if args.finish:
+        finish_import(args.out, until=args.until, progress=True)
+        return 0
+    if args.spec and (args.latent or args.phenotypes):
+        raise ValueError("give either --spec FILE or --latent/--phenotypes flags, not both: put everything in the spec.")
+    if args.spec:
+        spec = read_spec(args.spec)
+        if args.id_column:
+            spec = replace(spec, id_column=args.id_column)
+    elif args.latent:
+        spec = spec_from_flags(args.latent, phenotypes=args.phenotypes, id_column=args.id_column)
+    else:
+        raise ValueError("nothing to import: give --spec FILE, or at least one --latent NAME=FILE (see `lse import --help`).")
+    if args.allow_partial:
+        spec = replace(spec, allow_partial=True)
+    import_cohort(spec, args.out, overwrite=args.overwrite, until=args.until, progress=True)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from lse_panel.importing.export import export_anndata
+
+    path = export_anndata(args.bundle, args.anndata)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_example_cohort(args: argparse.Namespace) -> int:
+    from lse_panel.importing.example import write_example_cohort
+
+    spec = write_example_cohort(args.out, n_subjects=args.subjects, n_records=args.records)
+    print(f"wrote an example cohort to {args.out}; import it with:\n  lse import --spec {spec} --out data/example")
     return 0
 
 
@@ -363,10 +405,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="show the best slices even when not significant")
     p.set_defaults(func=_cmd_slices)
 
+    add_import_parsers(sub)
+
     p = sub.add_parser("bench", help="run the benchmark scripts and print their figures")
     p.add_argument("--only", help="run only scripts whose name contains this")
     p.set_defaults(func=_cmd_bench)
     return parser
+
+
+def add_import_parsers(sub: argparse._SubParsersAction) -> None:
+    """``lse import``, ``lse export`` and ``lse example-cohort``: bringing a researcher's cohort in and out."""
+    p = sub.add_parser(
+        "import", help="import your cohort: embeddings, phenotypes, raw records, TorchScript decoders (see the README)",
+        description="Import a cohort from a TOML spec (--spec) or, for the simple case, flags. Embeddings: Parquet, "
+        "CSV, .npy (+ id file) or AnnData .h5ad; phenotypes: CSV or Parquet. Then cross-fits the targets and maps "
+        "every latent kind, resumably, like `lse build`.",
+    )
+    p.add_argument("--spec", type=Path, help="the import spec (TOML); paths in it are relative to its folder")
+    p.add_argument("--latent", action="append", default=[], metavar="NAME=FILE",
+                   help="an embedding table for latent kind NAME (repeat for each kind)")
+    p.add_argument("--phenotypes", help="phenotype table (CSV or Parquet)")
+    p.add_argument("--id-column", dest="id_column", help="the subject id column in every table")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--allow-partial", dest="allow_partial", action="store_true",
+                   help="keep the subjects every input has instead of refusing inputs with different subjects")
+    p.add_argument("--overwrite", action="store_true", help="replace a bundle imported from other inputs")
+    p.add_argument("--until", choices=["servable", "complete"], default="complete",
+                   help="stop once the app can serve the bundle, or compute every map (default: %(default)s)")
+    p.add_argument("--finish", action="store_true", help="only finish an imported bundle's remaining maps (no inputs read)")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("export", help="write a bundle as AnnData (.h5ad) for scanpy and friends")
+    p.add_argument("bundle", type=Path, help="bundle directory")
+    p.add_argument("--anndata", type=Path, required=True, help="the .h5ad file to write")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("example-cohort", help="write an example cohort in user-style files (Parquet, CSV, .npy, "
+                       "AnnData, WFDB, DICOM, NIfTI, TorchScript) with a commented cohort.toml")
+    p.add_argument("--out", type=Path, required=True, help="folder to write")
+    p.add_argument("--subjects", type=int, default=2_000, help="subjects (default: %(default)s)")
+    p.add_argument("--records", type=int, default=40, help="subjects with raw files (default: %(default)s)")
+    p.set_defaults(func=_cmd_example_cohort)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,10 @@ invisible, so an interrupted step never leaves a bundle that looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -36,13 +38,28 @@ from lse_panel.cohort.schema import (
     BundleError,
     Modality,
     PhenotypeSpec,
+    default_targets,
     modality_from_json,
+    target_task,
 )
 
 MANIFEST = "manifest.json"
 BUILD_STATUSES = ("in_progress", "servable", "complete")
 """``build.status`` values: half-built (refused by :func:`open_bundle`), servable while a build
 still adds projections, complete."""
+
+
+def file_stem(name: str) -> str:
+    """A safe file name for a column called ``name`` (a phenotype, a latent kind).
+
+    Names made of letters, digits, ``_``, ``.`` and ``-`` (UK Biobank's ``21001-2.0`` included)
+    are kept; any other name gets a readable slug plus a digest of the name, so two names never
+    share a file and no name can reach outside the bundle (``../x``, ``a/b``).
+    """
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name) and ".." not in name:
+        return name
+    slug = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")[:40] or "column"
+    return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def _fix_hint(path: Path) -> str:
@@ -182,6 +199,19 @@ class Cohort:
                 "Run `lse build` to compute projections."
             ) from None
 
+    @property
+    def targets(self) -> dict[str, str]:
+        """Phenotype → 'regression' / 'classification': the downstream targets the build cross-fits.
+
+        The producer's choice, from ``manifest["targets"]`` (the synthetic generator's task list,
+        or what the user chose at import); bundles written before that field existed get every
+        suitable phenotype (:func:`~lse_panel.cohort.schema.default_targets`).
+        """
+        recorded = self.manifest.get("targets")
+        if recorded is not None:
+            return {name: str(task) for name, task in recorded.items()}
+        return default_targets(self.phenotype_specs)
+
     def prediction_tasks(self) -> dict[str, str]:
         """Phenotype → 'regression' or 'classification' for every stored prediction."""
         tasks: dict[str, str] = {}
@@ -229,6 +259,7 @@ class Cohort:
                         f"{where}: codes outside 0..{len(spec.categories) - 1} for categories "
                         f"{list(spec.categories)} (-1 means missing). Recode the column."
                     )
+        self._check_targets()
         for kind, block in self.latents.items():
             where = self._where("latents", kind)
             if block.ndim != 2 or block.shape[0] != n:
@@ -243,6 +274,21 @@ class Cohort:
             for name, values in per_phenotype.items():
                 where = self._where("predictions", f"{kind}/{name}")
                 self._check_column(where, values, (n,), "float32")
+
+    def _check_targets(self) -> None:
+        where = str(self.path / MANIFEST) if self.path else "manifest"
+        for name, task in (self.manifest.get("targets") or {}).items():
+            spec = self.phenotype_specs.get(name)
+            if spec is None:
+                raise BundleError(
+                    f"{where}: field 'targets' names {name!r}, which is not a phenotype of this bundle "
+                    f"(phenotypes: {', '.join(self.phenotype_specs) or 'none'}). Remove it from 'targets'."
+                )
+            expected = target_task(spec)
+            if task != expected:
+                why = (f"a {spec.type} phenotype with {len(spec.categories)} categories cannot be predicted "
+                       "by the cross-fitted probes" if expected is None else f"a {spec.type} phenotype is a {expected}")
+                raise BundleError(f"{where}: target {name!r} has task {task!r}, but {why}. Fix 'targets.{name}'.")
 
     def _check_projection(self, key: str, coords: np.ndarray) -> None:
         where = self._where("projections", key.replace("/", "__"))
@@ -418,11 +464,12 @@ def write_bundle(
     phenotype_specs: dict[str, PhenotypeSpec],
     modalities: dict[str, Modality] | None = None,
     raw: dict[str, Any] | None = None,
+    targets: dict[str, str] | None = None,
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
     build_status: str = "complete",
 ) -> Path:
-    """Write a new bundle (ids, phenotypes, modality declarations) atomically.
+    """Write a new bundle (ids, phenotypes, modality declarations, downstream targets) atomically.
 
     Everything goes into a hidden sibling directory first, which is renamed onto ``path``
     only once complete; an interrupted write leaves at most a ``.partial`` directory that
@@ -432,7 +479,8 @@ def write_bundle(
     if path.exists() and not overwrite:
         raise BundleError(f"{path}: already exists. Pass overwrite=True (`--overwrite`) or pick another --out.")
     # Validate before touching the disk so bad input never costs the user a half-written bundle.
-    Cohort.from_arrays(ids, phenotypes, phenotype_specs)
+    targets = default_targets(phenotype_specs) if targets is None else dict(targets)
+    Cohort.from_arrays(ids, phenotypes, phenotype_specs, manifest={"targets": targets})
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
     staging.mkdir()
@@ -441,7 +489,7 @@ def write_bundle(
         np.save(staging / "ids.npy", ids if ids.dtype.kind == "U" else ids.astype(np.int64))
         pheno_meta = {}
         for name, spec in phenotype_specs.items():
-            relative = f"phenotypes/{name}.npy"
+            relative = f"phenotypes/{file_stem(name)}.npy"
             (staging / "phenotypes").mkdir(exist_ok=True)
             np.save(staging / relative, np.asarray(phenotypes[name], dtype=spec.dtype))
             pheno_meta[name] = {**spec.to_json(), "file": relative}
@@ -451,6 +499,7 @@ def write_bundle(
             "ids": {"file": "ids.npy", "dtype": str(np.load(staging / "ids.npy", mmap_mode="r").dtype)},
             "modalities": {name: m.to_json() for name, m in (modalities or {}).items()},
             "phenotypes": pheno_meta,
+            "targets": targets,
             "latents": {},
             "projections": {},
             "predictions": {},
@@ -482,7 +531,7 @@ class BundleUpdate:
     def add_latent(self, kind: str, block: np.ndarray, **meta: Any) -> None:
         block = np.asarray(block, dtype=np.float32)
         self._check_rows(block, f"latents/{kind}")
-        relative = f"latents/{kind}.npy"
+        relative = f"latents/{file_stem(kind)}.npy"
         atomic_save_npy(self.path / relative, block)
         self.manifest.setdefault("latents", {})[kind] = {"file": relative, "dim": int(block.shape[1]), **meta}
 
@@ -495,7 +544,7 @@ class BundleUpdate:
         self._check_rows(coords, f"projections/{latent}/{method}")
         if np.isnan(coords).any():
             raise BundleError(f"projection {latent}/{method}: NaN coordinates; refusing to store them.")
-        relative = f"projections/{latent}__{method}.npy"
+        relative = f"projections/{file_stem(latent)}__{file_stem(method)}.npy"
         atomic_save_npy(self.path / relative, coords)
         self.manifest.setdefault("projections", {})[f"{latent}/{method}"] = {
             "file": relative,
@@ -507,7 +556,7 @@ class BundleUpdate:
     def add_prediction(self, latent: str, phenotype: str, values: np.ndarray, *, task: str, **meta: Any) -> None:
         values = np.asarray(values, dtype=np.float32)
         self._check_rows(values, f"predictions/{latent}/{phenotype}")
-        relative = f"predictions/{latent}/{phenotype}.npy"
+        relative = f"predictions/{file_stem(latent)}/{file_stem(phenotype)}.npy"
         atomic_save_npy(self.path / relative, values)
         self.manifest.setdefault("predictions", {}).setdefault(latent, {})[phenotype] = {
             "file": relative,
