@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import holoviews as hv
 import numpy as np
@@ -13,7 +13,7 @@ import param
 from lse_panel.analysis.accuracy import mask_hidden_groups, selection_metrics
 from lse_panel.analysis.decode import sample_indices
 from lse_panel.analysis.groups import COMPARISON, SELECTION
-from lse_panel.components.scheduling import Scheduler
+from lse_panel.components.pane import Pane
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.accuracy import (
     FOREST_METRICS,
@@ -26,7 +26,7 @@ from lse_panel.plotting.accuracy import (
 )
 
 
-class AccuracyPane(pn.viewable.Viewer):
+class AccuracyPane(Pane):
     """Prediction accuracy inside the selection vs its comparison group vs the whole cohort.
 
     Three views, one click apart: forest plots of R² and AUROC with their 95% intervals, a row
@@ -44,7 +44,6 @@ class AccuracyPane(pn.viewable.Viewer):
         masks what its privacy policy hides.
     """
 
-    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
     intervals = param.Boolean(
         default=True, doc="Show 95% intervals (analytic, from the same sums as the estimates: no extra pass)."
     )
@@ -59,14 +58,12 @@ class AccuracyPane(pn.viewable.Viewer):
     hidden = param.Dict(
         default={}, constant=True, doc="Groups hidden by the privacy floor: {'selection'|'comparison': reason}.",
     )
-    message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) plots.")
 
     def __init__(self, state: ExplorerState, **params: Any) -> None:
         super().__init__(state=state, **params)
         self._tasks = state.cohort.prediction_tasks()
         if not state.focus_phenotype and self._tasks:
             state.focus_phenotype = next(iter(self._tasks))
-        self.scheduler = Scheduler()
         self._heat_pipe: hv.streams.Pipe | None = None
         self._forest_pipes: dict[str, hv.streams.Pipe] = {}
         self._forest_key: tuple | None = None
@@ -100,14 +97,7 @@ class AccuracyPane(pn.viewable.Viewer):
         self._update_metrics()
         self._update_scatter()
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
-
     # -- scheduling ------------------------------------------------------------------------
-    def _schedule(self, name: str, area: pn.viewable.Viewable, work: Callable[[], None]) -> None:
-        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
-        self.scheduler.schedule(name, area, work)
-
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
         self._schedule("metrics", self._results, self._update_metrics)
         self._schedule("scatter", self._scatter, self._update_scatter)
@@ -155,8 +145,7 @@ class AccuracyPane(pn.viewable.Viewer):
                     "cohort instead, or select fewer subjects."
                 )
             message = " ".join(notes)
-        with param.edit_constant(self):
-            self.param.update(metrics=table, hidden=hidden, message=message)
+        self._set(metrics=table, hidden=hidden, message=message)
         self._alert.object = message
         self._alert.visible = bool(message)
         self._results.visible = table is not None

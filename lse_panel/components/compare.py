@@ -14,7 +14,7 @@ from lse_panel.analysis.accuracy import accuracy_by_group, mask_hidden_groups
 from lse_panel.analysis.compare import compare_with_reference, distribution_frames
 from lse_panel.analysis.groups import COMPARISON, SELECTION, GroupSet
 from lse_panel.cohort.derived import phenotype_binning, phenotype_sums, phenotype_total
-from lse_panel.components.scheduling import Scheduler
+from lse_panel.components.pane import Pane
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.compare import (
     REFERENCE_COLOUR,
@@ -32,7 +32,7 @@ DEFAULT_PHENOTYPES = 4
 """Histograms drawn by default: the first phenotypes of the cohort (more are one click away)."""
 
 
-class ComparePane(pn.viewable.Viewer):
+class ComparePane(Pane):
     """How the selection and any saved subgroups differ from the comparison group, side by side.
 
     Every group (the selection and each subgroup chosen in :attr:`subgroups`) is compared with
@@ -65,7 +65,6 @@ class ComparePane(pn.viewable.Viewer):
     ['selection']
     """
 
-    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
     subgroups = param.ListSelector(
         default=[], objects=[], doc="Saved subgroups compared with the comparison group, beside the selection.",
     )
@@ -91,7 +90,6 @@ class ComparePane(pn.viewable.Viewer):
         default={}, constant=True,
         doc="Last distribution data: {phenotype: (tidy frame of the drawn groups, {hidden group: reason})}.",
     )
-    message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) results.")
 
     def __init__(self, state: ExplorerState, **params: Any) -> None:
         super().__init__(state=state, **params)
@@ -100,7 +98,6 @@ class ComparePane(pn.viewable.Viewer):
         self.param.phenotypes.objects = names
         if not self.phenotypes:
             self.phenotypes = names[:DEFAULT_PHENOTYPES]
-        self.scheduler = Scheduler()
         self._plots: dict[str, tuple[Hashable, hv.streams.Pipe, pn.Column]] = {}
         self._effect_key: Hashable = None
         self._effect_pipe: hv.streams.Pipe | None = None
@@ -140,9 +137,6 @@ class ComparePane(pn.viewable.Viewer):
         self.param.watch(self._on_distributions_change, ["phenotypes", "bins"])
         self.refresh_subgroups()
         self._update()
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
 
     # -- Python API ------------------------------------------------------------------------
     def compare(self, subgroups: list[str] | None = None) -> pd.DataFrame:
@@ -191,31 +185,26 @@ class ComparePane(pn.viewable.Viewer):
         return out
 
     # -- scheduling ------------------------------------------------------------------------
-    def _schedule(self, name: str, work: Callable[[], None]) -> None:
-        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
-        self.scheduler.schedule(name, self._results, work)
+    def _recompute(self, name: str, work: Callable[[], None]) -> None:
+        self._schedule(name, self._results, work)
 
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
-        self._schedule("update", self._update)
+        self._recompute("update", self._update)
 
     def _on_distributions_change(self, *events: param.parameterized.Event) -> None:
-        self._schedule("update", self._update)
+        self._recompute("update", self._update)
 
     def _on_store_change(self, *events: param.parameterized.Event) -> None:
         before = list(self.subgroups)
         self.refresh_subgroups()
         if list(self.subgroups) == before:  # else the subgroups watcher has already updated
-            self._schedule("update", self._update)
+            self._recompute("update", self._update)
 
     def _on_refresh(self, _: Any) -> None:
         self.state.refresh_subgroups()  # another session may have saved one
         self._on_store_change()
 
     # -- computing -------------------------------------------------------------------------
-    def _set(self, **values: Any) -> None:
-        with param.edit_constant(self):
-            self.param.update(**values)
-
     def _update(self) -> None:
         state = self.state
         reference, reference_colour = self._reference()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import holoviews as hv
 import numpy as np
@@ -12,7 +12,7 @@ import param
 from lse_panel.analysis.decode import Decoder, decode_means, decode_subjects, sample_indices
 from lse_panel.analysis.groups import COMPARISON, SELECTION
 from lse_panel.cohort.schema import Modality
-from lse_panel.components.scheduling import Scheduler
+from lse_panel.components.pane import Pane
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.modality_cards import ModalityCards
 from lse_panel.config import SETTINGS
@@ -26,7 +26,7 @@ MEAN_GROUPS = (SELECTION, COMPARISON)
 SUBJECT_GROUPS = ("original", "reconstruction")
 
 
-class DecodePane(pn.viewable.Viewer):
+class DecodePane(Pane):
     """Decoded means of the selection and its comparison group, and a few subjects' reconstructions.
 
     Every modality the decoder returns is drawn by its kind: signals as per-channel curves with
@@ -46,7 +46,6 @@ class DecodePane(pn.viewable.Viewer):
         without one, subjects show reconstructions only.
     """
 
-    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
     n_samples = param.Integer(
         default=MAX_SAMPLES, bounds=(0, MAX_SAMPLES),
         doc="Subjects of the selection shown as original vs reconstruction (a capped, reproducible sample).",
@@ -67,7 +66,6 @@ class DecodePane(pn.viewable.Viewer):
         default=np.empty(0, dtype=np.int64), constant=True,
         doc="Row indices of the subjects shown individually (empty while their card is closed).",
     )
-    message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) plots.")
 
     def __init__(
         self, state: ExplorerState, decode: Decoder, *, raw_source: RawSource | None = None, **params: Any
@@ -82,7 +80,6 @@ class DecodePane(pn.viewable.Viewer):
         )
         self._sample_specs: dict[str, Modality] = {}
         self._sample_pipes: list[dict[str, hv.streams.Pipe]] = []
-        self.scheduler = Scheduler()
 
         self._decode_from = pn.widgets.RadioButtonGroup.from_param(
             state.param.decode_from, name="Decode from", button_type="primary", button_style="outline"
@@ -112,14 +109,7 @@ class DecodePane(pn.viewable.Viewer):
         self._update_means()
         self._update_samples()
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
-
     # -- scheduling ------------------------------------------------------------------------
-    def _schedule(self, name: str, area: pn.viewable.Viewable, work: Callable[[], None]) -> None:
-        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
-        self.scheduler.schedule(name, area, work)
-
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
         self._schedule("means", self._means, self._update_means)
 
@@ -180,8 +170,7 @@ class DecodePane(pn.viewable.Viewer):
         self._means.visible = True
 
     def _set(self, **values: Any) -> None:
-        with param.edit_constant(self):
-            self.param.update(**values)
+        super()._set(**values)
         text = self.message
         self._alert.object = text
         self._alert.visible = bool(text)

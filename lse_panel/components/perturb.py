@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import panel as pn
@@ -18,7 +18,7 @@ from lse_panel.analysis.latent_paths import (
 )
 from lse_panel.cohort.derived import latent_statistics, principal_axes
 from lse_panel.components.modality_cards import ModalityCards
-from lse_panel.components.scheduling import Scheduler
+from lse_panel.components.pane import Pane
 from lse_panel.components.state import ExplorerState
 
 N_PRINCIPAL = 5
@@ -36,23 +36,8 @@ DIRECTION_TYPES = {
 }
 
 
-class _LivePane(pn.viewable.Viewer):
-    """What both latent-path panes share: the state (its groups and their privacy verdicts), coalesced recomputes."""
-
-    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
-    message = param.String(default="", constant=True, doc="What the pane tells the user instead of plots.")
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self.scheduler = Scheduler()
-
-    def _schedule(self, name: str, area: pn.viewable.Viewable, work: Callable[[], None]) -> None:
-        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
-        self.scheduler.schedule(name, area, work)
-
-    def _set(self, **values: Any) -> None:
-        with param.edit_constant(self):
-            self.param.update(**values)
+class _LivePane(Pane):
+    """What both latent-path panes share beyond :class:`Pane`: the reason a group may not be decoded."""
 
     @staticmethod
     def _privacy_reason(groups: Any, labels: tuple[str, ...]) -> str | None:
@@ -154,9 +139,6 @@ class PerturbPane(_LivePane):
         self.param.watch(self._on_direction_change, ["direction"])
         self.param.watch(self._on_amount_change, ["amount"])
         self._update(full=True)
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
 
     # -- events --------------------------------------------------------------------------------
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
