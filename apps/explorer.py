@@ -7,6 +7,7 @@ import panel as pn
 from lse_panel.components.explorer import Explorer
 from lse_panel.components.serving import bundle_from_argv, cached_cohort, cached_decoder
 from lse_panel.palette import HIGHLIGHT
+from lse_panel.serve import privacy_from_env
 
 pn.extension("tabulator", notifications=True, loading_indicator=True)
 
@@ -31,7 +32,9 @@ def _load() -> None:
         ]
         main.loading = False
         return
-    explorer = Explorer(cached_cohort(path), cached_decoder(path), title=TITLE)
+    cohort = cached_cohort(path)
+    full = privacy_from_env(cohort.manifest) == "full"  # `lse serve --privacy`, else the bundle's default
+    explorer = Explorer(cohort, cached_decoder(path), title=TITLE, individual_level=full)
     sidebar[:] = [pn.pane.Markdown("### Filters"), explorer.filters]
     main[:] = explorer.main_panes()
     main.loading = False

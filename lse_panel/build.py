@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from lse_panel.cohort.bundle import open_bundle, read_manifest, update_bundle, write_bundle
+from lse_panel.cohort.bundle import open_bundle, read_manifest, remove_build_temporaries, update_bundle, write_bundle
 from lse_panel.cohort.schema import BundleError
 from lse_panel.config import SETTINGS
 from lse_panel.digest import checkpoint_digest
@@ -45,8 +45,8 @@ def synthesise_bundle(
     """Write a phenotypes-only synthetic bundle; raw ECG/MRI are regenerated from (seed, id) on demand."""
     from lse_panel.synth import PHENOTYPES, SyntheticCohort
 
-    if not 1 <= n_subjects <= 50_000_000:
-        raise ValueError(f"--subjects must be between 1 and 50,000,000; got {n_subjects:,}.")
+    if not 1 <= n_subjects <= SETTINGS.max_subjects:
+        raise ValueError(f"--subjects must be between 1 and {SETTINGS.max_subjects:,}; got {n_subjects:,}.")
     source = SyntheticCohort(seed=seed, mri_shape=tuple(mri_shape))
     ids = np.arange(ID_OFFSET, ID_OFFSET + n_subjects, dtype=np.int64)
     parts = []
@@ -125,6 +125,7 @@ def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, 
     mri_shape = tuple(model_config.get("model", {}).get("mri_shape", SETTINGS.mri_shape))
     for partial in out.parent.glob(f".{out.name}.partial-*"):
         shutil.rmtree(partial, ignore_errors=True)  # leftovers of an interrupted synth step
+    remove_build_temporaries(out)  # and of a killed embed or write (128 MB per latent kind at 500k)
 
     steps = StepRunner(out, progress)
     synth_key = step_key("synth", n_subjects, seed, mri_shape, GENERATOR_VERSION)

@@ -33,7 +33,9 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from lse_panel.cohort.manifest import check_manifest
 from lse_panel.cohort.schema import (
+    BUILD_STATUSES,
     SCHEMA_VERSION,
     BundleError,
     Modality,
@@ -44,9 +46,6 @@ from lse_panel.cohort.schema import (
 )
 
 MANIFEST = "manifest.json"
-BUILD_STATUSES = ("in_progress", "servable", "complete")
-"""``build.status`` values: half-built (refused by :func:`open_bundle`), servable while a build
-still adds projections, complete."""
 
 
 def file_stem(name: str) -> str:
@@ -252,7 +251,9 @@ class Cohort:
             if values is None:
                 raise BundleError(f"{where}: phenotype {name!r} is declared but has no column.")
             self._check_column(where, values, (n,), spec.dtype)
-            if spec.type != "continuous":
+            if spec.type == "continuous":
+                self._check_no_infinity(where, values, "write NaN for a missing value")
+            else:
                 codes = np.asarray(values)
                 if codes.size and (codes.min() < -1 or codes.max() >= len(spec.categories)):
                     raise BundleError(
@@ -274,6 +275,7 @@ class Cohort:
             for name, values in per_phenotype.items():
                 where = self._where("predictions", f"{kind}/{name}")
                 self._check_column(where, values, (n,), "float32")
+                self._check_no_infinity(where, values, "recompute the predictions (`lse build`)")
 
     def _check_targets(self) -> None:
         where = str(self.path / MANIFEST) if self.path else "manifest"
@@ -293,11 +295,18 @@ class Cohort:
     def _check_projection(self, key: str, coords: np.ndarray) -> None:
         where = self._where("projections", key.replace("/", "__"))
         self._check_column(where, coords, (self.n_subjects, 2), "float32")
-        if np.isnan(coords).any():
+        if not np.isfinite(coords).all():
             raise BundleError(
-                f"{where}: projection {key!r} has NaN coordinates; every subject needs a "
+                f"{where}: projection {key!r} has NaN coordinates (or infinite ones); every subject needs a "
                 "position. Recompute the projection (`lse build`)."
             )
+
+    @staticmethod
+    def _check_no_infinity(where: str, values: np.ndarray, fix: str) -> None:
+        infinite = np.isinf(values)
+        if infinite.any():
+            rows = np.flatnonzero(infinite)
+            raise BundleError(f"{where}: {rows.size} infinite value(s), first at row(s) {rows[:5].tolist()}; {fix}.")
 
     # -- a bundle still being finished ----------------------------------------------------
     @property
@@ -365,20 +374,12 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"Re-run `lse build --out {path}`; finished steps are reused."
         )
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc}). {_fix_hint(path)}") from None
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BundleError(
-            f"{manifest_path}: field 'schema_version' is {version!r}, but this lse-panel reads "
-            f"version {SCHEMA_VERSION}. Rebuild the bundle with this version, or install the "
-            "lse-panel version that wrote it."
-        )
-    for field_name in ("n_subjects", "ids", "phenotypes"):
-        if field_name not in manifest:
-            raise BundleError(f"{manifest_path}: required field {field_name!r} is missing. {_fix_hint(path)}")
-    return manifest
+    except RecursionError:
+        raise BundleError(f"{manifest_path}: nested too deeply to be a manifest. {_fix_hint(path)}") from None
+    return check_manifest(manifest, str(manifest_path), _fix_hint(path))
 
 
 def _load_column(path: Path, relative: str, field_name: str, *, mmap: bool) -> np.ndarray:
@@ -389,7 +390,7 @@ def _load_column(path: Path, relative: str, field_name: str, *, mmap: bool) -> n
         )
     try:
         return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise BundleError(f"{file}: unreadable as .npy ({exc}). {_fix_hint(path)}") from None
 
 
@@ -596,6 +597,27 @@ def update_bundle(path: str | os.PathLike[str]) -> Iterator[BundleUpdate]:
     update = BundleUpdate(path, read_manifest(path))
     yield update
     atomic_write_json(path / MANIFEST, update.manifest)
+
+
+BUILD_DIRECTORIES = ("phenotypes", "latents", "projections", "predictions")
+"""Where builders write columns; hidden files in them are a writer's temporaries."""
+
+
+def remove_build_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries a killed writer left in a bundle's columns (and of its manifest).
+
+    A SIGKILL skips every ``finally``: a streamed latent block (``latents/.<kind>.<tag>.npy``) or an
+    atomic write's temporary stays behind. Call this only while holding the build lock (as
+    ``lse build`` does): only builders write there. The subgroup store's own temporaries, beside
+    ``subgroups.json``, are left alone: a served app may be saving one.
+    """
+    path = Path(path)
+    stale = list(path.glob(f".{MANIFEST}.*.tmp"))
+    for directory in BUILD_DIRECTORIES:
+        stale += [p for p in (path / directory).rglob(".*") if p.is_file()]
+    for file in stale:
+        file.unlink(missing_ok=True)
+    return stale
 
 
 def open_npy_for_writing(path: Path, shape: tuple[int, ...], dtype: str = "float32") -> np.memmap:

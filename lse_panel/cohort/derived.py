@@ -27,12 +27,15 @@ from lse_panel.analysis.metric_statistics import (
     metrics_from_statistics,
     prepare_metrics,
 )
+from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.slices import find_failures
 
 __all__ = [
     "cohort_metrics",
     "cohort_statistics",
     "derived",
+    "failures",
     "latent_statistics",
     "latent_sums",
     "metric_sums",
@@ -186,3 +189,22 @@ def neighbour_placer(cohort: Cohort, projection_key: str) -> NeighbourPlacer:
         cohort, ("placer", projection_key),
         lambda: NeighbourPlacer.build(cohort.latent(kind), cohort.projection(projection_key)),
     )
+
+
+def failures(cohort: Cohort, target: str, latent: str, *, policy: PrivacyPolicy, **options: Any) -> pd.DataFrame:
+    """:func:`~lse_panel.cohort.slices.find_failures` for one latent kind, searched once per process.
+
+    The search takes seconds at 500k subjects; every later session asking for the same target,
+    latent kind, options and privacy floor gets the table at once. Treat it as read-only.
+
+    Parameters
+    ----------
+    cohort, target, latent
+        As :func:`~lse_panel.cohort.slices.find_failures` (``latent`` one kind).
+    policy
+        The privacy policy whose floor the search applies (part of the key).
+    **options
+        Further keyword arguments of ``find_failures``; their values must be hashable.
+    """
+    key = ("failures", target, latent, policy.min_group_size, tuple(sorted(options.items())))
+    return derived(cohort, key, lambda: find_failures(cohort, target, latent=latent, policy=policy, **options))

@@ -8,6 +8,10 @@ from typing import Any, Literal
 SCHEMA_VERSION = 1
 """Bumped whenever the on-disk layout changes; loaders refuse versions they do not know."""
 
+BUILD_STATUSES = ("in_progress", "servable", "complete")
+"""``build.status`` values: half-built (refused by ``open_bundle``), servable while a build
+still adds projections, complete."""
+
 PhenotypeType = Literal["continuous", "binary", "categorical"]
 ModalityKind = Literal["signal", "image_sequence"]
 TargetTask = Literal["regression", "classification"]

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from panel.io.document import hold
 
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort
@@ -207,13 +208,18 @@ class LatentView(pn.viewable.Viewer):
         self._on_selection()
 
     # -- selection in -----------------------------------------------------------------------
+    # A drawn selection fans out to the count, both views' highlights and the filter histograms:
+    # held (one message) and frozen (Bokeh recomputes the document's model graph once, not once per
+    # updated plot). Measured served at 500k: server CPU per selection 1.10 s → 0.64 s (load ~9
+    # on 2 cores); the count then arrives with the highlights instead of ahead of them.
     def _on_box(self, bounds: tuple[float, float, float, float] | None = None, **_: Any) -> None:
         if bounds is None:
             return
         coords = self.coords
         mask = box_mask(coords[:, 0], coords[:, 1], bounds, on_nan="exclude")
         step = BoxStep(self.key, tuple(float(b) for b in bounds), self.state.mode)
-        self.state.select_drawn(mask_to_indices(mask), step=step)
+        with hold(freeze=True):
+            self.state.select_drawn(mask_to_indices(mask), step=step)
 
     def _on_lasso(self, geometry: np.ndarray | None = None, **_: Any) -> None:
         if geometry is None:
@@ -224,7 +230,8 @@ class LatentView(pn.viewable.Viewer):
         coords = self.coords
         mask = lasso_mask(coords[:, 0], coords[:, 1], geometry[:, 0], geometry[:, 1], on_nan="exclude")
         step = LassoStep(self.key, tuple(geometry[:, 0].tolist()), tuple(geometry[:, 1].tolist()), self.state.mode)
-        self.state.select_drawn(mask_to_indices(mask), step=step)
+        with hold(freeze=True):
+            self.state.select_drawn(mask_to_indices(mask), step=step)
 
     def _on_tap(self, x: float | None = None, y: float | None = None, **_: Any) -> None:
         if x is None or y is None:

@@ -30,7 +30,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from lse_panel.cohort.bundle import file_stem, open_bundle, open_npy_for_writing, read_manifest, update_bundle, write_bundle
+from lse_panel.cohort.bundle import (
+    file_stem,
+    open_bundle,
+    open_npy_for_writing,
+    read_manifest,
+    remove_build_temporaries,
+    update_bundle,
+    write_bundle,
+)
 from lse_panel.cohort.raw_files import FILES_SOURCE, FileRecordSource, write_records_table
 from lse_panel.cohort.records import RecordError, read_record
 from lse_panel.cohort.schema import BundleError, ImageSequenceModality, Modality, SignalModality
@@ -146,6 +154,7 @@ def _import(spec: ImportSpec, out: Path, run: dict[str, bool], *, overwrite: boo
         raise BundleError(f"{out}: exists and is not a bundle. Choose another --out (nothing was written).")
     for partial in out.parent.glob(f".{out.name}.partial-*"):
         shutil.rmtree(partial, ignore_errors=True)  # leftovers of an interrupted ingest
+    remove_build_temporaries(out)  # and of a killed stream or write, as `lse build` does
     if steps.up_to_date("ingest", ingest_key):
         steps.skipped("ingest")
     else:

@@ -177,7 +177,7 @@ def test_umaps_and_servable_status(example_spec, tmp_path: Path) -> None:
     cohort = open_bundle(out)
     assert cohort.build_status == "servable" and "fused/umap" in cohort.projections
     assert cohort.pending_projections == ["ecg/umap", "mri/umap"]
-    from lse_panel.cli import finish_build_command
+    from lse_panel.serve import finish_build_command
 
     assert finish_build_command(out)[-4:] == ["import", "--finish", "--out", str(out)]  # what `lse serve` runs
     from lse_panel.importing import finish_import
