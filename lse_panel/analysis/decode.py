@@ -15,7 +15,6 @@ __all__ = [
     "decode_subjects",
     "latent_sum",
     "mean_latent",
-    "sample_indices",
 ]
 
 
@@ -180,30 +179,6 @@ def decode_group_means(
     (3, 64)
     """
     return decode_means({name: mean_latent(latents_block, idx) for name, idx in groups.items()}, decode, kind)
-
-
-def sample_indices(indices: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
-    """A capped, reproducible sample of ``k`` row indices (sorted), or all of them if fewer.
-
-    Parameters
-    ----------
-    indices
-        Row indices to sample from.
-    k
-        Largest sample size.
-    seed
-        Seed of the generator, so the same selection shows the same subjects.
-
-    Returns
-    -------
-    numpy.ndarray
-        Sorted int64 indices, at most ``k``.
-    """
-    indices = np.asarray(indices, dtype=np.int64)
-    if indices.size <= k:
-        return indices.copy()
-    pick = np.random.default_rng(seed).choice(indices.size, size=k, replace=False)
-    return np.sort(indices[pick])
 
 
 def decode_subjects(

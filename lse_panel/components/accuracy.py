@@ -11,7 +11,7 @@ import panel as pn
 import param
 
 from lse_panel.analysis.accuracy import mask_hidden_groups, selection_metrics
-from lse_panel.analysis.decode import sample_indices
+from lse_panel.analysis.sampling import sample_rows
 from lse_panel.analysis.groups import COMPARISON, SELECTION
 from lse_panel.components.pane import Pane
 from lse_panel.components.state import ExplorerState
@@ -200,7 +200,7 @@ class AccuracyPane(Pane):
             self._scatter.object = None
             self._scatter_key = None
             return
-        rows = sample_indices(state.groups.selection, self.max_points)
+        rows = sample_rows(state.groups.selection, self.max_points)
         predictions = {
             kind: np.asarray(per[name])[rows] for kind, per in state.cohort.predictions.items() if name in per
         }

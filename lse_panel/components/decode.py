@@ -9,7 +9,8 @@ import numpy as np
 import panel as pn
 import param
 
-from lse_panel.analysis.decode import Decoder, decode_means, decode_subjects, sample_indices
+from lse_panel.analysis.decode import Decoder, decode_means, decode_subjects
+from lse_panel.analysis.sampling import sample_rows
 from lse_panel.analysis.groups import COMPARISON, SELECTION
 from lse_panel.cohort.schema import Modality
 from lse_panel.components.pane import Pane
@@ -184,7 +185,7 @@ class DecodePane(Pane):
                 self.sample_rows = np.empty(0, dtype=np.int64)
             self._samples.visible = self.show_subjects and state.n_selected > 0
             return
-        rows = sample_indices(state.groups.selection, self.n_samples)
+        rows = sample_rows(state.groups.selection, self.n_samples)
         block = state.cohort.latent(state.decode_from)
         recon = decode_subjects(block, rows, self._decode, state.decode_from)
         self._cards.ensure({name: values[0] for name, values in recon.items()})

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import param
 
-from lse_panel.analysis.decode import sample_indices
+from lse_panel.analysis.sampling import sample_rows
 from lse_panel.components.latent_view import LatentView
 from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.plotting.latent import create_subgroup_points
@@ -66,7 +66,7 @@ class LatentOverlays:
         coords = self.views[name].coords
         parts = []
         for group, (colour, rows) in self.subgroups.shown_members().items():
-            rows = sample_indices(rows, MAX_OVERLAY_POINTS)
+            rows = sample_rows(rows, MAX_OVERLAY_POINTS)
             parts.append(pd.DataFrame({
                 "x": np.asarray(coords[rows, 0], dtype=np.float64), "y": np.asarray(coords[rows, 1], dtype=np.float64),
                 "subgroup": group, "colour": colour,

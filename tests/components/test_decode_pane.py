@@ -8,7 +8,8 @@ import panel as pn
 import pytest
 from bokeh.models import ColumnDataSource
 
-from lse_panel.analysis.decode import decode_group_means, sample_indices
+from lse_panel.analysis.decode import decode_group_means
+from lse_panel.analysis.sampling import sample_rows
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.schema import SignalModality
 from lse_panel.components.decode import MAX_SAMPLES, DecodePane
@@ -155,7 +156,7 @@ def test_sample_shows_at_most_four_subjects_reconstructed(cohort: Cohort) -> Non
     rows = pane.sample_rows
     assert len(rows) == MAX_SAMPLES
     assert np.isin(rows, selection).all()
-    np.testing.assert_array_equal(rows, sample_indices(selection, MAX_SAMPLES))
+    np.testing.assert_array_equal(rows, sample_rows(selection, MAX_SAMPLES))
     recon = tiny_decoder(8)(cohort.latent(state.decode_from)[rows], state.decode_from)
     for i in range(len(rows)):
         for name, pipe in pane._sample_pipes[i].items():
