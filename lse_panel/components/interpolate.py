@@ -18,7 +18,7 @@ from lse_panel.cohort.derived import neighbour_placer
 from lse_panel.cohort.schema import ImageSequenceModality, Modality, SignalModality
 from lse_panel.components.perturb import _LivePane
 from lse_panel.components.state import ExplorerState
-from lse_panel.components.text import alert, escape_markdown, markdown
+from lse_panel.components.text import alert, escape_html, escape_markdown, markdown
 from lse_panel.palette import NEUTRAL_COLOUR
 from lse_panel.plotting.paths import END_COLOUR, MONTAGE_GAP, colour_ramp, create_path_plot, image_montage, step_labels
 from lse_panel.plotting.signals import create_modality_plot, modality_spec
@@ -136,9 +136,6 @@ class InterpolatePane(_LivePane):
         self.param.watch(self._on_groups_change, ["endpoints", "start", "end", "steps"])
         self.param.watch(self._on_display_change, ["signal_layout", "channel"])
         self._update()
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
 
     # -- endpoints -----------------------------------------------------------------------------
     def refresh_subgroups(self) -> list[str]:
@@ -401,5 +398,6 @@ class InterpolatePane(_LivePane):
                     size=min(len(labels) * (110 if len(labels) <= 10 else 80), 1600),
                 )
                 title = f"{name}: frame {self.frame} of each step, left to right: {labels[0]} → {labels[-1]}"
-            cards.append(pn.Card(plot, title=title, sizing_mode="stretch_width"))
+            # A Card writes its title into the page as HTML: the labels hold subgroup names.
+            cards.append(pn.Card(plot, title=escape_html(title), sizing_mode="stretch_width"))
         self._plots.objects = cards

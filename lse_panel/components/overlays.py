@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import param
 
-from lse_panel.analysis.decode import sample_indices
 from lse_panel.analysis.privacy import dense_cell_centres
+from lse_panel.analysis.sampling import sample_rows
 from lse_panel.components.latent_view import LatentView
 from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.plotting.latent import create_subgroup_points
@@ -70,7 +70,7 @@ class LatentOverlays:
         parts = []
         for group, (colour, rows) in self.subgroups.shown_members().items():
             if policy.individual_views:
-                rows = sample_indices(rows, MAX_OVERLAY_POINTS)
+                rows = sample_rows(rows, MAX_OVERLAY_POINTS)
                 x, y = np.asarray(coords[rows, 0], dtype=np.float64), np.asarray(coords[rows, 1], dtype=np.float64)
             else:
                 # Aggregate mode: a mark per map cell holding at least the floor's members, none per subject.

@@ -12,7 +12,7 @@ from lse_panel.analysis.phenotype_filters import filter_mask
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.selection import MODES, combine, sorted_unique
 from lse_panel.cohort.bundle import Cohort
-from lse_panel.cohort.derived import latent_sums
+from lse_panel.cohort.derived import latent_sums, metric_sums
 from lse_panel.cohort.rules import IdsStep, UnknownSubgroupError
 from lse_panel.cohort.subgroups import SubgroupStore
 
@@ -181,7 +181,7 @@ class ExplorerState(param.Parameterized):
                 return
         groups = GroupSet(
             self.cohort.n_subjects, self.selection, self.comparison, rows,
-            policy=self.policy, sums=latent_sums(self.cohort),
+            policy=self.policy, sums=latent_sums(self.cohort), metric_sums=metric_sums(self.cohort),
         )  # fmt: skip
         with param.edit_constant(self):
             self.groups = groups

@@ -81,9 +81,29 @@ def _assert_no_script_ran(page, title: str, dialogs: list[str]) -> None:
     assert dialogs == []
 
 
+EXPLORER_TABS = ("Decode", "Accuracy", "Compare", "Failures", "Perturb", "Interpolate", "Subgroups", "Subject")
+ACCURACY_VIEWS = ("Change vs cohort", "Table", "Intervals")
+
+
 def _open_tab(page, name: str) -> None:
-    page.locator(".bk-tab").filter(has_text=name).first.click()
+    page.locator(".bk-tab:visible").filter(has_text=name).first.click()
     page.wait_for_timeout(500)
+
+
+def _tabs(page) -> list[str]:
+    """The explorer's tabs shown (not the tabs inside a pane)."""
+    return [tab for tab in page.locator(".bk-tab").all_inner_texts() if tab in EXPLORER_TABS]
+
+
+def _visit_every_tab(page, tabs: list[str], title: str, dialogs: list[str]) -> None:
+    for tab in tabs:
+        _open_tab(page, tab)
+        _assert_no_script_ran(page, title, dialogs)
+        if tab == "Accuracy":
+            for view in ACCURACY_VIEWS:
+                if page.locator(".bk-tab:visible").filter(has_text=view).count():
+                    _open_tab(page, view)
+                    _assert_no_script_ran(page, title, dialogs)
 
 
 def test_hostile_names_run_no_script(page, hostile_bundle, serve_bundle) -> None:
@@ -99,11 +119,9 @@ def test_hostile_names_run_no_script(page, hostile_bundle, serve_bundle) -> None
         names = explorer.subgroup_names
         assert len(names) == len(HOSTILE_NAMES) + 1
 
-        tabs = page.locator(".bk-tab").all_inner_texts()
-        assert "Subgroups" in tabs and "Compare" in tabs
-        for tab in tabs:
-            _open_tab(page, tab)
-            _assert_no_script_ran(page, title, dialogs)
+        tabs = _tabs(page)
+        assert "Subgroups" in tabs and "Compare" in tabs and "Subject" in tabs
+        _visit_every_tab(page, tabs, title, dialogs)
 
         # Every hostile subgroup: shown on the maps, selected, and made the comparison group.
         _open_tab(page, "Subgroups")
@@ -130,9 +148,16 @@ def test_hostile_names_run_no_script(page, hostile_bundle, serve_bundle) -> None
         _assert_no_script_ran(page, title, dialogs)
         # The chosen names are listed as text in the MultiChoice, not as elements.
         page.locator(".choices__item").filter(has_text="<svg onload=").first.wait_for()
-        for tab in tabs:
-            _open_tab(page, tab)
-            _assert_no_script_ran(page, title, dialogs)
+        _visit_every_tab(page, tabs, title, dialogs)
+        # Interpolate between two hostile subgroups: their names reach the step labels and card titles.
+        _open_tab(page, "Interpolate")
+        page.get_by_role("button", name="two saved subgroups").click()
+        endpoints = page.locator("select:visible").filter(has=page.locator("option", has_text="onerror"))
+        endpoints.nth(endpoints.count() - 2).select_option(label=HOSTILE_NAMES[0])
+        endpoints.nth(endpoints.count() - 1).select_option(label=HOSTILE_NAMES[2])
+        page.get_by_text("on the straight line").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(2_000)  # the cards, titled with the step labels, follow the header
+        _assert_no_script_ran(page, title, dialogs)
         page.mouse.move(400, 400)
         page.wait_for_timeout(1000)
         _assert_no_script_ran(page, title, dialogs)
@@ -146,10 +171,8 @@ def test_aggregate_mode_is_named_in_the_page_and_runs_no_script(page, hostile_bu
         frame_box(page, "ecg latent space")
         page.get_by_text("privacy: aggregate").first.wait_for()
         title = page.title()
-        tabs = page.locator(".bk-tab").all_inner_texts()
-        assert "Subject" not in tabs
-        for tab in tabs:
-            _open_tab(page, tab)
-            _assert_no_script_ran(page, title, dialogs)
+        tabs = _tabs(page)
+        assert "Subject" not in tabs and "Subgroups" in tabs
+        _visit_every_tab(page, tabs, title, dialogs)
         _open_tab(page, "Subgroups")
         assert page.get_by_role("button", name="⬇").count() == 0  # no id export
