@@ -117,6 +117,8 @@ class SubjectInspector(pn.viewable.Viewer):
         table = pn.widgets.Tabulator(
             subject_phenotypes(self.state, row), show_index=False, disabled=True, height=220, width=300,
             layout="fit_data",
+            # Names, category labels and units come from the bundle: cells are text, never HTML.
+            formatters={column: {"type": "plaintext"} for column in ("phenotype", "value", "units")},
         )
         panels: list[pn.viewable.Viewable] = []
         records = self.records(row)

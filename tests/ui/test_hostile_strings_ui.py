@@ -15,7 +15,7 @@ import pytest
 
 from lse_panel.cohort.bundle import open_bundle
 from lse_panel.cohort.subgroups import STORE_FILE, SubgroupStore
-from lse_panel.figures.app import frame_box
+from lse_panel.figures.app import frame_box, to_screen
 from lse_panel.testing import tiny_cohort, write_cohort_bundle
 
 pytestmark = pytest.mark.ui
@@ -158,8 +158,16 @@ def test_hostile_names_run_no_script(page, hostile_bundle, serve_bundle) -> None
         page.get_by_text("on the straight line").first.wait_for(timeout=60_000)
         page.wait_for_timeout(2_000)  # the cards, titled with the step labels, follow the header
         _assert_no_script_ran(page, title, dialogs)
-        page.mouse.move(400, 400)
-        page.wait_for_timeout(1000)
+        # Colour a map by the phenotype with hostile units and hover over it (the colour bar and tooltip labels).
+        colour_by = page.locator("select:visible").filter(has=page.locator("option", has_text="lv_mass"))
+        colour_by.first.select_option(label="lv_mass")
+        page.wait_for_timeout(3_000)
+        box = frame_box(page, "ecg latent space")
+        (x0, x1), (y0, y1) = box["x_range"], box["y_range"]
+        for fx in np.linspace(0.1, 0.9, 9):
+            for fy in np.linspace(0.1, 0.9, 5):
+                page.mouse.move(*to_screen(box, x0 + fx * (x1 - x0), y0 + fy * (y1 - y0)))
+                page.wait_for_timeout(50)
         _assert_no_script_ran(page, title, dialogs)
 
 
