@@ -442,7 +442,7 @@ def distribution_frames(
     for label, c in counts.items():
         reason = policy.check(int(np.sum(c)), label)
         if reason is None:
-            shown[label] = c
+            shown[label] = policy.suppress_small_cells(c)  # aggregate mode: no bar of fewer than k subjects
         else:
             hidden[label] = reason
     return binning.frame(shown), hidden

@@ -132,6 +132,18 @@ class PrivacyPolicy:
             return f">{int(total) - k:,}"
         return f"{n:,}"
 
+    def suppress_small_cells(self, counts: np.ndarray) -> np.ndarray:
+        """``counts`` (subjects per histogram bin) with every bin of 1 to k−1 subjects set to 0, in aggregate mode.
+
+        A histogram bar of one or two subjects says where those subjects' values lie (the oldest
+        subject's age bin); in aggregate mode such bins are not drawn. With individual-level views
+        on, or no floor, the counts as given.
+        """
+        counts = np.asarray(counts)
+        if self.individual_views or self.min_group_size <= 1:
+            return counts
+        return np.where((counts > 0) & (counts < self.min_group_size), 0, counts)
+
     @classmethod
     def from_settings(cls, settings: Settings = SETTINGS, *, individual_views: bool = True) -> PrivacyPolicy:
         """The policy the application's :class:`~lse_panel.config.Settings` ask for."""

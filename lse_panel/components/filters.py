@@ -103,7 +103,9 @@ class PhenotypeFilters(pn.viewable.Viewer):
         def draw(data: np.ndarray) -> hv.Overlay:
             rule = self.state.filters.get(name)
             span = tuple(rule) if spec.type == "continuous" and rule is not None else None
-            return create_distribution_plot(name, spec, edges, binning.cohort_counts, data, selected_range=span)
+            # Aggregate mode: bars of fewer than k subjects (the cohort's extremes too) are not drawn.
+            cohort_counts = self.state.policy.suppress_small_cells(binning.cohort_counts)
+            return create_distribution_plot(name, spec, edges, cohort_counts, data, selected_range=span)
 
         # Unlinked: Panel would otherwise share the y-axis of every histogram on the page.
         plot = hv.DynamicMap(draw, streams=[pipe]).opts(framewise=True)
@@ -172,7 +174,7 @@ class PhenotypeFilters(pn.viewable.Viewer):
         binning = phenotype_binning(self.cohort, name)
         if self.hidden:
             return np.zeros(binning.n_bins, dtype=np.int64)
-        return binning.counts(self.state.groups.selection)
+        return self.state.policy.suppress_small_cells(binning.counts(self.state.groups.selection))
 
     def _on_groups(self, *_: Any) -> None:
         self._check_privacy()

@@ -157,3 +157,21 @@ def test_selection_highlight_leaves_sparse_pixels_empty(cohort) -> None:
     grid = dict(x="x", y="y", x_range=(x0, x1), y_range=(y0, y1), width=200, height=200)
     assert np.isfinite(highlight_image(frame, **grid).dimension_values(2)).any()
     assert not np.isfinite(highlight_image(frame, **grid, min_count=K).dimension_values(2)).any()
+
+
+def test_histogram_bars_of_fewer_than_k_subjects_are_not_drawn(aggregate, cohort) -> None:
+    from lse_panel.analysis.compare import distribution_frames
+    from lse_panel.cohort.derived import phenotype_binning
+
+    binning = phenotype_binning(cohort, "age")
+    assert ((binning.cohort_counts > 0) & (binning.cohort_counts < K)).any()  # the tails: a few subjects each
+    kept = aggregate.policy.suppress_small_cells(binning.cohort_counts)
+    assert not ((kept > 0) & (kept < K)).any()
+    assert np.array_equal(kept[binning.cohort_counts >= K], binning.cohort_counts[binning.cohort_counts >= K])
+    aggregate.select(indices=np.arange(300))
+    counts = aggregate.filters._selection_counts("age")
+    assert counts.sum() > 0 and not ((counts > 0) & (counts < K)).any()
+    frame, _ = distribution_frames(binning, {"selection": binning.counts(np.arange(300))}, policy=aggregate.policy)
+    full, _ = distribution_frames(binning, {"selection": binning.counts(np.arange(300))})
+    small = (full["count"] > 0) & (full["count"] < K)
+    assert small.any() and not ((frame["count"] > 0) & (frame["count"] < K)).any()
