@@ -343,7 +343,9 @@ class ComparePane(Pane):
                         ),
                         streams=[pipe],
                     ),
-                    sizing_mode="fixed",
+                    # Not linked: every histogram's y axis is "density", in its own phenotype's units
+                    # (per year, per kg); Panel would give them one range and flatten the narrow ones.
+                    sizing_mode="fixed", linked_axes=False,
                 )
                 note = pn.pane.Str("", styles={"color": "#a33"})
                 self._plots[name] = (key, pipe, pn.Column(plot, note))
