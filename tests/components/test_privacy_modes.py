@@ -90,7 +90,7 @@ def test_no_subject_views_and_no_per_subject_scatter(aggregate) -> None:
     assert aggregate.decode_pane.show_subjects is False
     accuracy = aggregate.accuracy_pane
     accuracy._update_scatter()
-    assert accuracy._scatter.object is None
+    assert accuracy._scatter.objects == []
     assert "one point per subject" in _texts(accuracy)
     for row in aggregate.subgroups._rows.values():
         assert row.download is None
