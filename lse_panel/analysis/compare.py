@@ -70,8 +70,16 @@ def _group_code_counts(codes, member, n_codes):  # pragma: no cover - compiled
     return counts
 
 
-def _membership(group_a: np.ndarray, group_b: np.ndarray | None, n: int) -> np.ndarray:
-    """uint8 per subject: bit 0 for group A, bit 1 for group B (the complement of A when ``None``)."""
+def group_bits(group_a: np.ndarray, group_b: np.ndarray | None, n: int) -> np.ndarray:
+    """uint8 per subject: bit 0 for group A, bit 1 for group B (the complement of A when ``None``).
+
+    Parameters
+    ----------
+    group_a, group_b
+        Rows or boolean masks; ``group_b`` ``None`` means everyone outside ``group_a``.
+    n
+        Subjects.
+    """
     member = np.zeros(n, dtype=np.uint8) if group_b is not None else np.full(n, 2, dtype=np.uint8)
     a = _as_group(group_a, n, "group_a")
     if group_b is None:
@@ -109,8 +117,8 @@ def _nan_row(name: str, kind: str, reason: str, **known: Any) -> dict[str, Any]:
     return row
 
 
-def _continuous(name: str, values: np.ndarray, member: np.ndarray) -> dict[str, Any]:
-    n, mean, m2 = _group_moments(values, member)
+def _continuous(name: str, moments: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, Any]:
+    n, mean, m2 = moments
     na, nb = int(n[0]), int(n[1])
     known = {"n_a": na, "n_b": nb, "mean_a": mean[0], "mean_b": mean[1]}
     if na < 2 or nb < 2:
@@ -150,8 +158,8 @@ def _codes(name: str, values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _binary(name: str, values: np.ndarray, member: np.ndarray) -> dict[str, Any]:
-    counts = _group_code_counts(_codes(name, values), member, 2)
+def _binary(name: str, counts: np.ndarray) -> dict[str, Any]:
+    counts = _padded(counts, 2)[:, :2]
     na, nb = int(counts[0].sum()), int(counts[1].sum())
     known: dict[str, Any] = {"n_a": na, "n_b": nb}
     if na == 0 or nb == 0:
@@ -175,12 +183,7 @@ def _binary(name: str, values: np.ndarray, member: np.ndarray) -> dict[str, Any]
             "p_value": float(result.pvalue)}  # fmt: skip
 
 
-def _categorical(name: str, values: np.ndarray, member: np.ndarray) -> dict[str, Any]:
-    codes = _codes(name, values)
-    top = int(codes.max()) + 1 if codes.size else 0
-    if top > _MAX_CODE:
-        raise ValueError(f"phenotype {name!r} has category codes up to {top - 1}; at most {_MAX_CODE - 1} are supported.")
-    counts = _group_code_counts(codes, member, max(top, 1))
+def _categorical(name: str, counts: np.ndarray) -> dict[str, Any]:
     counts = counts[:, counts.sum(axis=0) > 0]  # a category neither group has carries no information
     na, nb = int(counts[0].sum()), int(counts[1].sum())
     known: dict[str, Any] = {"n_a": na, "n_b": nb, "effect_kind": "cramers_v"}
@@ -192,6 +195,135 @@ def _categorical(name: str, values: np.ndarray, member: np.ndarray) -> dict[str,
     # Cramér's V for a 2 × k table: sqrt(chi² / n); a magnitude, so it has no sign.
     return {**_nan_row(name, "categorical", ""), **known, "effect": math.sqrt(result.statistic / (na + nb)),
             "statistic": float(result.statistic), "test": "chi2", "p_value": float(result.pvalue)}  # fmt: skip
+
+
+def _columns(table: pd.DataFrame | Mapping[str, np.ndarray], specs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The compared phenotypes' columns as 1-D arrays of one length, or a ValueError naming the bad one."""
+    names = list(specs)
+    columns = {}
+    for name in names:
+        try:
+            col = table[name]
+        except KeyError:
+            raise ValueError(f"phenotype {name!r} is in specs but not in the table; columns: {list(table.keys())}.") from None
+        columns[name] = np.asarray(col.to_numpy() if isinstance(col, pd.Series) else col)
+        if columns[name].ndim != 1:
+            raise ValueError(f"phenotype {name!r} must be a 1-D column; got shape {columns[name].shape}.")
+    for name in names:
+        if columns[name].shape[0] != columns[names[0]].shape[0]:
+            raise ValueError(f"phenotype {name!r} has {columns[name].shape[0]} rows; {names[0]!r} has {columns[names[0]].shape[0]}.")
+    return columns
+
+
+def _padded(counts: np.ndarray, width: int) -> np.ndarray:
+    if counts.shape[1] >= width:
+        return counts
+    return np.pad(counts, ((0, 0), (0, width - counts.shape[1])))
+
+
+PhenotypeStatistics = tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray
+"""What a comparison needs of one phenotype in two groups: ``(n, mean, m2)`` (each of shape ``(2,)``) of a
+continuous phenotype, or the ``(2, k)`` code counts of a binary or categorical one."""
+
+
+def comparison_statistics(
+    columns: Mapping[str, np.ndarray], specs: Mapping[str, PhenotypeType | Any], member: np.ndarray
+) -> dict[str, PhenotypeStatistics]:
+    """The sufficient statistics of a two-group comparison, one O(n) pass per phenotype.
+
+    They merge across row blocks (:func:`merge_comparison_statistics`), so a cluster computes them per
+    partition and adds; :func:`comparison_table` turns them into the table.
+
+    Parameters
+    ----------
+    columns
+        Phenotype name → values, every column the same length as ``member``.
+    specs
+        The phenotypes to compare, name → type or spec.
+    member
+        uint8 per subject: bit 0 for group A, bit 1 for group B (:func:`group_bits`).
+
+    Returns
+    -------
+    dict
+        Phenotype → :data:`PhenotypeStatistics`.
+    """
+    out: dict[str, PhenotypeStatistics] = {}
+    for name in specs:
+        kind = _type_of(specs[name])
+        values = columns[name]
+        if kind == "continuous":
+            out[name] = _group_moments(values, member)
+            continue
+        codes = _codes(name, values)
+        top = int(codes.max()) + 1 if codes.size else 0
+        if top > _MAX_CODE:
+            raise ValueError(f"phenotype {name!r} has category codes up to {top - 1}; at most {_MAX_CODE - 1} are supported.")
+        out[name] = _group_code_counts(codes, member, max(top, 2 if kind == "binary" else 1))
+    return out
+
+
+def merge_comparison_statistics(parts: list[dict[str, PhenotypeStatistics]]) -> dict[str, PhenotypeStatistics]:
+    """Statistics of the union of disjoint row blocks: counts add, moments combine exactly (Chan et al.).
+
+    Parameters
+    ----------
+    parts
+        :func:`comparison_statistics` of each block (e.g. each partition of a cluster's cohort).
+
+    Returns
+    -------
+    dict
+        Phenotype → statistics of all blocks together.
+    """
+    merged: dict[str, PhenotypeStatistics] = {}
+    for part in parts:
+        for name, value in part.items():
+            found = merged.get(name)
+            if found is None:
+                merged[name] = value
+            elif isinstance(value, tuple):
+                merged[name] = _merge_moments(found, value)  # type: ignore[arg-type]
+            else:
+                width = max(found.shape[1], value.shape[1])  # type: ignore[union-attr]
+                merged[name] = _padded(found, width) + _padded(value, width)  # type: ignore[arg-type]
+    return merged
+
+
+def _merge_moments(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    (na, ma, m2a), (nb, mb, m2b) = a, b
+    n = na + nb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        delta = np.where(nb > 0, mb, 0.0) - np.where(na > 0, ma, 0.0)
+        mean = np.where(na == 0, mb, np.where(nb == 0, ma, ma + delta * nb / np.where(n > 0, n, 1)))
+        m2 = np.where(na == 0, m2b, np.where(nb == 0, m2a, m2a + m2b + delta * delta * na * nb / np.where(n > 0, n, 1)))
+    return n, mean, m2
+
+
+def comparison_table(specs: Mapping[str, PhenotypeType | Any], statistics: Mapping[str, PhenotypeStatistics]) -> pd.DataFrame:
+    """:func:`compare_groups`' table from :func:`comparison_statistics` (merged or not).
+
+    Parameters
+    ----------
+    specs
+        The phenotypes compared, name → type or spec.
+    statistics
+        Phenotype → its statistics.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per phenotype with :data:`COLUMNS`, sorted by ``|effect|`` descending (NaN last).
+    """
+    handlers = {"continuous": _continuous, "binary": _binary, "categorical": _categorical}
+    rows = [handlers[_type_of(specs[name])](name, statistics[name]) for name in specs]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame[["n_a", "n_b"]] = frame[["n_a", "n_b"]].fillna(0).astype(np.int64)
+    tested = frame["p_value"].notna().to_numpy()
+    if tested.any():
+        frame.loc[tested, "q_value"] = stats.false_discovery_control(frame.loc[tested, "p_value"].to_numpy(), method="bh")
+    order = np.argsort(-frame["effect"].abs().fillna(-1.0).to_numpy(), kind="stable")
+    return frame.iloc[order].reset_index(drop=True)
 
 
 def compare_groups(
@@ -237,32 +369,12 @@ def compare_groups(
     pandas.DataFrame
         One row per phenotype with :data:`COLUMNS`, sorted by ``|effect|`` descending (NaN last).
     """
-    names = list(specs)
-    if not names:
+    if not specs:
         return pd.DataFrame(columns=COLUMNS)
-    columns = {}
-    for name in names:
-        try:
-            col = table[name]
-        except KeyError:
-            raise ValueError(f"phenotype {name!r} is in specs but not in the table; columns: {list(table.keys())}.") from None
-        columns[name] = np.asarray(col.to_numpy() if isinstance(col, pd.Series) else col)
-        if columns[name].ndim != 1:
-            raise ValueError(f"phenotype {name!r} must be a 1-D column; got shape {columns[name].shape}.")
-    n = columns[names[0]].shape[0]
-    for name in names:
-        if columns[name].shape[0] != n:
-            raise ValueError(f"phenotype {name!r} has {columns[name].shape[0]} rows; {names[0]!r} has {n}.")
-    member = _membership(group_a, group_b, n)
-    handlers = {"continuous": _continuous, "binary": _binary, "categorical": _categorical}
-    rows = [handlers[_type_of(specs[name])](name, columns[name], member) for name in names]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    frame[["n_a", "n_b"]] = frame[["n_a", "n_b"]].fillna(0).astype(np.int64)
-    tested = frame["p_value"].notna().to_numpy()
-    if tested.any():
-        frame.loc[tested, "q_value"] = stats.false_discovery_control(frame.loc[tested, "p_value"].to_numpy(), method="bh")
-    order = np.argsort(-frame["effect"].abs().fillna(-1.0).to_numpy(), kind="stable")
-    return frame.iloc[order].reset_index(drop=True)
+    columns = _columns(table, specs)
+    n = next(iter(columns.values())).shape[0]
+    member = group_bits(group_a, group_b, n)
+    return comparison_table(specs, comparison_statistics(columns, specs, member))
 
 
 TABLE_COLUMNS = ["group", "reference", *COLUMNS, "hidden"]
@@ -302,12 +414,44 @@ def compare_with_reference(
         :data:`TABLE_COLUMNS`: for each group, :func:`compare_groups`' rows (sorted by
         ``|effect|``, with BH q-values over that group's phenotypes).
     """
+    columns = _columns(table, specs)
+    n = next(iter(columns.values())).shape[0] if columns else 0
+    statistics = {
+        label: comparison_statistics(columns, specs, group_bits(rows, reference, n)) for label, rows in groups.items()
+    }
+    return comparison_tables(specs, statistics, reference_label=reference_label, policy=policy)
+
+
+def comparison_tables(
+    specs: Mapping[str, Any],
+    statistics: Mapping[str, Mapping[str, PhenotypeStatistics]],
+    *,
+    reference_label: str = "comparison",
+    policy: PrivacyPolicy | None = None,
+) -> pd.DataFrame:
+    """:func:`compare_with_reference`'s table from each group's :func:`comparison_statistics` against the reference.
+
+    Parameters
+    ----------
+    specs
+        The phenotypes compared.
+    statistics
+        ``{label: statistics of that group (bit 0) and the reference (bit 1)}``, from one pass over
+        the cohort or merged from a cluster's partitions.
+    reference_label, policy
+        As :func:`compare_with_reference`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`TABLE_COLUMNS`.
+    """
     policy = policy if policy is not None else PrivacyPolicy()
     parts = [
-        compare_groups(table, specs, rows, reference).assign(group=label, reference=reference_label)
-        for label, rows in groups.items()
+        comparison_table(specs, stats_).assign(group=label, reference=reference_label)
+        for label, stats_ in statistics.items()
     ]
-    if not parts:
+    if not parts or not specs:
         return pd.DataFrame(columns=TABLE_COLUMNS)
     long = pd.concat(parts, ignore_index=True)
     hidden = np.minimum(long["n_a"].to_numpy(), long["n_b"].to_numpy()) < policy.min_group_size

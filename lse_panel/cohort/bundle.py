@@ -31,6 +31,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from lse_panel.cohort.partitions import ColumnRef, latent_columns, layout_of, read_columns, row_bounds, write_table
 from lse_panel.cohort.schema import (
     SCHEMA_VERSION,
     BundleError,
@@ -278,7 +279,7 @@ class Cohort:
         new = [key for key in manifest.get("projections", {}) if key not in self.projections]
         for key in new:
             meta = manifest["projections"][key]
-            coords = _load_column(self.path, meta["file"], f"projections.{key}", mmap=True)
+            coords = _load_column(self.path, meta, f"projections.{key}", mmap=True)
             self._check_projection(key, coords)
             self.projections[key] = coords
             self.manifest.setdefault("projections", {})[key] = meta
@@ -335,16 +336,14 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def _load_column(path: Path, relative: str, field_name: str, *, mmap: bool) -> np.ndarray:
-    file = path / relative
-    if not file.exists():
+def _load_column(path: Path, meta: Mapping[str, Any], field_name: str, *, mmap: bool) -> np.ndarray:
+    """The column (or block) a manifest entry names, in either layout (see :mod:`lse_panel.cohort.partitions`)."""
+    ref = ColumnRef.of(meta)
+    if ref.table is None and not (path / ref.file).exists():
         raise BundleError(
-            f"{file}: missing, though manifest field {field_name!r} names it. {_fix_hint(path)}"
+            f"{path / ref.file}: missing, though manifest field {field_name!r} names it. {_fix_hint(path)}"
         )
-    try:
-        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise BundleError(f"{file}: unreadable as .npy ({exc}). {_fix_hint(path)}") from None
+    return read_columns(path, ref, mmap=mmap)
 
 
 def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True, allow_incomplete: bool = False) -> Cohort:
@@ -367,7 +366,8 @@ def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True, allow_incomp
             f"this is a half-built bundle. Re-run `lse build --out {path}`; finished steps are reused."
         )
     n = manifest["n_subjects"]
-    ids = _load_column(path, manifest["ids"]["file"], "ids", mmap=mmap)
+    layout_of(manifest)
+    ids = _load_column(path, manifest["ids"], "ids", mmap=mmap)
     if len(ids) != n:
         raise BundleError(
             f"{path / manifest['ids']['file']}: holds {len(ids)} ids but manifest field "
@@ -375,20 +375,20 @@ def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True, allow_incomp
         )
     specs = {name: PhenotypeSpec.from_json(meta) for name, meta in manifest["phenotypes"].items()}
     phenotypes = {
-        name: _load_column(path, meta["file"], f"phenotypes.{name}", mmap=mmap)
+        name: _load_column(path, meta, f"phenotypes.{name}", mmap=mmap)
         for name, meta in manifest["phenotypes"].items()
     }
     latents = {
-        kind: _load_column(path, meta["file"], f"latents.{kind}", mmap=mmap)
+        kind: _load_column(path, meta, f"latents.{kind}", mmap=mmap)
         for kind, meta in manifest.get("latents", {}).items()
     }
     projections = {
-        key: _load_column(path, meta["file"], f"projections.{key}", mmap=mmap)
+        key: _load_column(path, meta, f"projections.{key}", mmap=mmap)
         for key, meta in manifest.get("projections", {}).items()
     }
     predictions = {
         kind: {
-            name: _load_column(path, meta["file"], f"predictions.{kind}.{name}", mmap=mmap)
+            name: _load_column(path, meta, f"predictions.{kind}.{name}", mmap=mmap)
             for name, meta in per_kind.items()
         }
         for kind, per_kind in manifest.get("predictions", {}).items()
@@ -421,8 +421,12 @@ def write_bundle(
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
     build_status: str = "complete",
+    partitions: int | None = None,
 ) -> Path:
     """Write a new bundle (ids, phenotypes, modality declarations) atomically.
+
+    ``partitions=N`` lays the columns out as N-part Parquet tables instead of ``.npy`` files
+    (:mod:`lse_panel.cohort.partitions`); every later step keeps the layout.
 
     Everything goes into a hidden sibling directory first, which is renamed onto ``path``
     only once complete; an interrupted write leaves at most a ``.partial`` directory that
@@ -438,17 +442,29 @@ def write_bundle(
     staging.mkdir()
     try:
         ids = np.asarray(ids)
-        np.save(staging / "ids.npy", ids if ids.dtype.kind == "U" else ids.astype(np.int64))
-        pheno_meta = {}
-        for name, spec in phenotype_specs.items():
-            relative = f"phenotypes/{name}.npy"
+        ids = ids if ids.dtype.kind == "U" else ids.astype(np.int64)
+        columns = {name: np.asarray(phenotypes[name], dtype=spec.dtype) for name, spec in phenotype_specs.items()}
+        layout: dict[str, Any] = {"format": "npy"}
+        if partitions is None:
+            np.save(staging / "ids.npy", ids)
+            ids_meta = {"file": "ids.npy"}
+            pheno_meta = {}
             (staging / "phenotypes").mkdir(exist_ok=True)
-            np.save(staging / relative, np.asarray(phenotypes[name], dtype=spec.dtype))
-            pheno_meta[name] = {**spec.to_json(), "file": relative}
+            for name, spec in phenotype_specs.items():
+                relative = f"phenotypes/{name}.npy"
+                np.save(staging / relative, columns[name])
+                pheno_meta[name] = {**spec.to_json(), "file": relative}
+        else:
+            layout = {"format": "parquet", "bounds": row_bounds(len(ids), partitions)}
+            write_table(staging, "base", {"id": ids, **columns}, layout["bounds"])
+            ids_meta = {"file": "parts/base", "columns": ["id"]}
+            pheno_meta = {name: {**spec.to_json(), "file": "parts/base", "columns": [name]}
+                          for name, spec in phenotype_specs.items()}  # fmt: skip
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "n_subjects": int(len(ids)),
-            "ids": {"file": "ids.npy", "dtype": str(np.load(staging / "ids.npy", mmap_mode="r").dtype)},
+            "layout": layout,
+            "ids": {**ids_meta, "dtype": str(ids.dtype)},
             "modalities": {name: m.to_json() for name, m in (modalities or {}).items()},
             "phenotypes": pheno_meta,
             "latents": {},
@@ -479,26 +495,49 @@ class BundleUpdate:
         self.path = path
         self.manifest = manifest
 
+    @property
+    def layout(self) -> dict[str, Any]:
+        """The bundle's layout (``{"format": "npy"}`` or the Parquet layout with its row bounds)."""
+        return layout_of(self.manifest)
+
+    def _store(self, relative: str, table: str, columns: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Write ``columns`` as the ``.npy`` at ``relative`` (one column) or into Parquet table ``table``; their manifest fields."""
+        layout = self.layout
+        if layout["format"] == "npy":
+            (block,) = columns.values() if len(columns) == 1 else (np.column_stack(list(columns.values())),)
+            atomic_save_npy(self.path / relative, block)
+            return {"file": relative}
+        write_table(self.path, table, columns, layout["bounds"])
+        return {"file": f"parts/{table}", "columns": list(columns)}
+
     def add_latent(self, kind: str, block: np.ndarray, **meta: Any) -> None:
         block = np.asarray(block, dtype=np.float32)
         self._check_rows(block, f"latents/{kind}")
-        relative = f"latents/{kind}.npy"
-        atomic_save_npy(self.path / relative, block)
-        self.manifest.setdefault("latents", {})[kind] = {"file": relative, "dim": int(block.shape[1]), **meta}
+        names = latent_columns(block.shape[1])
+        if self.layout["format"] == "npy":
+            where = self._store(f"latents/{kind}.npy", "", {"block": block})
+        else:
+            where = self._store("", f"latents__{kind}", {c: block[:, j] for j, c in enumerate(names)})
+        self.manifest.setdefault("latents", {})[kind] = {**where, "dim": int(block.shape[1]), **meta}
 
     def register_latent(self, kind: str, relative: str, dim: int, **meta: Any) -> None:
-        """Record a latent block already streamed to ``relative`` (see :func:`open_npy_for_writing`)."""
-        self.manifest.setdefault("latents", {})[kind] = {"file": relative, "dim": int(dim), **meta}
+        """Record a latent block already streamed to ``relative`` (a ``.npy``, or ``parts/<table>`` in the Parquet layout)."""
+        where = {"file": relative}
+        if relative.startswith("parts/"):
+            where["columns"] = latent_columns(dim)
+        self.manifest.setdefault("latents", {})[kind] = {**where, "dim": int(dim), **meta}
 
     def add_projection(self, latent: str, method: str, coords: np.ndarray, **meta: Any) -> None:
         coords = np.asarray(coords, dtype=np.float32)
         self._check_rows(coords, f"projections/{latent}/{method}")
         if np.isnan(coords).any():
             raise BundleError(f"projection {latent}/{method}: NaN coordinates; refusing to store them.")
-        relative = f"projections/{latent}__{method}.npy"
-        atomic_save_npy(self.path / relative, coords)
+        if self.layout["format"] == "npy":
+            where = self._store(f"projections/{latent}__{method}.npy", "", {"coords": coords})
+        else:
+            where = self._store("", f"projections__{latent}__{method}", {"x": coords[:, 0], "y": coords[:, 1]})
         self.manifest.setdefault("projections", {})[f"{latent}/{method}"] = {
-            "file": relative,
+            **where,
             "latent": latent,
             "method": method,
             **meta,
@@ -507,10 +546,9 @@ class BundleUpdate:
     def add_prediction(self, latent: str, phenotype: str, values: np.ndarray, *, task: str, **meta: Any) -> None:
         values = np.asarray(values, dtype=np.float32)
         self._check_rows(values, f"predictions/{latent}/{phenotype}")
-        relative = f"predictions/{latent}/{phenotype}.npy"
-        atomic_save_npy(self.path / relative, values)
+        where = self._store(f"predictions/{latent}/{phenotype}.npy", f"predictions__{latent}", {phenotype: values})
         self.manifest.setdefault("predictions", {}).setdefault(latent, {})[phenotype] = {
-            "file": relative,
+            **where,
             "task": task,
             **meta,
         }
