@@ -22,7 +22,7 @@ import numpy as np
 from lse_panel.analysis.decode import latent_sum
 from lse_panel.analysis.privacy import PrivacyPolicy
 
-__all__ = ["BUILTIN_COMPARISONS", "COMPARISON", "SELECTION", "BlockSums", "GroupSet", "LatentSums"]
+__all__ = ["BUILTIN_COMPARISONS", "COMPARISON", "SELECTION", "BlockSums", "GroupHandle", "GroupSet", "LatentSums"]
 
 SELECTION = "selection"
 """Label of the selected subjects."""
@@ -39,6 +39,29 @@ _EMPTY = np.empty(0, dtype=np.int64)
 _EMPTY.flags.writeable = False
 
 
+class GroupHandle(Protocol):
+    """A group kept where the data lives (a cluster's per-partition masks): its size here, its members there.
+
+    A :class:`GroupSet` holds one in place of rows when its backend keeps groups remotely
+    (:class:`~lse_panel.cohort.dask_backend.DaskGroup`); :meth:`GroupSet.members` then hands out
+    handles, which the backend's statistics take, and never gathers rows.
+    """
+
+    size: int
+
+    def complement(self) -> GroupHandle:
+        """Everyone not in the group."""
+        ...
+
+    def everyone(self) -> GroupHandle:
+        """The whole cohort."""
+        ...
+
+
+def _is_handle(group: object) -> bool:
+    return not isinstance(group, np.ndarray) and hasattr(group, "complement")
+
+
 class LatentSums(Protocol):
     """Column sums of a latent block: over every subject (cached, it never changes) and over given rows.
 
@@ -50,7 +73,7 @@ class LatentSums(Protocol):
         ...
 
     def rows_sum(self, kind: str, rows: np.ndarray) -> np.ndarray:
-        """``(d,)`` float64 sum of latent kind ``kind`` over the subjects at ``rows`` (sorted int64)."""
+        """``(d,)`` float64 sum of latent kind ``kind`` over the subjects at ``rows`` (sorted int64, or a :class:`GroupHandle`)."""
         ...
 
 
@@ -88,7 +111,9 @@ class GroupSet:
     n_total
         Subjects in the cohort.
     selection
-        Sorted, unique int64 row indices of the selected subjects.
+        Sorted, unique int64 row indices of the selected subjects, or a :class:`GroupHandle` when
+        the backend keeps groups on a cluster (then ``comparison_rows`` and ``extra`` are handles
+        too, :meth:`members` hands out handles and :meth:`rows`/:meth:`mask` refuse).
     comparison
         ``"rest"`` (everyone not selected), ``"all"`` (the whole cohort) or a saved subgroup's name.
     comparison_rows
@@ -134,27 +159,32 @@ class GroupSet:
     _sums: dict[tuple[str, str], np.ndarray] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        selection = np.asarray(self.selection, dtype=np.int64)
         set_ = object.__setattr__
-        set_(self, "selection", _read_only(selection))
+        selection = self.selection if _is_handle(self.selection) else _read_only(np.asarray(self.selection, dtype=np.int64))
+        set_(self, "selection", selection)
         if self.comparison not in BUILTIN_COMPARISONS:
             if self.comparison_rows is None:
                 raise ValueError(f"comparison {self.comparison!r} is a saved subgroup: pass its comparison_rows.")
-            set_(self, "comparison_rows", _read_only(np.asarray(self.comparison_rows, dtype=np.int64)))
+            set_(self, "comparison_rows", _group(self.comparison_rows))
         clash = {SELECTION, COMPARISON} & set(self.extra)
         if clash:
             raise ValueError(f"extra groups may not be called {sorted(clash)}; those labels are taken.")
-        set_(self, "extra", {label: _read_only(np.asarray(rows, dtype=np.int64)) for label, rows in self.extra.items()})
+        set_(self, "extra", {label: _group(rows) for label, rows in self.extra.items()})
         set_(self, "labels", (SELECTION, COMPARISON, *self.extra))
-        k, n = int(selection.size), int(self.n_total)
+        k, n = _size(selection), int(self.n_total)
         sizes = {SELECTION: k, COMPARISON: {"rest": n - k, "all": n}.get(self.comparison, 0)}
         if self.comparison_kind == "subgroup":
-            sizes[COMPARISON] = int(self.comparison_rows.size)
-        sizes.update({label: int(rows.size) for label, rows in self.extra.items()})
+            sizes[COMPARISON] = _size(self.comparison_rows)
+        sizes.update({label: _size(rows) for label, rows in self.extra.items()})
         set_(self, "sizes", sizes)
         set_(self, "_masks", {})
         set_(self, "_sums", {})
         set_(self, "hidden", self.policy.verdicts(self))
+
+    @property
+    def remote(self) -> bool:
+        """Whether the groups are handles kept on a cluster rather than rows here."""
+        return _is_handle(self.selection)
 
     # -- what the groups are ------------------------------------------------------------
     @property
@@ -196,8 +226,19 @@ class GroupSet:
         """Group ``label`` as the analysis functions take it: sorted rows, or a boolean mask for the rest and the cohort.
 
         The cheaper form of each group: the selection and subgroups as their rows, the rest of
-        the cohort and the whole cohort as a mask (never gathered as indices).
+        the cohort and the whole cohort as a mask (never gathered as indices). With remote
+        groups, a :class:`GroupHandle` (the rest is the selection's complement).
         """
+        if self.remote:
+            self._check(label)
+            if label == SELECTION:
+                return self.selection
+            if label == COMPARISON:
+                kind = self.comparison_kind
+                return {"rest": self.selection.complement, "all": self.selection.everyone}.get(
+                    kind, lambda: self.comparison_rows
+                )()
+            return self.extra[label]
         if label == COMPARISON and self.comparison_kind != "subgroup":
             return self.mask(label)
         return self.rows(label)
@@ -205,6 +246,7 @@ class GroupSet:
     def rows(self, label: str) -> np.ndarray:
         """Sorted int64 row indices of group ``label`` (for the rest or the cohort an O(n) gather: prefer :meth:`members`)."""
         self._check(label)
+        self._refuse_remote("rows")
         if label == SELECTION:
             return self.selection
         if label == COMPARISON:
@@ -216,6 +258,7 @@ class GroupSet:
     def mask(self, label: str) -> np.ndarray:
         """Boolean mask over the cohort of group ``label`` (read-only, built once)."""
         self._check(label)
+        self._refuse_remote("mask")
         found = self._masks.get(label)
         if found is None:
             if label == COMPARISON and self.comparison == "rest":
@@ -247,7 +290,7 @@ class GroupSet:
             elif label == COMPARISON and self.comparison == "rest":
                 found = self.sums.total(kind) - self.latent_sum(SELECTION, kind)
             else:
-                found = self.sums.rows_sum(kind, self.rows(label))
+                found = self.sums.rows_sum(kind, self.members(label))
             self._sums[key] = found = _read_only(np.asarray(found, dtype=np.float64))
         return found
 
@@ -274,9 +317,23 @@ class GroupSet:
         out._sums.update({k: v for k, v in self._sums.items() if k[0] in (SELECTION, COMPARISON)})
         return out
 
+    def _refuse_remote(self, what: str) -> None:
+        if self.remote:
+            raise TypeError(
+                f"GroupSet.{what}(): these groups are kept on a cluster; pass GroupSet.members() to the backend instead."
+            )
+
     def _check(self, label: str) -> None:
         if label not in self.sizes:
             raise KeyError(f"no group {label!r}; this GroupSet has {', '.join(self.labels)}.")
+
+
+def _group(rows: object) -> object:
+    return rows if _is_handle(rows) else _read_only(np.asarray(rows, dtype=np.int64))
+
+
+def _size(rows: object) -> int:
+    return int(rows.size) if _is_handle(rows) else int(np.asarray(rows).size)
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:

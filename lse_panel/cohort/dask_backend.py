@@ -1,0 +1,695 @@
+"""The Dask backend: the cohort persisted on a ``distributed`` cluster, one pandas partition per row range.
+
+Each partition (ids, phenotypes, every projection's ``x``/``y``) is loaded once by a worker, from
+its Parquet part or its slice of the ``.npy`` columns (:mod:`lse_panel.cohort.partitions`), and
+stays there. A selection is a :class:`DaskGroup`: one boolean mask per partition, computed and
+kept on the worker holding the partition, plus the count. Box, lasso, set operations, phenotype
+filters and saved-subgroup joins make new masks where the data lives; rasterising, latent sums,
+histograms and comparisons run per partition and only their small results (images, sums,
+counts, moments) come back. The accuracy metrics need every subject in score order (AUROC), so
+they run on one worker from the groups' masks, through the same
+:func:`~lse_panel.analysis.accuracy.selection_metrics` the in-process backend calls (the seam where
+mergeable per-partition metric statistics will slot in).
+
+Workers need lse-panel installed and the bundle at the same path (shared storage).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lse_panel.analysis.accuracy import accuracy_by_group, metrics_of_groups, selection_metrics
+from lse_panel.analysis.compare import comparison_statistics, comparison_tables, distribution_frames, merge_comparison_statistics
+from lse_panel.analysis.groups import GroupSet
+from lse_panel.analysis.histograms import DEFAULT_BINS, Binning, bin_codes, count_bins, histogram_edges
+from lse_panel.analysis.metrics import prepare_metrics
+from lse_panel.analysis.phenotype_filters import filter_mask
+from lse_panel.analysis.privacy import PrivacyPolicy
+from lse_panel.analysis.selection import box_mask, lasso_mask
+from lse_panel.cohort.backend import DataBackend, padded_extent
+from lse_panel.cohort.bundle import Cohort, read_manifest
+from lse_panel.cohort.partitions import ColumnRef, layout_of, read_columns, read_partition, row_bounds
+from lse_panel.cohort.schema import PhenotypeSpec, modality_from_json
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+    from lse_panel.cohort.subgroups import SubgroupStore
+
+__all__ = ["DaskBackend", "DaskGroup", "RemoteColumn", "connect"]
+
+DEFAULT_PARTITION_ROWS = 500_000
+"""Rows per partition of an ``.npy`` bundle served on a cluster (a Parquet bundle keeps its own parts):
+at 10M subjects 20 partitions, enough to spread over workers, few enough that per-task overhead
+(about 1 ms each on the scheduler) stays small beside the work."""
+
+TAKE_LIMIT = 100_000
+"""Most rows a :class:`RemoteColumn` fetches by indexing: a sample for a pane, never a column."""
+
+
+def connect(dask: str | Client, *, n_workers: int | None = None, memory_limit: str = "auto") -> Client:
+    """A client of the cluster ``dask`` names: ``"local"`` starts a ``LocalCluster`` sized to this machine.
+
+    Parameters
+    ----------
+    dask
+        ``"local"``, a scheduler address (``tcp://host:8786``), or a ``Client`` (returned as is).
+    n_workers
+        Workers of a local cluster (default: one per core this process may use, one thread each:
+        numba and numpy kernels release the GIL, but torch and pandas steps do not).
+    memory_limit
+        Per-worker memory limit of a local cluster.
+
+    Raises
+    ------
+    ValueError
+        The address cannot be reached, named, with the command that starts a scheduler.
+    """
+    from distributed import Client, LocalCluster
+
+    if isinstance(dask, Client):
+        return dask
+    if dask == "local":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cluster = LocalCluster(
+            n_workers=n_workers or cores, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+            dashboard_address=None,
+        )
+        return Client(cluster)
+    try:
+        return Client(dask, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise ValueError(
+            f"--dask {dask}: no Dask scheduler answers there ({exc}). Start one with `dask scheduler` and "
+            "workers with `dask worker ADDRESS` (see the README), or use --dask local."
+        ) from None
+
+
+# -- what runs on the workers ------------------------------------------------------------------------
+def _load_partition(path: str, refs: Mapping[str, tuple[ColumnRef, Sequence[str]]], index: int, bounds: Sequence[int]) -> pd.DataFrame:
+    """Partition ``index``: one column per name in ``refs`` (a block's columns get the names given)."""
+    columns: dict[str, np.ndarray] = {}
+    for ref, names in refs.values():
+        values = read_partition(Path(path), ref, index, bounds)
+        if values.ndim == 1:
+            columns[names[0]] = values
+        else:
+            columns.update({name: values[:, j] for j, name in enumerate(names)})
+    return pd.DataFrame(columns, copy=False)
+
+
+def _load_block(path: str, ref: ColumnRef, index: int, bounds: Sequence[int]) -> np.ndarray:
+    return np.ascontiguousarray(read_partition(Path(path), ref, index, bounds), dtype=np.float32)
+
+
+def _box(part: pd.DataFrame, kx: str, ky: str, bounds: tuple[float, ...]) -> np.ndarray:
+    return box_mask(part[kx].to_numpy(), part[ky].to_numpy(), bounds, on_nan="exclude")
+
+
+def _lasso(part: pd.DataFrame, kx: str, ky: str, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    return lasso_mask(part[kx].to_numpy(), part[ky].to_numpy(), xs, ys, on_nan="exclude")
+
+
+def _mask_of_rows(length: int, local_rows: np.ndarray) -> np.ndarray:
+    mask = np.zeros(length, dtype=bool)
+    mask[local_rows] = True
+    return mask
+
+
+def _combine_masks(current: np.ndarray | None, new: np.ndarray, mode: str) -> np.ndarray:
+    if mode in ("new", "add") and current is None:
+        return new
+    if current is None:
+        return np.zeros_like(new)
+    return {"new": lambda: new, "add": lambda: current | new, "intersect": lambda: current & new,
+            "subtract": lambda: current & ~new}[mode]()  # fmt: skip
+
+
+def _restrict(part: pd.DataFrame, region: np.ndarray | None, *, specs: Mapping[str, PhenotypeSpec],
+              filters: Mapping[str, Any]) -> np.ndarray:  # fmt: skip
+    mask = filter_mask(part, specs, filters)
+    if mask is None:
+        return np.zeros(len(part), dtype=bool) if region is None else region
+    return mask if region is None else region & mask
+
+
+def _isin_ids(part: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
+    own = part["id"].to_numpy()
+    if (own.dtype.kind == "U") != (np.asarray(ids).dtype.kind == "U"):
+        own, ids = own.astype(str), np.asarray(ids).astype(str)
+    return np.isin(own, ids)
+
+
+def _masked_sum(block: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    picked = block if mask is None else block[mask]
+    return picked.sum(axis=0, dtype=np.float64)
+
+
+def _finite_min_max(part: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    out = np.full((len(columns), 2), np.nan)
+    for j, name in enumerate(columns):
+        v = np.asarray(part[name].to_numpy(), dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if v.size:
+            out[j] = v.min(), v.max()
+    return out
+
+
+def _bin_counts(part: pd.DataFrame, mask: np.ndarray | None = None, *, name: str, edges: np.ndarray | None, n_bins: int) -> np.ndarray:
+    values = part[name].to_numpy()
+    if edges is not None:
+        codes = bin_codes(values, edges)
+    else:
+        codes = np.where(np.isfinite(values), values, -1).astype(np.int64) if values.dtype.kind == "f" else values
+    return count_bins(codes, mask, n_bins)
+
+
+def _comparison(part: pd.DataFrame, a: np.ndarray, b: np.ndarray, *, specs: Mapping[str, Any]) -> dict[str, Any]:
+    bits = a.astype(np.uint8) | (b.astype(np.uint8) << 1)
+    return comparison_statistics({name: part[name].to_numpy() for name in specs}, specs, bits)
+
+
+def _rows_at(mask: np.ndarray, positions: np.ndarray, start: int) -> np.ndarray:
+    return np.flatnonzero(mask)[positions].astype(np.int64) + start
+
+
+def _nearest(part: pd.DataFrame, start: int, *, kx: str, ky: str, x: float, y: float) -> tuple[float, int]:
+    dx = part[kx].to_numpy() - np.float32(x)
+    dy = part[ky].to_numpy() - np.float32(y)
+    d = dx * dx + dy * dy
+    if d.size == 0:
+        return np.inf, -1
+    i = int(np.argmin(d))
+    return float(d[i]), start + i
+
+
+def _take_frame(part: pd.DataFrame, column: str, local: np.ndarray) -> np.ndarray:
+    return part[column].to_numpy()[local]
+
+
+def _take_block(block: np.ndarray, local: np.ndarray) -> np.ndarray:
+    return block[local]
+
+
+def _selected_xy(part: pd.DataFrame, mask: np.ndarray, *, kx: str, ky: str) -> pd.DataFrame:
+    return pd.DataFrame({"x": part[kx].to_numpy()[mask], "y": part[ky].to_numpy()[mask]})
+
+
+def _xy_frame(part: pd.DataFrame, kx: str, ky: str, color_by: str | None, categories: Sequence[str] | None) -> pd.DataFrame:
+    columns: dict[str, Any] = {"x": part[kx].to_numpy(), "y": part[ky].to_numpy()}
+    if color_by is not None:
+        values = part[color_by].to_numpy()
+        if categories is not None:
+            values = pd.Categorical.from_codes(values.astype(np.int8, copy=False), list(categories))
+        columns[color_by] = values
+    return pd.DataFrame(columns, copy=False)
+
+
+def _concat(*masks: np.ndarray) -> np.ndarray:
+    return np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
+
+
+def _prepare_on_worker(path: str, manifest: Mapping[str, Any]) -> Any:
+    """The cohort's :class:`~lse_panel.analysis.metrics.PreparedMetrics`, read whole on one worker."""
+    base = Path(path)
+    tasks = _prediction_tasks(manifest)
+    truth = {name: read_columns(base, ColumnRef.of(manifest["phenotypes"][name])) for name in tasks}
+    predictions = {
+        kind: {name: read_columns(base, ColumnRef.of(meta)) for name, meta in per.items()}
+        for kind, per in manifest.get("predictions", {}).items()
+    }
+    return prepare_metrics(truth, tasks, predictions)
+
+
+def _metrics_on_worker(prepared: Any, overall: pd.DataFrame, selection: np.ndarray, comparison: str,
+                       comparison_mask: np.ndarray | None, bootstrap: bool, n_resamples: int) -> pd.DataFrame:  # fmt: skip
+    rows = np.flatnonzero(selection).astype(np.int64)
+    cmp_rows = None if comparison_mask is None else np.flatnonzero(comparison_mask).astype(np.int64)
+    groups = GroupSet(prepared.n, rows, comparison, cmp_rows)
+    return selection_metrics(prepared, groups, overall, bootstrap=bootstrap, n_resamples=n_resamples)
+
+
+def _overall_on_worker(prepared: Any, bootstrap: bool, n_resamples: int) -> pd.DataFrame:
+    everyone = np.ones(prepared.n, dtype=bool)
+    return metrics_of_groups(prepared, {"cohort": everyone}, bootstrap=bootstrap, n_resamples=n_resamples)
+
+
+def _accuracy_on_worker(prepared: Any, labels: Sequence[str], policy: PrivacyPolicy | None, *masks: np.ndarray) -> pd.DataFrame:
+    return accuracy_by_group(prepared, dict(zip(labels, masks)), policy=policy)
+
+
+def _prediction_tasks(manifest: Mapping[str, Any]) -> dict[str, str]:
+    tasks: dict[str, str] = {}
+    for per_kind in manifest.get("predictions", {}).values():
+        for name, meta in per_kind.items():
+            tasks[name] = meta["task"]
+    return tasks
+
+
+def _collection(parts: list[Future], meta: pd.DataFrame) -> Any:
+    """A persisted dask DataFrame of per-partition futures, which datashader aggregates on the workers.
+
+    Persisted rather than built on the futures directly: datashader hands the collection's raw
+    graph to the scheduler, which then loses futures it only names (measured: "lost dependencies").
+    The persist step is an identity per partition and shares the partition's arrays.
+    """
+    import dask.dataframe as dd
+
+    return dd.from_delayed(parts, meta=meta, verify_meta=False).persist()
+
+
+# -- the client side ----------------------------------------------------------------------------------
+class DaskGroup:
+    """A group kept on the cluster: one boolean mask per partition (on the worker holding it) and the counts.
+
+    Implements :class:`~lse_panel.analysis.groups.GroupHandle`. Its masks are released when the
+    last reference to it goes (a new selection replaces the old one).
+
+    Attributes
+    ----------
+    masks
+        One ``Future`` per partition.
+    counts
+        Members per partition.
+    size
+        Members in all.
+    """
+
+    def __init__(self, backend: DaskBackend, masks: list[Future], counts: Sequence[int]) -> None:
+        self._backend = backend
+        self.masks = masks
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.size = int(self.counts.sum())
+        self._complement: DaskGroup | None = None
+        self.highlights: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"DaskGroup(size={self.size:,}, partitions={len(self.masks)})"
+
+    def complement(self) -> DaskGroup:
+        """Everyone not in this group (computed on the workers once, then kept)."""
+        if self._complement is None:
+            self._complement = self._backend._map_group(np.logical_not, self.masks)
+        return self._complement
+
+    def everyone(self) -> DaskGroup:
+        """The whole cohort."""
+        return self._backend.everyone
+
+
+class RemoteColumn:
+    """A column of a cluster-held cohort: shape and dtype here, values on the workers.
+
+    Indexing with a row, a list or an array of rows fetches those rows (at most
+    :data:`TAKE_LIMIT`); turning it into a whole array raises, so no pane copies a column to the
+    serving process by accident.
+    """
+
+    def __init__(self, backend: DaskBackend, column: str | tuple[str, str], shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._backend = backend
+        self._column = column
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: Any) -> Any:
+        scalar = np.isscalar(rows) or (isinstance(rows, np.ndarray) and rows.ndim == 0)
+        if isinstance(rows, slice):
+            rows = np.arange(self.shape[0])[rows]
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        if rows.size > TAKE_LIMIT:
+            raise ValueError(
+                f"refusing to fetch {rows.size:,} rows of {self._column!r} from the cluster (at most {TAKE_LIMIT:,}); "
+                "ask the backend for a statistic or a sample instead."
+            )
+        values = self._backend.take(self._column, rows)
+        return values[0] if scalar else values
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise TypeError(
+            f"column {self._column!r} stays on the Dask cluster; ask the backend (state.backend) for what the pane "
+            "needs (a statistic, a sample of rows) instead of the whole column."
+        )
+
+
+class DaskBackend(DataBackend):
+    """A bundle persisted on a Dask cluster; see the module docstring.
+
+    Parameters
+    ----------
+    path
+        The bundle (any layout), at a path every worker can read.
+    client
+        A ``distributed.Client`` (see :func:`connect`).
+    partition_rows
+        Rows per partition of an ``.npy`` bundle (a Parquet bundle keeps its parts).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], client: Client, *, partition_rows: int = DEFAULT_PARTITION_ROWS) -> None:
+        from distributed import wait
+
+        self.path = Path(path).resolve()
+        self.client = client
+        manifest = read_manifest(self.path)
+        layout = layout_of(manifest)
+        n = int(manifest["n_subjects"])
+        self.bounds = layout.get("bounds") or row_bounds(n, max(1, -(-n // partition_rows)))
+        self.starts = np.asarray(self.bounds[:-1], dtype=np.int64)
+        self.lengths = np.diff(self.bounds).astype(np.int64)
+        self.cohort = self._describe(manifest)
+        refs: dict[str, tuple[ColumnRef, list[str]]] = {"id": (ColumnRef.of(manifest["ids"]), ["id"])}
+        refs |= {name: (ColumnRef.of(meta), [name]) for name, meta in manifest["phenotypes"].items()}
+        refs |= {key: (ColumnRef.of(meta), [f"{key}:x", f"{key}:y"]) for key, meta in manifest.get("projections", {}).items()}
+        self._manifest = manifest
+        self.parts = [
+            client.submit(_load_partition, str(self.path), refs, i, self.bounds, pure=False)
+            for i in range(len(self.bounds) - 1)
+        ]
+        wait(self.parts)
+        self._blocks: dict[str, list[Future]] = {}
+        self._lock = threading.Lock()
+        self._cache: dict[Any, Any] = {}
+        self.everyone = DaskGroup(self, self._map(lambda part: np.ones(len(part), dtype=bool), self.parts), self.lengths)
+
+    def _describe(self, manifest: Mapping[str, Any]) -> Cohort:
+        n = int(manifest["n_subjects"])
+        specs = {name: PhenotypeSpec.from_json(meta) for name, meta in manifest["phenotypes"].items()}
+        column = partial(RemoteColumn, self)
+        return Cohort(
+            ids=column("id", (n,), manifest["ids"].get("dtype", "int64")),
+            phenotypes={name: column(name, (n,), spec.dtype) for name, spec in specs.items()},
+            phenotype_specs=specs,
+            modalities={name: modality_from_json(meta) for name, meta in manifest.get("modalities", {}).items()},
+            latents={k: column(("latent", k), (n, int(m["dim"])), "float32") for k, m in manifest.get("latents", {}).items()},
+            projections={k: column(("projection", k), (n, 2), "float32") for k in manifest.get("projections", {})},
+            predictions={
+                kind: {name: column(("prediction", f"{kind}/{name}"), (n,), "float32") for name in per}
+                for kind, per in manifest.get("predictions", {}).items()
+            },
+            manifest=dict(manifest),
+            path=self.path,
+        )
+
+    def close(self) -> None:
+        """Release everything persisted on the workers (the client stays open: its owner closes it)."""
+        for futures in [self.parts, *self._blocks.values()]:
+            for future in futures:
+                future.release()
+        self._cache.clear()
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _map(self, fn: Callable[..., Any], *per_partition: Sequence[Any], **kwargs: Any) -> list[Future]:
+        return [self.client.submit(fn, *args, pure=False, **kwargs) for args in zip(*per_partition)]
+
+    def _map_group(self, fn: Callable[..., np.ndarray], *per_partition: Sequence[Any], **kwargs: Any) -> DaskGroup:
+        masks = self._map(fn, *per_partition, **kwargs)
+        counts = self.client.gather(self._map(np.count_nonzero, masks))
+        return DaskGroup(self, masks, counts)
+
+    def _gather(self, fn: Callable[..., Any], *per_partition: Sequence[Any], **kwargs: Any) -> list[Any]:
+        return self.client.gather(self._map(fn, *per_partition, **kwargs))
+
+    def group(self, members: Any) -> DaskGroup:
+        """``members`` as a :class:`DaskGroup` (rows or a mask given here are sent to the workers as masks)."""
+        if isinstance(members, DaskGroup):
+            return members
+        members = np.asarray(members)
+        rows = np.flatnonzero(members) if members.dtype == np.bool_ else members.astype(np.int64)
+        return self.from_rows(rows)
+
+    def _cached(self, key: Any, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        value = compute()
+        with self._lock:
+            return self._cache.setdefault(key, value)
+
+    def block(self, kind: str) -> list[Future]:
+        """Latent block ``kind``, one ``(rows, d)`` float32 array per partition, persisted on first use."""
+        with self._lock:
+            found = self._blocks.get(kind)
+        if found is None:
+            ref = ColumnRef.of(self._manifest["latents"][kind])
+            found = [self.client.submit(_load_block, str(self.path), ref, i, self.bounds, pure=False)
+                     for i in range(len(self.parts))]  # fmt: skip
+            with self._lock:
+                found = self._blocks.setdefault(kind, found)
+        return found
+
+    def _split_rows(self, rows: np.ndarray) -> list[np.ndarray]:
+        cuts = np.searchsorted(rows, self.bounds)
+        return [rows[cuts[i] : cuts[i + 1]] - self.starts[i] for i in range(len(self.parts))]
+
+    # -- the map ----------------------------------------------------------------------------------
+    def points(self, key: str, color_by: str | None = None) -> Any:
+        def compute() -> Any:
+            spec = self.cohort.phenotype_specs.get(color_by) if color_by else None
+            categories = list(spec.categories) if spec is not None and spec.type != "continuous" else None
+            parts = self._map(_xy_frame, self.parts, kx=f"{key}:x", ky=f"{key}:y", color_by=color_by, categories=categories)
+            meta = _xy_frame(pd.DataFrame({f"{key}:x": np.empty(0, np.float32), f"{key}:y": np.empty(0, np.float32),
+                                           **({color_by: np.empty(0, spec.dtype)} if spec else {})}),
+                             f"{key}:x", f"{key}:y", color_by, categories)  # fmt: skip
+            return _collection(parts, meta)
+
+        return self._cached(("points", key, color_by), compute)
+
+    def extent(self, key: str) -> tuple[tuple[float, float], tuple[float, float]]:
+        def compute() -> tuple[tuple[float, float], tuple[float, float]]:
+            ranges = np.stack(self._gather(_finite_min_max, self.parts, columns=[f"{key}:x", f"{key}:y"]))
+            return padded_extent(np.nanmin(ranges[:, :, 0], axis=0), np.nanmax(ranges[:, :, 1], axis=0))
+
+        return self._cached(("extent", key), compute)
+
+    def highlight(self, key: str, members: Any) -> Any:
+        group = self.group(members)
+        found = group.highlights.get(key)
+        if found is None:
+            parts = self._map(_selected_xy, self.parts, group.masks, kx=f"{key}:x", ky=f"{key}:y")
+            meta = pd.DataFrame({"x": np.empty(0, np.float32), "y": np.empty(0, np.float32)})
+            frame = _collection(parts, meta)
+            frame.attrs["n_rows"] = group.size  # the highlight layer skips an empty selection without a round trip
+            found = group.highlights[key] = frame  # released with the group
+        return found
+
+    def nearest(self, key: str, x: float, y: float) -> int:
+        found = self._gather(_nearest, self.parts, self.starts, kx=f"{key}:x", ky=f"{key}:y", x=x, y=y)
+        return int(min(found)[1])
+
+    # -- selections -------------------------------------------------------------------------------
+    def select_box(self, key: str, bounds: tuple[float, float, float, float]) -> DaskGroup:
+        return self._map_group(_box, self.parts, kx=f"{key}:x", ky=f"{key}:y", bounds=tuple(float(b) for b in bounds))
+
+    def select_lasso(self, key: str, xs: np.ndarray, ys: np.ndarray) -> DaskGroup:
+        xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+        return self._map_group(_lasso, self.parts, kx=f"{key}:x", ky=f"{key}:y", xs=xs, ys=ys)
+
+    def from_rows(self, rows: np.ndarray) -> DaskGroup:
+        rows = np.asarray(rows, dtype=np.int64)
+        return self._map_group(_mask_of_rows, self.lengths, self._split_rows(rows))
+
+    def combine(self, current: Any, new: Any, mode: str) -> DaskGroup:
+        if mode not in ("new", "add", "intersect", "subtract"):
+            raise ValueError(f"mode must be one of 'new', 'add', 'intersect', 'subtract'; got {mode!r}.")
+        new = self.group(new)
+        if mode == "new" or (current is None and mode == "add"):
+            return new
+        current_masks = self.group(current).masks if current is not None else [None] * len(self.parts)
+        return self._map_group(_combine_masks, current_masks, new.masks, mode=mode)
+
+    def restrict(self, region: Any, filters: Mapping[str, Any]) -> DaskGroup:
+        regions = self.group(region).masks if region is not None else [None] * len(self.parts)
+        return self._map_group(_restrict, self.parts, regions, specs=self.cohort.phenotype_specs, filters=dict(filters))
+
+    def size(self, members: Any) -> int:
+        if isinstance(members, DaskGroup):
+            return members.size
+        members = np.asarray(members)
+        return int(np.count_nonzero(members)) if members.dtype == np.bool_ else int(members.size)
+
+    def rows(self, members: Any) -> np.ndarray:
+        if not isinstance(members, DaskGroup):
+            members = np.asarray(members)
+            return np.flatnonzero(members).astype(np.int64) if members.dtype == np.bool_ else members
+        everything = [np.arange(c) for c in members.counts]
+        return np.concatenate(self._gather(_rows_at, members.masks, everything, self.starts))
+
+    def sample(self, members: Any, k: int, *, seed: int = 0) -> np.ndarray:
+        group = self.group(members)
+        n = group.size
+        if n <= k:
+            return self.rows(group)
+        # The positions sample_indices picks in the sorted rows, found partition by partition.
+        positions = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+        offsets = np.concatenate([[0], np.cumsum(group.counts)])
+        cuts = np.searchsorted(positions, offsets)
+        local = [positions[cuts[i] : cuts[i + 1]] - offsets[i] for i in range(len(group.masks))]
+        wanted = [i for i, p in enumerate(local) if p.size]
+        found = self.client.gather([self.client.submit(_rows_at, group.masks[i], local[i], self.starts[i], pure=False)
+                                    for i in wanted])  # fmt: skip
+        return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+
+    def subgroup(self, store: SubgroupStore, name: str) -> DaskGroup:
+        ids = np.asarray(store.get(name).ids)
+        shared = self.client.scatter(ids, broadcast=True)
+        return self._map_group(_isin_ids, self.parts, ids=shared)
+
+    def take(self, column: str | tuple[str, str], rows: np.ndarray) -> np.ndarray:
+        """Values of ``column`` (a frame column, or ``("latent", kind)``, ``("projection", key)``,
+        ``("prediction", "kind/name")``) at ``rows``, in the order given."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        pieces = self._split_rows(rows[order])
+        wanted = [i for i, p in enumerate(pieces) if p.size]
+        if isinstance(column, tuple) and column[0] == "latent":
+            blocks = self.block(column[1])
+            futures = [self.client.submit(_take_block, blocks[i], pieces[i], pure=False) for i in wanted]
+        elif isinstance(column, tuple) and column[0] == "projection":
+            futures = [self.client.submit(_take_block_xy, self.parts[i], column[1], pieces[i], pure=False) for i in wanted]
+        elif isinstance(column, tuple):
+            return read_columns(self.path, ColumnRef.of(_prediction_meta(self._manifest, column[1])))[rows]
+        else:
+            futures = [self.client.submit(_take_frame, self.parts[i], column, pieces[i], pure=False) for i in wanted]
+        found = self.client.gather(futures)
+        if not found:
+            shape = (0, *self.cohort.latents[column[1]].shape[1:]) if isinstance(column, tuple) and column[0] == "latent" else (0,)
+            return np.empty(shape)
+        values = np.concatenate(found)
+        out = np.empty_like(values)
+        out[order] = values
+        return out
+
+    # -- statistics -------------------------------------------------------------------------------
+    def latent_sums(self) -> DaskLatentSums:
+        return DaskLatentSums(self)
+
+    def binning(self, name: str, bins: int = DEFAULT_BINS) -> Binning:
+        spec = self.cohort.phenotype_specs[name]
+        continuous = spec.type == "continuous"
+
+        def compute() -> Binning:
+            if continuous:
+                lo, hi = self.finite_range(name, raw=True)
+                edges = histogram_edges(np.array([lo, hi]) if np.isfinite(lo) else np.empty(0), bins)
+                n_bins = bins
+            else:
+                edges, n_bins = None, len(spec.categories)
+            counts = np.sum(self._gather(_bin_counts, self.parts, name=name, edges=edges, n_bins=n_bins), axis=0)
+            return _RemoteBinning(edges, () if continuous else tuple(str(c) for c in spec.categories),
+                                  np.empty(0, np.int8), counts.astype(np.int64), self, name)  # fmt: skip
+
+        return self._cached(("binning", name, bins if continuous else 0), compute)
+
+    def bin_counts(self, name: str, members: Any, bins: int = DEFAULT_BINS) -> np.ndarray:
+        binning = self.binning(name, bins)
+        if members is None:
+            return binning.cohort_counts
+        group = self.group(members)
+        counts = self._gather(_bin_counts, self.parts, group.masks, name=name, edges=binning.edges, n_bins=binning.n_bins)
+        return np.sum(counts, axis=0).astype(np.int64)
+
+    def distribution_frames(
+        self, name: str, groups: Mapping[str, Any], *, bins: int = DEFAULT_BINS, policy: PrivacyPolicy | None = None
+    ) -> tuple[pd.DataFrame, dict[str, str]]:
+        return distribution_frames(self.binning(name, bins), groups, policy=policy)
+
+    def compare_with_reference(
+        self,
+        specs: Mapping[str, Any],
+        groups: Mapping[str, Any],
+        reference: Any,
+        *,
+        reference_label: str = "comparison",
+        policy: PrivacyPolicy | None = None,
+    ) -> pd.DataFrame:
+        reference_group = self.group(reference) if reference is not None else None
+        statistics = {}
+        for label, members in groups.items():
+            group = self.group(members)
+            other = reference_group if reference_group is not None else group.complement()
+            parts = self._gather(_comparison, self.parts, group.masks, other.masks, specs=dict(specs))
+            statistics[label] = merge_comparison_statistics(parts)
+        return comparison_tables(specs, statistics, reference_label=reference_label, policy=policy)
+
+    def _prepared(self) -> Future:
+        return self._cached("prepared", lambda: self.client.submit(_prepare_on_worker, str(self.path), self._manifest, pure=False))
+
+    def _whole_mask(self, group: DaskGroup) -> Future:
+        return self.client.submit(_concat, *group.masks, pure=False)
+
+    def selection_metrics(self, groups: GroupSet, *, bootstrap: bool = False, n_resamples: int = 200) -> pd.DataFrame:
+        prepared = self._prepared()
+        overall = self._cached(("overall", bootstrap, n_resamples if bootstrap else 0),
+                               lambda: self.client.submit(_overall_on_worker, prepared, bootstrap, n_resamples, pure=False))  # fmt: skip
+        selection = self._whole_mask(self.group(groups.selection))
+        comparison_mask = None
+        if groups.comparison_kind == "subgroup":
+            comparison_mask = self._whole_mask(self.group(groups.comparison_rows))
+        return self.client.submit(
+            _metrics_on_worker, prepared, overall, selection, groups.comparison, comparison_mask, bootstrap, n_resamples,
+            pure=False,
+        ).result()
+
+    def accuracy_by_group(self, groups: Mapping[str, Any], *, policy: PrivacyPolicy | None = None) -> pd.DataFrame:
+        masks = [self._whole_mask(self.group(m)) for m in groups.values()]
+        return self.client.submit(_accuracy_on_worker, self._prepared(), list(groups), policy, *masks, pure=False).result()
+
+    def finite_range(self, name: str, *, raw: bool = False) -> tuple[float, float]:
+        ranges = self._cached(("range", name), lambda: np.stack(self._gather(_finite_min_max, self.parts, columns=[name]))[:, 0])
+        lo, hi = np.nanmin(ranges[:, 0]), np.nanmax(ranges[:, 1])
+        if raw:
+            return float(lo), float(hi)
+        return (float(lo), float(hi)) if np.isfinite(lo) else (0.0, 1.0)
+
+
+def _take_block_xy(part: pd.DataFrame, key: str, local: np.ndarray) -> np.ndarray:
+    return np.column_stack([part[f"{key}:x"].to_numpy()[local], part[f"{key}:y"].to_numpy()[local]])
+
+
+def _prediction_meta(manifest: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    kind, _, name = key.partition("/")
+    return manifest["predictions"][kind][name]
+
+
+class _RemoteBinning(Binning):
+    """A :class:`Binning` whose per-subject codes stay on the cluster: counts come from the workers."""
+
+    def __init__(self, edges: np.ndarray | None, categories: tuple[str, ...], codes: np.ndarray,
+                 cohort_counts: np.ndarray, backend: DaskBackend, name: str) -> None:  # fmt: skip
+        super().__init__(edges, categories, codes, cohort_counts)
+        object.__setattr__(self, "_backend", backend)
+        object.__setattr__(self, "_name", name)
+
+    def counts(self, rows: Any) -> np.ndarray:
+        if rows is None:
+            return self.cohort_counts
+        return self._backend.bin_counts(self._name, rows, self.n_bins if self.continuous else DEFAULT_BINS)
+
+
+class DaskLatentSums:
+    """:class:`~lse_panel.analysis.groups.LatentSums` summed on the workers, partition by partition."""
+
+    def __init__(self, backend: DaskBackend) -> None:
+        self._backend = backend
+
+    def total(self, kind: str) -> np.ndarray:
+        backend = self._backend
+        return backend._cached(("latent_total", kind), lambda: np.sum(backend._gather(_masked_sum, backend.block(kind), [None] * len(backend.parts)), axis=0))
+
+    def rows_sum(self, kind: str, rows: Any) -> np.ndarray:
+        backend = self._backend
+        group = backend.group(rows)
+        return np.sum(backend._gather(_masked_sum, backend.block(kind), group.masks), axis=0)
