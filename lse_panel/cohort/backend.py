@@ -31,6 +31,7 @@ from lse_panel.analysis.phenotype_filters import filter_mask
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.selection import box_mask, combine, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.ids import rows_of_ids
 from lse_panel.cohort.derived import cohort_metrics, derived, latent_sums, phenotype_binning, prepared_metrics
 from lse_panel.cohort.schema import PhenotypeSpec
 
@@ -66,6 +67,16 @@ def points_frame(
             values = pd.Categorical.from_codes(np.asarray(values).astype(np.int8, copy=False), list(spec.categories))
         columns[name] = values
     return pd.DataFrame(columns, copy=False)
+
+
+def selection_frame(data: pd.DataFrame, indices: np.ndarray, *, x: str = "x", y: str = "y") -> pd.DataFrame:
+    """The coordinates of rows ``indices`` of ``data``: what the selection highlight aggregates.
+
+    Two gathers into a new two-column frame: about 0.2 ms for 140k of 500k rows, so cheaper than
+    aggregating all rows with a weights column (about 4 ms); measured in bench_explorer.py.
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    return pd.DataFrame({x: data[x].to_numpy()[idx], y: data[y].to_numpy()[idx]}, copy=False)
 
 
 def data_extent(coords: np.ndarray, pad: float = 0.03) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -131,6 +142,10 @@ class DataBackend(abc.ABC):
         """The subjects at sorted, unique ``rows`` (ids the user typed, a saved subgroup's rows)."""
 
     @abc.abstractmethod
+    def select_ids(self, ids: Sequence[Any] | np.ndarray) -> Members:
+        """The subjects with these ids; ``KeyError`` naming some unknown ones."""
+
+    @abc.abstractmethod
     def combine(self, current: Members | None, new: Members, mode: str) -> Members:
         """``new`` combined with ``current`` (``None``: nothing yet) by ``new``/``add``/``intersect``/``subtract``."""
 
@@ -145,6 +160,10 @@ class DataBackend(abc.ABC):
     @abc.abstractmethod
     def rows(self, members: Members) -> np.ndarray:
         """A group's sorted int64 rows. On a cluster this gathers them: for explicit requests (save, export), never per selection."""
+
+    @abc.abstractmethod
+    def ids_at(self, rows: np.ndarray) -> np.ndarray:
+        """Subject ids at ``rows`` (an explicit request: a rule or an export)."""
 
     @abc.abstractmethod
     def sample(self, members: Members, k: int, *, seed: int = 0) -> np.ndarray:
@@ -226,11 +245,7 @@ class InProcessBackend(DataBackend):
         return derived(self.cohort, ("extent", key), lambda: data_extent(np.asarray(self.cohort.projection(key))))
 
     def highlight(self, key: str, members: Members) -> pd.DataFrame:
-        # Two gathers into a new two-column frame: about 0.2 ms for 140k of 500k rows, cheaper than
-        # aggregating all rows with a weights column (about 4 ms); measured in bench_explorer.py.
-        coords = self.cohort.projection(key)
-        rows = self.rows(members)
-        return pd.DataFrame({"x": coords[:, 0][rows], "y": coords[:, 1][rows]}, copy=False)
+        return selection_frame(self.points(key), self.rows(members))
 
     def nearest(self, key: str, x: float, y: float) -> int:
         # A brute-force scan: about 2 ms at 500k float32 points, faster than building a KD-tree per
@@ -252,6 +267,9 @@ class InProcessBackend(DataBackend):
     def from_rows(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(rows, dtype=np.int64)
 
+    def select_ids(self, ids: Sequence[Any] | np.ndarray) -> np.ndarray:
+        return rows_of_ids(self.cohort, ids)
+
     def combine(self, current: np.ndarray | None, new: np.ndarray, mode: str) -> np.ndarray:
         return combine(current if current is not None else np.empty(0, np.int64), new, mode)
 
@@ -270,6 +288,9 @@ class InProcessBackend(DataBackend):
     def rows(self, members: np.ndarray) -> np.ndarray:
         members = np.asarray(members)
         return np.flatnonzero(members).astype(np.int64) if members.dtype == np.bool_ else members
+
+    def ids_at(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.cohort.ids)[rows]
 
     def sample(self, members: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
         return sample_indices(self.rows(members), k, seed=seed)
@@ -335,4 +356,4 @@ def in_process(cohort: Cohort) -> InProcessBackend:
     return found
 
 
-__all__ += ["data_extent", "padded_extent"]
+__all__ += ["data_extent", "padded_extent", "selection_frame"]

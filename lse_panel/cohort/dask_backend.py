@@ -50,9 +50,6 @@ DEFAULT_PARTITION_ROWS = 500_000
 at 10M subjects 20 partitions, enough to spread over workers, few enough that per-task overhead
 (about 1 ms each on the scheduler) stays small beside the work."""
 
-TAKE_LIMIT = 100_000
-"""Most rows a :class:`RemoteColumn` fetches by indexing: a sample for a pane, never a column."""
-
 
 def connect(dask: str | Client, *, n_workers: int | None = None, memory_limit: str = "auto") -> Client:
     """A client of the cluster ``dask`` names: ``"local"`` starts a ``LocalCluster`` sized to this machine.
@@ -310,8 +307,8 @@ class DaskGroup:
 class RemoteColumn:
     """A column of a cluster-held cohort: shape and dtype here, values on the workers.
 
-    Indexing with a row, a list or an array of rows fetches those rows (at most
-    :data:`TAKE_LIMIT`); turning it into a whole array raises, so no pane copies a column to the
+    Indexing with a row, a list or an array of rows fetches those rows (a pane's sample, an
+    explicit save); turning it into a whole array raises, so no pane copies a column to the
     serving process by accident.
     """
 
@@ -330,11 +327,6 @@ class RemoteColumn:
         if isinstance(rows, slice):
             rows = np.arange(self.shape[0])[rows]
         rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
-        if rows.size > TAKE_LIMIT:
-            raise ValueError(
-                f"refusing to fetch {rows.size:,} rows of {self._column!r} from the cluster (at most {TAKE_LIMIT:,}); "
-                "ask the backend for a statistic or a sample instead."
-            )
         values = self._backend.take(self._column, rows)
         return values[0] if scalar else values
 
@@ -542,10 +534,22 @@ class DaskBackend(DataBackend):
                                     for i in wanted])  # fmt: skip
         return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
+    def select_ids(self, ids: Sequence[Any] | np.ndarray) -> DaskGroup:
+        wanted = np.unique(np.asarray(ids))
+        group = self._map_group(_isin_ids, self.parts, ids=self.client.scatter(wanted, broadcast=True))
+        if group.size < wanted.size:
+            raise KeyError(
+                f"{wanted.size - group.size} of {wanted.size} ids are not in this cohort; check them against the bundle's ids."
+            )
+        return group
+
     def subgroup(self, store: SubgroupStore, name: str) -> DaskGroup:
         ids = np.asarray(store.get(name).ids)
         shared = self.client.scatter(ids, broadcast=True)
         return self._map_group(_isin_ids, self.parts, ids=shared)
+
+    def ids_at(self, rows: np.ndarray) -> np.ndarray:
+        return self.take("id", rows)
 
     def take(self, column: str | tuple[str, str], rows: np.ndarray) -> np.ndarray:
         """Values of ``column`` (a frame column, or ``("latent", kind)``, ``("projection", key)``,

@@ -310,7 +310,7 @@ class SubgroupStore:
         name = validate_name(name)
         rows = self._indices(indices)
         steps = labelled_rule(rule_from_json(list(rule)), self.cohort)
-        ids = np.asarray(self.cohort.ids)[rows]
+        ids = np.asarray(self.cohort.ids[rows])
         with self._lock(exclusive=True):
             entries = self._read()
             existing = self._find(entries, name)
@@ -424,7 +424,7 @@ class SubgroupStore:
         """A subgroup's members as a DataFrame: ``id`` then phenotype columns (categories as labels)."""
         rows = self.members(name)
         names = list(self.cohort.phenotype_specs) if phenotypes is None else list(phenotypes)
-        columns: dict[str, Any] = {"id": np.asarray(self.cohort.ids)[rows]}
+        columns: dict[str, Any] = {"id": np.asarray(self.cohort.ids[rows])}
         for pheno in names:
             spec = self.cohort.phenotype_specs.get(pheno)
             if spec is None:

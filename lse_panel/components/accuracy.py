@@ -10,10 +10,8 @@ import pandas as pd
 import panel as pn
 import param
 
-from lse_panel.analysis.accuracy import mask_hidden_groups, selection_metrics
-from lse_panel.analysis.decode import sample_indices
+from lse_panel.analysis.accuracy import mask_hidden_groups
 from lse_panel.analysis.groups import COMPARISON, SELECTION
-from lse_panel.cohort.derived import cohort_metrics, prepared_metrics
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
@@ -128,12 +126,8 @@ class AccuracyPane(pn.viewable.Viewer):
 
     def compute_metrics(self, *, bootstrap: bool = False) -> pd.DataFrame:
         """Metrics in the selection, its comparison group and the cohort (privacy floor not yet applied)."""
-        cohort = self.state.cohort
         n_resamples = self.n_resamples if bootstrap else 200
-        overall = cohort_metrics(cohort, bootstrap=bootstrap, n_resamples=n_resamples)
-        return selection_metrics(
-            prepared_metrics(cohort), self.state.groups, overall, bootstrap=bootstrap, n_resamples=n_resamples
-        )
+        return self.state.backend.selection_metrics(self.state.groups, bootstrap=bootstrap, n_resamples=n_resamples)
 
     def _update_points(self) -> None:
         self._show(None if self._empty_message() else self.compute_metrics())
@@ -182,11 +176,11 @@ class AccuracyPane(pn.viewable.Viewer):
             self._scatter.object = None
             self._scatter_key = None
             return
-        rows = sample_indices(state.groups.selection, self.max_points)
+        rows = state.backend.sample(state.groups.selection, self.max_points)
         predictions = {
-            kind: np.asarray(per[name])[rows] for kind, per in state.cohort.predictions.items() if name in per
+            kind: np.asarray(per[name][rows]) for kind, per in state.cohort.predictions.items() if name in per
         }
-        data = {"truth": np.asarray(state.cohort.phenotype(name))[rows], "predictions": predictions}
+        data = {"truth": np.asarray(state.cohort.phenotype(name)[rows]), "predictions": predictions}
         key = (name, tuple(predictions))
         if self._scatter_key == key and self._scatter_pipe is not None:
             self._scatter_pipe.send(data)

@@ -9,10 +9,8 @@ import pandas as pd
 import panel as pn
 import param
 
-from lse_panel.analysis.accuracy import accuracy_by_group, mask_hidden_groups
-from lse_panel.analysis.compare import compare_with_reference, distribution_frames
+from lse_panel.analysis.accuracy import mask_hidden_groups
 from lse_panel.analysis.groups import COMPARISON, SELECTION, GroupSet
-from lse_panel.cohort.derived import phenotype_binning, prepared_metrics
 from lse_panel.components.scheduling import Scheduler
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.compare import (
@@ -220,7 +218,7 @@ class ComparePane(pn.viewable.Viewer):
         reference, reference_colour = self._reference()
         saved = self._saved(reference)
         # The session's groups with the chosen subgroups added: one set of verdicts for all of them.
-        groups = state.groups.including({label: self.store.members(name) for label, (name, _) in saved.items()})
+        groups = state.groups.including({label: state.backend.subgroup(self.store, name) for label, (name, _) in saved.items()})
         colours = {label: colour for label, (_, colour) in saved.items()}
         compared = [label for label in saved]
         if groups.size(SELECTION):
@@ -270,23 +268,23 @@ class ComparePane(pn.viewable.Viewer):
     def _compute(self, groups: GroupSet, compared: list[str], reference: str, hidden: dict[str, str]) -> None:
         """The table, accuracy and distributions of ``compared`` against the comparison group, hidden ones masked."""
         state, policy = self.state, self.state.policy
-        cohort = state.cohort
+        cohort, backend = state.cohort, state.backend
         members = {label: groups.members(label) for label in compared}
         reference_members = groups.members(COMPARISON)
         specs = cohort.phenotype_specs
-        table = compare_with_reference(
-            cohort.phenotype_columns, specs, members, reference_members, reference_label=reference, policy=policy
+        table = backend.compare_with_reference(
+            specs, members, reference_members, reference_label=reference, policy=policy
         )
         masked = hidden if reference not in hidden else {label: hidden[reference] for label in compared}
         table = _mask_rows(table, masked, policy, ["n_a", "n_b"])
         accuracy = None
         if self.show_accuracy and cohort.predictions:
-            accuracy = accuracy_by_group(prepared_metrics(cohort), {reference: reference_members, **members}, policy=policy)
+            accuracy = backend.accuracy_by_group({reference: reference_members, **members}, policy=policy)
             accuracy = _mask_rows(accuracy, hidden, policy, ["n"])
         drawn = {label: m for label, m in {reference: reference_members, **members}.items() if label not in hidden}
         distributions = {}
         for name in self.phenotypes:
-            frame, too_few = distribution_frames(phenotype_binning(cohort, name, self.bins), drawn, policy=policy)
+            frame, too_few = backend.distribution_frames(name, drawn, bins=self.bins, policy=policy)
             distributions[name] = (frame, {**{label: hidden[label] for label in hidden}, **too_few})
         self._set(table=table, accuracy=accuracy, distributions=distributions)
 

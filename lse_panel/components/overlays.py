@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import param
 
-from lse_panel.analysis.decode import sample_indices
 from lse_panel.components.latent_view import LatentView
 from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.plotting.latent import create_subgroup_points
@@ -64,10 +63,11 @@ class LatentOverlays:
         """The points drawn for the shown subgroups on view ``name``'s current projection."""
         coords = self.views[name].coords
         parts = []
-        for group, (colour, rows) in self.subgroups.shown_members().items():
-            rows = sample_indices(rows, MAX_OVERLAY_POINTS)
+        backend = self.subgroups.state.backend
+        for group, (colour, members) in self.subgroups.shown_members().items():
+            xy = np.asarray(coords[backend.sample(members, MAX_OVERLAY_POINTS)], dtype=np.float64).reshape(-1, 2)
             parts.append(pd.DataFrame({
-                "x": np.asarray(coords[rows, 0], dtype=np.float64), "y": np.asarray(coords[rows, 1], dtype=np.float64),
+                "x": xy[:, 0], "y": xy[:, 1],
                 "subgroup": group, "colour": colour,
             }))  # fmt: skip
         return pd.concat(parts, ignore_index=True) if parts else create_subgroup_points().data

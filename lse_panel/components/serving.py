@@ -20,9 +20,10 @@ import panel as pn
 from lse_panel.analysis.decode import Decoder
 from lse_panel.analysis.selection import box_mask, lasso_mask
 from lse_panel.cohort.bundle import Cohort, open_bundle
-from lse_panel.components.latent_view import LatentFrames, projection_options
+from lse_panel.cohort.backend import in_process
+from lse_panel.components.latent_view import projection_options
 from lse_panel.digest import checkpoint_digest
-from lse_panel.plotting.latent import create_latent_plot, selection_frame
+from lse_panel.plotting.latent import create_latent_plot
 
 __all__ = ["bundle_from_argv", "cached_cohort", "cached_decoder", "load_decoder", "warm_up"]
 
@@ -97,7 +98,7 @@ def warm_up(cohort: Cohort) -> dict[str, float]:
     columns have their own types, so this runs on the loaded cohort itself (``panel serve --setup``).
     """
     timings: dict[str, float] = {}
-    frames = LatentFrames.of(cohort)
+    backend = in_process(cohort)
     options = projection_options(cohort)
     if not options:
         return timings
@@ -109,15 +110,15 @@ def warm_up(cohort: Cohort) -> dict[str, float]:
     colourings += [next((n for n, s in specs.items() if s.type != "continuous"), None)]
     for color_by in dict.fromkeys(colourings):
         start = time.perf_counter()
-        pipe = hv.streams.Pipe(data=selection_frame(frames.frame(key), np.arange(min(100, cohort.n_subjects))))
+        pipe = hv.streams.Pipe(data=backend.highlight(key, np.arange(min(100, cohort.n_subjects))))
         plot = create_latent_plot(
-            frames.frame(key, color_by), color_by=color_by, spec=specs.get(color_by) if color_by else None,
-            selection=pipe, extent=frames.extent(key),
+            backend.points(key, color_by), color_by=color_by, spec=specs.get(color_by) if color_by else None,
+            selection=pipe, extent=backend.extent(key),
         )
         plot[()]
         timings[f"rasterize:{color_by or 'density'}"] = time.perf_counter() - start
-    coords = frames.coords(key)
-    (x0, x1), (y0, y1) = frames.extent(key)
+    coords = cohort.projection(key)
+    (x0, x1), (y0, y1) = backend.extent(key)
     start = time.perf_counter()
     box_mask(coords[:, 0], coords[:, 1], (x0, y0, (x0 + x1) / 2, (y0 + y1) / 2), on_nan="exclude")
     theta = np.linspace(0, 2 * np.pi, 50)

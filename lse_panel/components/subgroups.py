@@ -55,7 +55,11 @@ def selection_rule(state: ExplorerState) -> list[Step]:
         if recorded:
             return list(recorded)
     cohort = state.cohort
-    ids = np.asarray(cohort.ids)
+    backend = getattr(state, "backend", None)
+
+    def ids(members: Any) -> np.ndarray:
+        return backend.ids_at(backend.rows(members)) if backend is not None else np.asarray(cohort.ids)[members]
+
     # The same no-op rule filter_mask skips: every category kept.
     ranges = {
         name: tuple(rule)
@@ -66,11 +70,11 @@ def selection_rule(state: ExplorerState) -> list[Step]:
     steps: list[Step] = []
     if state.region is not None:
         recorded = state.region_rule() if hasattr(state, "region_rule") else []
-        steps.extend(recorded or [IdsStep(ids[state.region])])
+        steps.extend(recorded or [IdsStep(ids(state.region))])
     if ranges:
         steps.append(FilterStep(ranges=ranges, mode="intersect" if steps else "new"))
     if not steps and state.n_selected:
-        steps.append(IdsStep(ids[state.selection]))
+        steps.append(IdsStep(ids(state.selection)))
     return steps
 
 
@@ -199,7 +203,8 @@ class SubgroupManager(pn.viewable.Viewer):
         self._check_name(name)
         if self.state.n_selected == 0:
             raise SubgroupError("nothing is selected: draw a box or lasso, or set filters, then save.")
-        group = self.store.save(name, self.state.selection, selection_rule(self.state), colour, overwrite=overwrite)
+        rows = self.state.backend.rows(self.state.selection)  # on a cluster: gathered for this explicit save only
+        group = self.store.save(name, rows, selection_rule(self.state), colour, overwrite=overwrite)
         self.refresh()
         return group
 
@@ -243,7 +248,7 @@ class SubgroupManager(pn.viewable.Viewer):
 
     def select(self, name: str) -> np.ndarray:
         """Make subgroup ``name``'s members the selection (phenotype filters are cleared); returns them."""
-        members = self.store.members(name)
+        members = self.state.backend.subgroup(self.store, name)
         self.state.param.update(region=members, filters={})
         return self.state.selection
 
@@ -260,7 +265,7 @@ class SubgroupManager(pn.viewable.Viewer):
         out = {}
         for group in self.store.list():
             if group.name in self.shown:
-                out[group.name] = (group.colour, self.store.members(group.name))
+                out[group.name] = (group.colour, self.state.backend.subgroup(self.store, group.name))
         return out
 
     def export_bytes(self, name: str, fmt: str | None = None) -> bytes:
