@@ -262,6 +262,10 @@ def _collection(parts: list[Future], meta: pd.DataFrame) -> Any:
     return dd.from_delayed(parts, meta=meta, verify_meta=False).persist()
 
 
+ROWS_ATTRIBUTE = "lse_rows"
+"""Attribute of a highlight frame holding its length, known on the client (``len()`` would ask the workers)."""
+
+
 # -- the client side ----------------------------------------------------------------------------------
 class DaskGroup:
     """A group kept on the cluster: one boolean mask per partition (on the worker holding it) and the counts.
@@ -473,7 +477,7 @@ class DaskBackend(DataBackend):
             parts = self._map(_selected_xy, self.parts, group.masks, kx=f"{key}:x", ky=f"{key}:y")
             meta = pd.DataFrame({"x": np.empty(0, np.float32), "y": np.empty(0, np.float32)})
             frame = _collection(parts, meta)
-            frame.attrs["n_rows"] = group.size  # the highlight layer skips an empty selection without a round trip
+            object.__setattr__(frame, ROWS_ATTRIBUTE, group.size)  # no round trip to learn it is empty
             found = group.highlights[key] = frame  # released with the group
         return found
 

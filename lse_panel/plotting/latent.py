@@ -204,8 +204,8 @@ def highlight_image(
     ys = np.linspace(y0, y1, height + 1)
     xs, ys = (xs[:-1] + xs[1:]) / 2, (ys[:-1] + ys[1:]) / 2
     counts = None
-    # A cluster's frame says its length (attrs["n_rows"]): len() would be a round trip to the workers.
-    n_rows = 0 if frame is None else frame.attrs.get("n_rows", None)
+    # A cluster's frame carries its length: len() would be a round trip to the workers.
+    n_rows = 0 if frame is None else getattr(frame, "lse_rows", None)
     if frame is not None and (len(frame) if n_rows is None else n_rows) and width > 0 and height > 0 and x1 > x0 and y1 > y0:
         canvas = ds.Canvas(plot_width=width, plot_height=height, x_range=(x0, x1), y_range=(y0, y1))
         agg = canvas.points(frame, x, y, agg=ds.count())
