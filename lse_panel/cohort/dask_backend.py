@@ -540,7 +540,7 @@ class DaskBackend(DataBackend):
 
     def select_ids(self, ids: Sequence[Any] | np.ndarray) -> DaskGroup:
         wanted = np.unique(np.asarray(ids))
-        group = self._map_group(_isin_ids, self.parts, ids=self.client.scatter(wanted, broadcast=True))
+        group = self._map_group(_isin_ids, self.parts, ids=self.client.scatter(wanted, broadcast=True, hash=False))
         if group.size < wanted.size:
             raise KeyError(
                 f"{wanted.size - group.size} of {wanted.size} ids are not in this cohort; check them against the bundle's ids."
@@ -549,7 +549,7 @@ class DaskBackend(DataBackend):
 
     def subgroup(self, store: SubgroupStore, name: str) -> DaskGroup:
         ids = np.asarray(store.get(name).ids)
-        shared = self.client.scatter(ids, broadcast=True)
+        shared = self.client.scatter(ids, broadcast=True, hash=False)
         return self._map_group(_isin_ids, self.parts, ids=shared)
 
     def ids_at(self, rows: np.ndarray) -> np.ndarray:

@@ -1,0 +1,83 @@
+"""One set of panes on either backend: the Explorer on a LocalCluster shows what the in-process Explorer shows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lse_panel.cohort.bundle import open_bundle
+from lse_panel.components.explorer import Explorer
+from lse_panel.testing import tiny_cohort, tiny_decoder, write_cohort_bundle
+
+distributed = pytest.importorskip("distributed")
+
+LASSO = np.array([[-8.0, -8.0], [6.0, -7.0], [7.0, 5.0], [0.0, 8.0], [-7.0, 2.0]])
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
+    with distributed.Client(cluster) as client:
+        yield client
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return write_cohort_bundle(tiny_cohort(2_000), tmp_path_factory.mktemp("dask") / "tiny", partitions=3)
+
+
+def _explorers(bundle, client) -> tuple[Explorer, Explorer]:
+    near = Explorer(open_bundle(bundle), tiny_decoder(8), min_group_size=5)
+    far = Explorer.from_bundle(bundle, tiny_decoder(8), dask=client, min_group_size=5)
+    return near, far
+
+
+@pytest.mark.parametrize("comparison", ["rest", "all"])
+def test_every_pane_shows_the_same_on_a_cluster(bundle, client, comparison) -> None:
+    near, far = _explorers(bundle, client)
+    assert type(far.backend).__name__ == "DaskBackend"
+    for explorer in (near, far):
+        explorer.state.comparison = comparison
+        explorer.select(lasso=LASSO, on="ecg/pca")
+        explorer.state.filters = {"age": (40.0, 70.0)}
+        explorer.compare_pane.compare()
+    assert far.state.n_selected == near.state.n_selected > 0
+    np.testing.assert_array_equal(far.selected_indices, near.selected_indices)
+    np.testing.assert_array_equal(far.selected_ids, near.selected_ids)
+    for label, items in near.decode_pane.decoded.items():
+        for modality, values in items.items():
+            np.testing.assert_allclose(far.decode_pane.decoded[label][modality], values, rtol=1e-6)
+    pd.testing.assert_frame_equal(far.accuracy_pane.metrics, near.accuracy_pane.metrics)
+    pd.testing.assert_frame_equal(far.compare_pane.table, near.compare_pane.table, rtol=1e-9)
+    pd.testing.assert_frame_equal(far.compare_pane.accuracy, near.compare_pane.accuracy)
+    for name, (frame, hidden) in near.compare_pane.distributions.items():
+        pd.testing.assert_frame_equal(far.compare_pane.distributions[name][0], frame)
+        assert far.compare_pane.distributions[name][1] == hidden
+    for name, pipe in near.filters._pipes.items():
+        np.testing.assert_array_equal(far.filters._pipes[name].data, pipe.data)
+    np.testing.assert_array_equal(far.decode_pane.sample_rows, near.decode_pane.sample_rows)
+    far.backend.close()
+
+
+def test_saved_subgroups_are_joined_on_the_workers(bundle, client, tmp_path) -> None:
+    import shutil
+
+    path = tmp_path / "copy"
+    shutil.copytree(bundle, path)
+    near = Explorer(open_bundle(path), tiny_decoder(8), min_group_size=5)
+    near.select(bounds=(0.0, 0.0, 20.0, 20.0), on="fused/umap")
+    assert near.state.n_selected > 100
+    near.save_subgroup("middle")
+    far = Explorer.from_bundle(path, tiny_decoder(8), dask=client, min_group_size=5)
+    near.select(lasso=LASSO, on="ecg/pca")
+    far.select(lasso=LASSO, on="ecg/pca")
+    near.state.comparison = far.state.comparison = "middle"
+    assert far.state.groups.sizes == near.state.groups.sizes
+    pd.testing.assert_frame_equal(far.compare(), near.compare(), rtol=1e-9)
+    far.subgroups.select("middle")
+    np.testing.assert_array_equal(far.selected_indices, near.store.members("middle"))
+    far.save_subgroup("again")  # a cluster selection saved by id, read back in process
+    np.testing.assert_array_equal(near.store.members("again"), near.store.members("middle"))
+    far.backend.close()
