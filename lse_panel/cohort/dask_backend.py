@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from lse_panel.cohort.subgroups import SubgroupStore
 
-__all__ = ["DaskBackend", "DaskGroup", "RemoteColumn", "connect"]
+__all__ = ["DaskBackend", "DaskGroup", "RemoteColumn", "connect", "run_tasks"]
 
 DEFAULT_PARTITION_ROWS = 500_000
 """Rows per partition of an ``.npy`` bundle served on a cluster (a Parquet bundle keeps its own parts):
@@ -87,6 +87,55 @@ def connect(dask: str | Client, *, n_workers: int | None = None, memory_limit: s
             f"--dask {dask}: no Dask scheduler answers there ({exc}). Start one with `dask scheduler` and "
             "workers with `dask worker ADDRESS` (see the README), or use --dask local."
         ) from None
+
+
+def run_tasks(
+    fn: Callable[..., Any],
+    calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
+    *,
+    client: Client | None = None,
+    progress: bool = True,
+    desc: str = "",
+    sizes: Sequence[int] | None = None,
+    retries: int = 2,
+) -> list[Any]:
+    """``fn(*args, **kwargs)`` for every call: as tasks on a cluster, or one after another here; with progress.
+
+    On a cluster a task whose worker dies is rerun on another (Dask's own bookkeeping); one that
+    raises is retried ``retries`` times. Results come back in completion order.
+
+    Parameters
+    ----------
+    fn
+        A module-level function (workers import it).
+    calls
+        ``(args, kwargs)`` per task.
+    client
+        A ``distributed.Client``, or ``None`` to run here.
+    progress, desc
+        A tqdm bar, advanced by each call's size.
+    sizes
+        What each call counts for on the bar (rows); 1 each by default.
+    """
+    from tqdm.auto import tqdm
+
+    sizes = list(sizes) if sizes is not None else [1] * len(calls)
+    results = []
+    with tqdm(total=sum(sizes), desc=desc, unit="subj" if sizes and max(sizes) > 1 else "task", disable=not progress,
+              smoothing=0.1) as bar:  # fmt: skip
+        if client is None:
+            for (args, kwargs), size in zip(calls, sizes):
+                results.append(fn(*args, **kwargs))
+                bar.update(size)
+            return results
+        from distributed import as_completed
+
+        futures = {client.submit(fn, *args, pure=False, retries=retries, **kwargs): size
+                   for (args, kwargs), size in zip(calls, sizes)}  # fmt: skip
+        for future in as_completed(futures):
+            results.append(future.result())
+            bar.update(futures[future])
+    return results
 
 
 # -- what runs on the workers ------------------------------------------------------------------------
