@@ -5,7 +5,7 @@ from __future__ import annotations
 import panel as pn
 
 from lse_panel.components.explorer import Explorer
-from lse_panel.components.serving import bundle_from_argv, cached_cohort, cached_decoder
+from lse_panel.components.serving import bundle_from_argv, cached_backend, cached_decoder
 from lse_panel.palette import HIGHLIGHT
 
 pn.extension("tabulator", notifications=True, loading_indicator=True)
@@ -31,7 +31,8 @@ def _load() -> None:
         ]
         main.loading = False
         return
-    explorer = Explorer(cached_cohort(path), cached_decoder(path), title=TITLE)
+    backend = cached_backend(path)  # on the Dask cluster $LSE_DASK names (`lse serve --dask`), else in process
+    explorer = Explorer(backend.cohort, cached_decoder(path, backend.cohort), backend=backend, title=TITLE)
     sidebar[:] = [pn.pane.Markdown("### Filters"), explorer.filters]
     main[:] = explorer.main_panes()
     main.loading = False

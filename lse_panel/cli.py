@@ -64,6 +64,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         projections=tuple(args.projections),
         until=args.until,
         progress=True,
+        partitions=args.partitions,
+        dask=args.dask,
     )
     return 0
 
@@ -145,6 +147,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finisher = _start_finisher(bundle) if status == "servable" and args.build_if_missing else None
     command = serve_command(args)
     env = dict(os.environ, LSE_BUNDLE=str(bundle.resolve()))
+    client = None
+    if args.dask:
+        # One cluster for every `panel serve` process: started here for 'local', joined otherwise.
+        from lse_panel.cohort.dask_backend import connect
+
+        client = connect(args.dask)
+        env["LSE_DASK"] = client.scheduler.address
+        print(f"data on the Dask cluster at {client.scheduler.address} ({len(client.scheduler_info()['workers'])} workers)")
     print("serving:", shlex.join(command))
     print(f"open http://{args.address}:{args.port}/explorer")
     # SIGTERM (e.g. `kill`, a container stop) unwinds like Ctrl-C, so no child is left running.
@@ -157,6 +167,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         for child in (server, finisher):
             if child is not None and child.poll() is None:
                 child.terminate()  # the build resumes where it stopped on the next `lse serve --build-if-missing`
+        if client is not None and args.dask == "local":
+            client.cluster.close()
+            client.close()
 
 
 def _cmd_subgroups(args: argparse.Namespace) -> int:
@@ -263,7 +276,14 @@ def _cmd_slices(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    scripts = sorted((REPO_ROOT / "tests" / "benchmarks").glob("bench_*.py"))
+    if args.sizes:
+        command = [sys.executable, str(REPO_ROOT / "tests" / "benchmarks" / "bench_scale.py"), "--sizes",
+                   *map(str, args.sizes), "--data", str(args.data)]  # fmt: skip
+        if args.json is not None:
+            command += ["--json", str(args.json)]
+        return subprocess.call(command)
+    # The scale table builds cohorts of millions: it runs only when asked for (--sizes).
+    scripts = sorted(s for s in (REPO_ROOT / "tests" / "benchmarks").glob("bench_*.py") if s.name != "bench_scale.py")
     if args.only:
         scripts = [s for s in scripts if args.only in s.name]
     status = 0
@@ -276,6 +296,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_scale(p: argparse.ArgumentParser, *, partitions: bool) -> None:
+        p.add_argument(
+            "--dask", metavar="local|ADDRESS",
+            help="run on a Dask cluster: 'local' starts one sized to this machine, an address "
+            "(tcp://host:8786) joins a running scheduler (default: everything in this process)",
+        )
+        if partitions:
+            p.add_argument(
+                "--partitions", type=int, metavar="N",
+                help="lay the bundle out as N-part Parquet tables, which a cluster reads part by part "
+                "(default: one memory-mapped .npy per column)",
+            )
 
     def add_shape(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -321,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--until", choices=["servable", "complete"], default="complete",
         help="stop once the app can serve the bundle, or compute every projection (default: %(default)s)",
     )
+    add_scale(p, partitions=True)
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("serve", help="serve the explorer on a bundle (wraps `panel serve`)")
@@ -334,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=SETTINGS.seed, help="seed if building (default: %(default)s)")
     p.add_argument("--model", type=Path, default=SETTINGS.demo_model, help="model if building (default: %(default)s)")
     p.add_argument("--show", action="store_true", help="open a browser")
+    add_scale(p, partitions=False)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("subgroups", help="list a bundle's saved subgroups, or export one's ids and phenotypes")
@@ -363,8 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="show the best slices even when not significant")
     p.set_defaults(func=_cmd_slices)
 
-    p = sub.add_parser("bench", help="run the benchmark scripts and print their figures")
-    p.add_argument("--only", help="run only scripts whose name contains this")
+    p = sub.add_parser("bench", help="run the benchmark scripts, or the scale table (--sizes), and print their figures")
+    p.add_argument("--scripts", action="store_true", help="run every tests/benchmarks/bench_*.py (the default without --sizes)")
+    p.add_argument("--only", help="with --scripts: run only scripts whose name contains this")
+    p.add_argument("--sizes", type=int, nargs="+", metavar="N",
+                   help="the scale table (tests/benchmarks/bench_scale.py) at these cohort sizes, e.g. 500000 2000000 10000000")
+    p.add_argument("--data", type=Path, default=Path("data"), help="where --sizes builds or finds its bundles (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None, help="also write the --sizes table as JSON here")
     p.set_defaults(func=_cmd_bench)
     return parser
 

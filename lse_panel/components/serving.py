@@ -20,7 +20,7 @@ import panel as pn
 from lse_panel.analysis.decode import Decoder
 from lse_panel.analysis.selection import box_mask, lasso_mask
 from lse_panel.cohort.bundle import Cohort, open_bundle
-from lse_panel.cohort.backend import in_process
+from lse_panel.cohort.backend import DataBackend, in_process
 from lse_panel.components.latent_view import projection_options
 from lse_panel.digest import checkpoint_digest
 from lse_panel.plotting.latent import create_latent_plot
@@ -82,13 +82,35 @@ def cached_cohort(path: str | os.PathLike[str]) -> Cohort:
     return pn.state.as_cached(f"lse_panel:cohort:{resolved}", open_bundle, path=resolved)
 
 
-def cached_decoder(path: str | os.PathLike[str]) -> Decoder | None:
-    """The bundle's decoder, loaded once per process (``None`` if it has none or it fails to load)."""
+def cached_decoder(path: str | os.PathLike[str], cohort: Cohort | None = None) -> Decoder | None:
+    """The bundle's decoder, loaded once per process (``None`` if it has none or it fails to load).
+
+    ``cohort`` (e.g. a cluster backend's description of it) saves opening the bundle here.
+    """
     resolved = str(Path(path).resolve())
     key = f"lse_panel:decoder:{resolved}"
     if key not in pn.state.cache:
-        pn.state.cache[key] = load_decoder(cached_cohort(resolved))
+        pn.state.cache[key] = load_decoder(cohort if cohort is not None else cached_cohort(resolved))
     return pn.state.cache[key]
+
+
+def cached_backend(path: str | os.PathLike[str], dask: str | None = None) -> DataBackend:
+    """The data backend for ``path``, once per process: on the cluster ``dask`` (or ``$LSE_DASK``) names, else in process.
+
+    On a cluster the cohort is persisted there once for every session of the process, and the
+    process holds only its description.
+    """
+    dask = dask if dask is not None else os.environ.get("LSE_DASK") or None
+    resolved = str(Path(path).resolve())
+    if dask is None:
+        return in_process(cached_cohort(resolved))
+
+    def connect_backend() -> DataBackend:
+        from lse_panel.cohort.dask_backend import DaskBackend, connect
+
+        return DaskBackend(resolved, connect(dask))
+
+    return pn.state.as_cached(f"lse_panel:backend:{resolved}:{dask}", connect_backend)
 
 
 def warm_up(cohort: Cohort) -> dict[str, float]:
