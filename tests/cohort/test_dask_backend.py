@@ -112,6 +112,12 @@ def test_map_queries_match(local, remote) -> None:
         far = canvas.points(remote.points("fused/umap", color_by), "x", "y", agg=agg)
         near = canvas.points(local.points("fused/umap", color_by), "x", "y", agg=agg)
         np.testing.assert_allclose(far.data, near.data, rtol=1e-6, equal_nan=True)
+    # What the map draws for a continuous colour: partitions' counts added, their means weighted by them.
+    summary = ds.summary(count=ds.count(), age=ds.mean("age"))
+    far = canvas.points(remote.points("fused/umap", "age"), "x", "y", agg=summary)
+    near = canvas.points(local.points("fused/umap", "age"), "x", "y", agg=summary)
+    np.testing.assert_array_equal(far["count"].data, near["count"].data)
+    np.testing.assert_allclose(far["age"].data, near["age"].data, rtol=1e-5, equal_nan=True)
     rows = local.select_box("fused/umap", (-5.0, -5.0, 3.0, 3.0))
     highlight = remote.highlight("fused/umap", remote.select_box("fused/umap", (-5.0, -5.0, 3.0, 3.0)))
     assert highlight.lse_rows == rows.size
