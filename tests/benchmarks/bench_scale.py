@@ -164,17 +164,25 @@ def measure(path: Path, key: str, poly: np.ndarray, box: tuple[float, ...], clie
     out["selected"] = backend.size(selected)
     explorer.state.select(selected)
     out["rerasterise_s"] = timed(zoom, repeat)
+    panes = {name: getattr(getattr(explorer, name), "scheduler", None)
+             for name in ("decode_pane", "accuracy_pane", "compare_pane", "perturb_pane", "interpolate_pane")}  # fmt: skip
+
+    def only(active: set[str]) -> None:
+        for name, scheduler in panes.items():
+            if scheduler is not None:
+                scheduler.set_active(name in active)
+
+    # Like bench_explorer.py against link_selections: the two maps (and the filters' histograms), no pane.
+    only(set())
     out["box_views_s"] = timed(lambda i: views[0].box.event(bounds=(box[0] + 1e-4 * i, *box[1:])), repeat)
     explorer.state.mode = "new"
 
     def select(i: int) -> None:
         explorer.select(lasso=poly * (1 + 1e-4 * i), on=key)
 
+    only(set(panes))
     out["all_panes_s"] = timed(select, repeat)
-    for pane in (explorer.accuracy_pane, explorer.compare_pane, explorer.perturb_pane, explorer.interpolate_pane):
-        scheduler = getattr(pane, "scheduler", None)
-        if scheduler is not None:
-            scheduler.set_active(False)
+    only({"decode_pane"})  # served, the visible tab (Decode, the first) recomputes; the others when shown
     out["visible_pane_s"] = timed(select, repeat)
     out["client_rss_mb"] = rss_mb()
     out["client_rss_growth_mb"] = rss_mb() - rss0
