@@ -25,17 +25,15 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from lse_panel.analysis.accuracy import accuracy_by_group, metrics_of_groups, selection_metrics
-from lse_panel.analysis.compare import comparison_statistics, comparison_tables, distribution_frames, merge_comparison_statistics
+from lse_panel.analysis.compare import comparison_tables, distribution_frames, merge_comparison_statistics
 from lse_panel.analysis.groups import GroupSet
-from lse_panel.analysis.histograms import DEFAULT_BINS, Binning, bin_codes, count_bins, histogram_edges
-from lse_panel.analysis.metrics import prepare_metrics
-from lse_panel.analysis.phenotype_filters import filter_mask
+from lse_panel.analysis.histograms import DEFAULT_BINS, Binning, histogram_edges
 from lse_panel.analysis.privacy import PrivacyPolicy
-from lse_panel.analysis.selection import box_mask, lasso_mask
+from lse_panel.cohort import dask_tasks as tasks
+from lse_panel.cohort.dask_raster import ROWS_ATTRIBUTE, collection
 from lse_panel.cohort.backend import DataBackend, padded_extent
 from lse_panel.cohort.bundle import Cohort, read_manifest
-from lse_panel.cohort.partitions import ColumnRef, layout_of, read_columns, read_partition, row_bounds
+from lse_panel.cohort.partitions import ColumnRef, layout_of, read_columns, row_bounds
 from lse_panel.cohort.schema import PhenotypeSpec, modality_from_json
 
 if TYPE_CHECKING:
@@ -136,265 +134,6 @@ def run_tasks(
             results.append(future.result())
             bar.update(futures[future])
     return results
-
-
-# -- what runs on the workers ------------------------------------------------------------------------
-def _load_partition(path: str, refs: Mapping[str, tuple[ColumnRef, Sequence[str]]], index: int, bounds: Sequence[int]) -> pd.DataFrame:
-    """Partition ``index``: one column per name in ``refs`` (a block's columns get the names given)."""
-    columns: dict[str, np.ndarray] = {}
-    for ref, names in refs.values():
-        values = read_partition(Path(path), ref, index, bounds)
-        if values.ndim == 1:
-            columns[names[0]] = values
-        else:
-            columns.update({name: values[:, j] for j, name in enumerate(names)})
-    return pd.DataFrame(columns, copy=False)
-
-
-def _load_block(path: str, ref: ColumnRef, index: int, bounds: Sequence[int]) -> np.ndarray:
-    return np.ascontiguousarray(read_partition(Path(path), ref, index, bounds), dtype=np.float32)
-
-
-def _box(part: pd.DataFrame, kx: str, ky: str, bounds: tuple[float, ...]) -> np.ndarray:
-    return box_mask(part[kx].to_numpy(), part[ky].to_numpy(), bounds, on_nan="exclude")
-
-
-def _lasso(part: pd.DataFrame, kx: str, ky: str, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    return lasso_mask(part[kx].to_numpy(), part[ky].to_numpy(), xs, ys, on_nan="exclude")
-
-
-def _mask_of_rows(length: int, local_rows: np.ndarray) -> np.ndarray:
-    mask = np.zeros(length, dtype=bool)
-    mask[local_rows] = True
-    return mask
-
-
-def _combine_masks(current: np.ndarray | None, new: np.ndarray, mode: str) -> np.ndarray:
-    if mode in ("new", "add") and current is None:
-        return new
-    if current is None:
-        return np.zeros_like(new)
-    return {"new": lambda: new, "add": lambda: current | new, "intersect": lambda: current & new,
-            "subtract": lambda: current & ~new}[mode]()  # fmt: skip
-
-
-def _restrict(part: pd.DataFrame, region: np.ndarray | None, *, specs: Mapping[str, PhenotypeSpec],
-              filters: Mapping[str, Any]) -> np.ndarray:  # fmt: skip
-    mask = filter_mask(part, specs, filters)
-    if mask is None:
-        return np.zeros(len(part), dtype=bool) if region is None else region
-    return mask if region is None else region & mask
-
-
-def _isin_ids(part: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
-    own = part["id"].to_numpy()
-    if (own.dtype.kind == "U") != (np.asarray(ids).dtype.kind == "U"):
-        own, ids = own.astype(str), np.asarray(ids).astype(str)
-    return np.isin(own, ids)
-
-
-def _masked_sum(block: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    picked = block if mask is None else block[mask]
-    return picked.sum(axis=0, dtype=np.float64)
-
-
-def _finite_min_max(part: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    out = np.full((len(columns), 2), np.nan)
-    for j, name in enumerate(columns):
-        v = np.asarray(part[name].to_numpy(), dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if v.size:
-            out[j] = v.min(), v.max()
-    return out
-
-
-def _bin_counts(part: pd.DataFrame, mask: np.ndarray | None = None, *, name: str, edges: np.ndarray | None, n_bins: int) -> np.ndarray:
-    values = part[name].to_numpy()
-    if edges is not None:
-        codes = bin_codes(values, edges)
-    else:
-        codes = np.where(np.isfinite(values), values, -1).astype(np.int64) if values.dtype.kind == "f" else values
-    return count_bins(codes, mask, n_bins)
-
-
-def _comparison(part: pd.DataFrame, a: np.ndarray, b: np.ndarray, *, specs: Mapping[str, Any]) -> dict[str, Any]:
-    bits = a.astype(np.uint8) | (b.astype(np.uint8) << 1)
-    return comparison_statistics({name: part[name].to_numpy() for name in specs}, specs, bits)
-
-
-def _rows_at(mask: np.ndarray, positions: np.ndarray, start: int) -> np.ndarray:
-    return np.flatnonzero(mask)[positions].astype(np.int64) + start
-
-
-def _nearest(part: pd.DataFrame, start: int, *, kx: str, ky: str, x: float, y: float) -> tuple[float, int]:
-    dx = part[kx].to_numpy() - np.float32(x)
-    dy = part[ky].to_numpy() - np.float32(y)
-    d = dx * dx + dy * dy
-    if d.size == 0:
-        return np.inf, -1
-    i = int(np.argmin(d))
-    return float(d[i]), start + i
-
-
-def _take_frame(part: pd.DataFrame, column: str, local: np.ndarray) -> np.ndarray:
-    return part[column].to_numpy()[local]
-
-
-def _take_block(block: np.ndarray, local: np.ndarray) -> np.ndarray:
-    return block[local]
-
-
-def _selected_xy(part: pd.DataFrame, mask: np.ndarray, *, kx: str, ky: str) -> pd.DataFrame:
-    return pd.DataFrame({"x": part[kx].to_numpy()[mask], "y": part[ky].to_numpy()[mask]})
-
-
-def _xy_frame(part: pd.DataFrame, kx: str, ky: str, color_by: str | None, categories: Sequence[str] | None) -> pd.DataFrame:
-    columns: dict[str, Any] = {"x": part[kx].to_numpy(), "y": part[ky].to_numpy()}
-    if color_by is not None:
-        values = part[color_by].to_numpy()
-        if categories is not None:
-            values = pd.Categorical.from_codes(values.astype(np.int8, copy=False), list(categories))
-        columns[color_by] = values
-    return pd.DataFrame(columns, copy=False)
-
-
-def _concat(*masks: np.ndarray) -> np.ndarray:
-    return np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
-
-
-def _prepare_on_worker(path: str, manifest: Mapping[str, Any]) -> Any:
-    """The cohort's :class:`~lse_panel.analysis.metrics.PreparedMetrics`, read whole on one worker."""
-    base = Path(path)
-    tasks = _prediction_tasks(manifest)
-    truth = {name: read_columns(base, ColumnRef.of(manifest["phenotypes"][name])) for name in tasks}
-    predictions = {
-        kind: {name: read_columns(base, ColumnRef.of(meta)) for name, meta in per.items()}
-        for kind, per in manifest.get("predictions", {}).items()
-    }
-    return prepare_metrics(truth, tasks, predictions)
-
-
-def _metrics_on_worker(prepared: Any, overall: pd.DataFrame, selection: np.ndarray, comparison: str,
-                       comparison_mask: np.ndarray | None, bootstrap: bool, n_resamples: int) -> pd.DataFrame:  # fmt: skip
-    rows = np.flatnonzero(selection).astype(np.int64)
-    cmp_rows = None if comparison_mask is None else np.flatnonzero(comparison_mask).astype(np.int64)
-    groups = GroupSet(prepared.n, rows, comparison, cmp_rows)
-    return selection_metrics(prepared, groups, overall, bootstrap=bootstrap, n_resamples=n_resamples)
-
-
-def _overall_on_worker(prepared: Any, bootstrap: bool, n_resamples: int) -> pd.DataFrame:
-    everyone = np.ones(prepared.n, dtype=bool)
-    return metrics_of_groups(prepared, {"cohort": everyone}, bootstrap=bootstrap, n_resamples=n_resamples)
-
-
-def _accuracy_on_worker(prepared: Any, labels: Sequence[str], policy: PrivacyPolicy | None, *masks: np.ndarray) -> pd.DataFrame:
-    return accuracy_by_group(prepared, dict(zip(labels, masks)), policy=policy)
-
-
-def _prediction_tasks(manifest: Mapping[str, Any]) -> dict[str, str]:
-    tasks: dict[str, str] = {}
-    for per_kind in manifest.get("predictions", {}).values():
-        for name, meta in per_kind.items():
-            tasks[name] = meta["task"]
-    return tasks
-
-
-def _collection(parts: list[Future], meta: pd.DataFrame) -> Any:
-    """A persisted dask DataFrame of per-partition futures, which datashader aggregates on the workers.
-
-    Persisted rather than built on the futures directly: datashader hands the collection's raw
-    graph to the scheduler, which then loses futures it only names (measured: "lost dependencies").
-    The persist step is an identity per partition and shares the partition's arrays. The frame
-    carries its partitions (``lse_parts``) so :func:`_cluster_pipeline` aggregates them directly.
-    """
-    import dask.dataframe as dd
-
-    frame = dd.from_delayed(parts, meta=meta, verify_meta=False).persist()
-    object.__setattr__(frame, PARTS_ATTRIBUTE, list(parts))
-    _register_pipeline()
-    return frame
-
-
-PARTS_ATTRIBUTE = "lse_parts"
-
-
-def _aggregate_part(part: pd.DataFrame, canvas: Any, x: str, y: str, agg: Any) -> Any:
-    return canvas.points(part, x, y, agg=agg)
-
-
-def _combine_aggregates(*aggs: Any) -> Any:
-    """Partition aggregates of one canvas added: counts sum, a ``summary`` mean is weighted by its count."""
-    import xarray as xr
-
-    first = aggs[0]
-    if isinstance(first, xr.Dataset):
-        count = np.sum([a["count"].data for a in aggs], axis=0)
-        out = first.copy(deep=True)
-        out["count"].data[...] = count
-        for name in first.data_vars:
-            if name == "count":
-                continue
-            weighted = np.sum([np.nan_to_num(a[name].data) * a["count"].data for a in aggs], axis=0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[name].data[...] = np.where(count > 0, weighted / np.where(count > 0, count, 1), np.nan)
-        return out
-    return first.copy(data=np.sum([a.data for a in aggs], axis=0).astype(first.dtype))
-
-
-def _cluster_pipeline(df: Any, schema: Any, canvas: Any, glyph: Any, summary: Any, **kwargs: Any) -> Any:
-    """datashader's pipeline for a frame of :func:`_collection`: ``Canvas.points`` on each partition where it lives, tree-added.
-
-    datashader's own dask pipeline serialises its numba-compiled functions by value on every call
-    (measured 0.4–0.7 s per aggregation, whatever the data size, on the loaded 2-core machine);
-    each worker here runs the ordinary pandas aggregation on its partitions and only the images
-    travel (one per partition, added in a tree on the workers).
-    """
-    from distributed import get_client
-
-    parts = getattr(df, PARTS_ATTRIBUTE, None)
-    if parts is None or kwargs.get("antialias") or kwargs.get("cuda") or not _mergeable(summary):
-        return _DASK_PIPELINE[0](df, schema, canvas, glyph, summary, **kwargs)
-    client = get_client()
-    level = [client.submit(_aggregate_part, part, canvas, glyph.x, glyph.y, summary, pure=False) for part in parts]
-    while len(level) > 1:
-        level = [client.submit(_combine_aggregates, *level[i : i + 4], pure=False) for i in range(0, len(level), 4)]
-    return level[0].result()
-
-
-def _mergeable(agg: Any) -> bool:
-    """Whether :func:`_combine_aggregates` adds partition results of ``agg`` exactly: counts, counts by category,
-    and a ``summary`` of a count with means (weighted by it); anything else goes through datashader's pipeline."""
-    import datashader as ds
-
-    if type(agg) is ds.count:
-        return True
-    if isinstance(agg, ds.by):
-        return type(agg.reduction) is ds.count
-    if isinstance(agg, ds.summary):
-        members = dict(zip(agg.keys, agg.values))
-        return type(members.get("count")) is ds.count and all(
-            type(v) in (ds.count, ds.mean) for v in members.values()
-        )
-    return False
-
-
-_DASK_PIPELINE: list[Any] = []
-
-
-def _register_pipeline() -> None:
-    """Route datashader's aggregation of dask frames through :func:`_cluster_pipeline` (once per process)."""
-    if _DASK_PIPELINE:
-        return
-    import dask.dataframe as dd
-    from datashader.core import bypixel
-    from datashader.data_libraries.dask import dask_pipeline
-
-    _DASK_PIPELINE.append(dask_pipeline)
-    bypixel.pipeline.register(dd.DataFrame)(_cluster_pipeline)
-
-
-ROWS_ATTRIBUTE = "lse_rows"
-"""Attribute of a highlight frame holding its length, known on the client (``len()`` would ask the workers)."""
 
 
 # -- the client side ----------------------------------------------------------------------------------
@@ -502,7 +241,7 @@ class DaskBackend(DataBackend):
         refs |= {key: (ColumnRef.of(meta), [f"{key}:x", f"{key}:y"]) for key, meta in manifest.get("projections", {}).items()}
         self._manifest = manifest
         self.parts = [
-            client.submit(_load_partition, str(self.path), refs, i, self.bounds, pure=False)
+            client.submit(tasks.load_partition, str(self.path), refs, i, self.bounds, pure=False)
             for i in range(len(self.bounds) - 1)
         ]
         wait(self.parts)
@@ -571,7 +310,7 @@ class DaskBackend(DataBackend):
             found = self._blocks.get(kind)
         if found is None:
             ref = ColumnRef.of(self._manifest["latents"][kind])
-            found = [self.client.submit(_load_block, str(self.path), ref, i, self.bounds, pure=False)
+            found = [self.client.submit(tasks.load_block, str(self.path), ref, i, self.bounds, pure=False)
                      for i in range(len(self.parts))]  # fmt: skip
             with self._lock:
                 found = self._blocks.setdefault(kind, found)
@@ -586,17 +325,17 @@ class DaskBackend(DataBackend):
         def compute() -> Any:
             spec = self.cohort.phenotype_specs.get(color_by) if color_by else None
             categories = list(spec.categories) if spec is not None and spec.type != "continuous" else None
-            parts = self._map(_xy_frame, self.parts, kx=f"{key}:x", ky=f"{key}:y", color_by=color_by, categories=categories)
-            meta = _xy_frame(pd.DataFrame({f"{key}:x": np.empty(0, np.float32), f"{key}:y": np.empty(0, np.float32),
+            parts = self._map(tasks.xy_frame, self.parts, kx=f"{key}:x", ky=f"{key}:y", color_by=color_by, categories=categories)
+            meta = tasks.xy_frame(pd.DataFrame({f"{key}:x": np.empty(0, np.float32), f"{key}:y": np.empty(0, np.float32),
                                            **({color_by: np.empty(0, spec.dtype)} if spec else {})}),
                              f"{key}:x", f"{key}:y", color_by, categories)  # fmt: skip
-            return _collection(parts, meta)
+            return collection(parts, meta)
 
         return self._cached(("points", key, color_by), compute)
 
     def extent(self, key: str) -> tuple[tuple[float, float], tuple[float, float]]:
         def compute() -> tuple[tuple[float, float], tuple[float, float]]:
-            ranges = np.stack(self._gather(_finite_min_max, self.parts, columns=[f"{key}:x", f"{key}:y"]))
+            ranges = np.stack(self._gather(tasks.finite_min_max, self.parts, columns=[f"{key}:x", f"{key}:y"]))
             return padded_extent(np.nanmin(ranges[:, :, 0], axis=0), np.nanmax(ranges[:, :, 1], axis=0))
 
         return self._cached(("extent", key), compute)
@@ -605,28 +344,28 @@ class DaskBackend(DataBackend):
         group = self.group(members)
         found = group.highlights.get(key)
         if found is None:
-            parts = self._map(_selected_xy, self.parts, group.masks, kx=f"{key}:x", ky=f"{key}:y")
+            parts = self._map(tasks.selected_xy, self.parts, group.masks, kx=f"{key}:x", ky=f"{key}:y")
             meta = pd.DataFrame({"x": np.empty(0, np.float32), "y": np.empty(0, np.float32)})
-            frame = _collection(parts, meta)
+            frame = collection(parts, meta)
             object.__setattr__(frame, ROWS_ATTRIBUTE, group.size)  # no round trip to learn it is empty
             found = group.highlights[key] = frame  # released with the group
         return found
 
     def nearest(self, key: str, x: float, y: float) -> int:
-        found = self._gather(_nearest, self.parts, self.starts, kx=f"{key}:x", ky=f"{key}:y", x=x, y=y)
+        found = self._gather(tasks.nearest, self.parts, self.starts, kx=f"{key}:x", ky=f"{key}:y", x=x, y=y)
         return int(min(found)[1])
 
     # -- selections -------------------------------------------------------------------------------
     def select_box(self, key: str, bounds: tuple[float, float, float, float]) -> DaskGroup:
-        return self._map_group(_box, self.parts, kx=f"{key}:x", ky=f"{key}:y", bounds=tuple(float(b) for b in bounds))
+        return self._map_group(tasks.box, self.parts, kx=f"{key}:x", ky=f"{key}:y", bounds=tuple(float(b) for b in bounds))
 
     def select_lasso(self, key: str, xs: np.ndarray, ys: np.ndarray) -> DaskGroup:
         xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
-        return self._map_group(_lasso, self.parts, kx=f"{key}:x", ky=f"{key}:y", xs=xs, ys=ys)
+        return self._map_group(tasks.lasso, self.parts, kx=f"{key}:x", ky=f"{key}:y", xs=xs, ys=ys)
 
     def from_rows(self, rows: np.ndarray) -> DaskGroup:
         rows = np.asarray(rows, dtype=np.int64)
-        return self._map_group(_mask_of_rows, self.lengths, self._split_rows(rows))
+        return self._map_group(tasks.mask_of_rows, self.lengths, self._split_rows(rows))
 
     def combine(self, current: Any, new: Any, mode: str) -> DaskGroup:
         if mode not in ("new", "add", "intersect", "subtract"):
@@ -635,11 +374,11 @@ class DaskBackend(DataBackend):
         if mode == "new" or (current is None and mode == "add"):
             return new
         current_masks = self.group(current).masks if current is not None else [None] * len(self.parts)
-        return self._map_group(_combine_masks, current_masks, new.masks, mode=mode)
+        return self._map_group(tasks.combine_masks, current_masks, new.masks, mode=mode)
 
     def restrict(self, region: Any, filters: Mapping[str, Any]) -> DaskGroup:
         regions = self.group(region).masks if region is not None else [None] * len(self.parts)
-        return self._map_group(_restrict, self.parts, regions, specs=self.cohort.phenotype_specs, filters=dict(filters))
+        return self._map_group(tasks.restrict, self.parts, regions, specs=self.cohort.phenotype_specs, filters=dict(filters))
 
     def size(self, members: Any) -> int:
         if isinstance(members, DaskGroup):
@@ -652,7 +391,7 @@ class DaskBackend(DataBackend):
             members = np.asarray(members)
             return np.flatnonzero(members).astype(np.int64) if members.dtype == np.bool_ else members
         everything = [np.arange(c) for c in members.counts]
-        return np.concatenate(self._gather(_rows_at, members.masks, everything, self.starts))
+        return np.concatenate(self._gather(tasks.rows_at, members.masks, everything, self.starts))
 
     def sample(self, members: Any, k: int, *, seed: int = 0) -> np.ndarray:
         group = self.group(members)
@@ -665,13 +404,13 @@ class DaskBackend(DataBackend):
         cuts = np.searchsorted(positions, offsets)
         local = [positions[cuts[i] : cuts[i + 1]] - offsets[i] for i in range(len(group.masks))]
         wanted = [i for i, p in enumerate(local) if p.size]
-        found = self.client.gather([self.client.submit(_rows_at, group.masks[i], local[i], self.starts[i], pure=False)
+        found = self.client.gather([self.client.submit(tasks.rows_at, group.masks[i], local[i], self.starts[i], pure=False)
                                     for i in wanted])  # fmt: skip
         return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
     def select_ids(self, ids: Sequence[Any] | np.ndarray) -> DaskGroup:
         wanted = np.unique(np.asarray(ids))
-        group = self._map_group(_isin_ids, self.parts, ids=self.client.scatter(wanted, broadcast=True, hash=False))
+        group = self._map_group(tasks.isin_ids, self.parts, ids=self.client.scatter(wanted, broadcast=True, hash=False))
         if group.size < wanted.size:
             raise KeyError(
                 f"{wanted.size - group.size} of {wanted.size} ids are not in this cohort; check them against the bundle's ids."
@@ -681,7 +420,7 @@ class DaskBackend(DataBackend):
     def subgroup(self, store: SubgroupStore, name: str) -> DaskGroup:
         ids = np.asarray(store.get(name).ids)
         shared = self.client.scatter(ids, broadcast=True, hash=False)
-        return self._map_group(_isin_ids, self.parts, ids=shared)
+        return self._map_group(tasks.isin_ids, self.parts, ids=shared)
 
     def ids_at(self, rows: np.ndarray) -> np.ndarray:
         return self.take("id", rows)
@@ -695,13 +434,13 @@ class DaskBackend(DataBackend):
         wanted = [i for i, p in enumerate(pieces) if p.size]
         if isinstance(column, tuple) and column[0] == "latent":
             blocks = self.block(column[1])
-            futures = [self.client.submit(_take_block, blocks[i], pieces[i], pure=False) for i in wanted]
+            futures = [self.client.submit(tasks.take_block, blocks[i], pieces[i], pure=False) for i in wanted]
         elif isinstance(column, tuple) and column[0] == "projection":
-            futures = [self.client.submit(_take_block_xy, self.parts[i], column[1], pieces[i], pure=False) for i in wanted]
+            futures = [self.client.submit(tasks.take_block_xy, self.parts[i], column[1], pieces[i], pure=False) for i in wanted]
         elif isinstance(column, tuple):
-            return read_columns(self.path, ColumnRef.of(_prediction_meta(self._manifest, column[1])))[rows]
+            return read_columns(self.path, ColumnRef.of(tasks.prediction_meta(self._manifest, column[1])))[rows]
         else:
-            futures = [self.client.submit(_take_frame, self.parts[i], column, pieces[i], pure=False) for i in wanted]
+            futures = [self.client.submit(tasks.take_frame, self.parts[i], column, pieces[i], pure=False) for i in wanted]
         found = self.client.gather(futures)
         if not found:
             shape = (0, *self.cohort.latents[column[1]].shape[1:]) if isinstance(column, tuple) and column[0] == "latent" else (0,)
@@ -726,7 +465,7 @@ class DaskBackend(DataBackend):
                 n_bins = bins
             else:
                 edges, n_bins = None, len(spec.categories)
-            counts = np.sum(self._gather(_bin_counts, self.parts, name=name, edges=edges, n_bins=n_bins), axis=0)
+            counts = np.sum(self._gather(tasks.bin_counts, self.parts, name=name, edges=edges, n_bins=n_bins), axis=0)
             return _RemoteBinning(edges, () if continuous else tuple(str(c) for c in spec.categories),
                                   np.empty(0, np.int8), counts.astype(np.int64), self, name)  # fmt: skip
 
@@ -737,7 +476,7 @@ class DaskBackend(DataBackend):
         if members is None:
             return binning.cohort_counts
         group = self.group(members)
-        counts = self._gather(_bin_counts, self.parts, group.masks, name=name, edges=binning.edges, n_bins=binning.n_bins)
+        counts = self._gather(tasks.bin_counts, self.parts, group.masks, name=name, edges=binning.edges, n_bins=binning.n_bins)
         return np.sum(counts, axis=0).astype(np.int64)
 
     def distribution_frames(
@@ -759,48 +498,39 @@ class DaskBackend(DataBackend):
         for label, members in groups.items():
             group = self.group(members)
             other = reference_group if reference_group is not None else group.complement()
-            parts = self._gather(_comparison, self.parts, group.masks, other.masks, specs=dict(specs))
+            parts = self._gather(tasks.comparison, self.parts, group.masks, other.masks, specs=dict(specs))
             statistics[label] = merge_comparison_statistics(parts)
         return comparison_tables(specs, statistics, reference_label=reference_label, policy=policy)
 
     def _prepared(self) -> Future:
-        return self._cached("prepared", lambda: self.client.submit(_prepare_on_worker, str(self.path), self._manifest, pure=False))
+        return self._cached("prepared", lambda: self.client.submit(tasks.prepare_on_worker, str(self.path), self._manifest, pure=False))
 
     def _whole_mask(self, group: DaskGroup) -> Future:
-        return self.client.submit(_concat, *group.masks, pure=False)
+        return self.client.submit(tasks.concat, *group.masks, pure=False)
 
     def selection_metrics(self, groups: GroupSet, *, bootstrap: bool = False, n_resamples: int = 200) -> pd.DataFrame:
         prepared = self._prepared()
         overall = self._cached(("overall", bootstrap, n_resamples if bootstrap else 0),
-                               lambda: self.client.submit(_overall_on_worker, prepared, bootstrap, n_resamples, pure=False))  # fmt: skip
+                               lambda: self.client.submit(tasks.overall_on_worker, prepared, bootstrap, n_resamples, pure=False))  # fmt: skip
         selection = self._whole_mask(self.group(groups.selection))
         comparison_mask = None
         if groups.comparison_kind == "subgroup":
             comparison_mask = self._whole_mask(self.group(groups.comparison_rows))
         return self.client.submit(
-            _metrics_on_worker, prepared, overall, selection, groups.comparison, comparison_mask, bootstrap, n_resamples,
+            tasks.metrics_on_worker, prepared, overall, selection, groups.comparison, comparison_mask, bootstrap, n_resamples,
             pure=False,
         ).result()
 
     def accuracy_by_group(self, groups: Mapping[str, Any], *, policy: PrivacyPolicy | None = None) -> pd.DataFrame:
         masks = [self._whole_mask(self.group(m)) for m in groups.values()]
-        return self.client.submit(_accuracy_on_worker, self._prepared(), list(groups), policy, *masks, pure=False).result()
+        return self.client.submit(tasks.accuracy_on_worker, self._prepared(), list(groups), policy, *masks, pure=False).result()
 
     def finite_range(self, name: str, *, raw: bool = False) -> tuple[float, float]:
-        ranges = self._cached(("range", name), lambda: np.stack(self._gather(_finite_min_max, self.parts, columns=[name]))[:, 0])
+        ranges = self._cached(("range", name), lambda: np.stack(self._gather(tasks.finite_min_max, self.parts, columns=[name]))[:, 0])
         lo, hi = np.nanmin(ranges[:, 0]), np.nanmax(ranges[:, 1])
         if raw:
             return float(lo), float(hi)
         return (float(lo), float(hi)) if np.isfinite(lo) else (0.0, 1.0)
-
-
-def _take_block_xy(part: pd.DataFrame, key: str, local: np.ndarray) -> np.ndarray:
-    return np.column_stack([part[f"{key}:x"].to_numpy()[local], part[f"{key}:y"].to_numpy()[local]])
-
-
-def _prediction_meta(manifest: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    kind, _, name = key.partition("/")
-    return manifest["predictions"][kind][name]
 
 
 class _RemoteBinning(Binning):
@@ -826,9 +556,9 @@ class DaskLatentSums:
 
     def total(self, kind: str) -> np.ndarray:
         backend = self._backend
-        return backend._cached(("latent_total", kind), lambda: np.sum(backend._gather(_masked_sum, backend.block(kind), [None] * len(backend.parts)), axis=0))
+        return backend._cached(("latent_total", kind), lambda: np.sum(backend._gather(tasks.masked_sum, backend.block(kind), [None] * len(backend.parts)), axis=0))
 
     def rows_sum(self, kind: str, rows: Any) -> np.ndarray:
         backend = self._backend
         group = backend.group(rows)
-        return np.sum(backend._gather(_masked_sum, backend.block(kind), group.masks), axis=0)
+        return np.sum(backend._gather(tasks.masked_sum, backend.block(kind), group.masks), axis=0)

@@ -179,7 +179,6 @@ def write_table(path: Path, table: str, columns: Mapping[str, np.ndarray], bound
     Columns already in the table and not in ``columns`` are kept: a table grows as steps add
     predictions one phenotype at a time.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     for name, values in columns.items():

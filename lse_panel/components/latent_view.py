@@ -6,7 +6,6 @@ from typing import Any, Callable, Sequence
 
 import holoviews as hv
 import numpy as np
-import pandas as pd
 import panel as pn
 import param
 
