@@ -160,6 +160,7 @@ class DaskGroup:
         self.size = int(self.counts.sum())
         self._complement: DaskGroup | None = None
         self.highlights: dict[str, Any] = {}
+        self.cache: dict[Any, Any] = {}  # statistics of this group already fetched (histograms)
 
     def __len__(self) -> int:
         return self.size
@@ -476,8 +477,15 @@ class DaskBackend(DataBackend):
         if members is None:
             return binning.cohort_counts
         group = self.group(members)
-        counts = self._gather(tasks.bin_counts, self.parts, group.masks, name=name, edges=binning.edges, n_bins=binning.n_bins)
-        return np.sum(counts, axis=0).astype(np.int64)
+        found = group.cache.get(("bins", bins))
+        if found is None:
+            # Every phenotype's histogram in one round trip: the filters and the comparison pane ask
+            # for several, and each round trip, not the counting, is what costs on a cluster.
+            binnings = {n: self.binning(n, bins) for n in self.cohort.phenotype_specs}
+            spec = {n: (b.edges, b.n_bins) for n, b in binnings.items()}
+            parts = self._gather(tasks.bin_counts_all, self.parts, group.masks, bins=spec)
+            found = group.cache[("bins", bins)] = {n: np.sum([p[n] for p in parts], axis=0).astype(np.int64) for n in spec}
+        return found[name]
 
     def distribution_frames(
         self, name: str, groups: Mapping[str, Any], *, bins: int = DEFAULT_BINS, policy: PrivacyPolicy | None = None

@@ -103,6 +103,11 @@ def bin_counts(part: pd.DataFrame, mask: np.ndarray | None = None, *, name: str,
     return count_bins(codes, mask, n_bins)
 
 
+def bin_counts_all(part: pd.DataFrame, mask: np.ndarray | None, *, bins: Mapping[str, tuple[np.ndarray | None, int]]) -> dict[str, np.ndarray]:
+    """:func:`bin_counts` of every phenotype in ``bins`` (name → edges or ``None``, bins) in one task."""
+    return {name: bin_counts(part, mask, name=name, edges=edges, n_bins=n) for name, (edges, n) in bins.items()}
+
+
 def comparison(part: pd.DataFrame, a: np.ndarray, b: np.ndarray, *, specs: Mapping[str, Any]) -> dict[str, Any]:
     bits = a.astype(np.uint8) | (b.astype(np.uint8) << 1)
     return comparison_statistics({name: part[name].to_numpy() for name in specs}, specs, bits)
