@@ -21,7 +21,7 @@ run and on the same selections:
   (whose lasso needs spatialpandas; the like-for-like comparison is a box, as bench_explorer.py);
 - selection → visible pane: what a served session recomputes (the maps, the filters and the
   decode tab); selection → all panes: a notebook, every pane live;
-- memory: the serving process's RSS, and each worker's.
+- memory: the serving process's RSS, and each worker's (each backend measured in a fresh process).
 
 Every figure is a median of ``--repeat`` runs after a warm-up, wall time on a shared machine:
 give the load (``uptime``) with the figures.
@@ -227,8 +227,44 @@ def build_steps(path: Path) -> dict[str, float]:
     return {name: float(info.get("elapsed_s", 0.0)) for name, info in steps.items()}
 
 
+def in_child(what: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+    """Run one measurement in a fresh process, so its memory figures are its own (no other backend's pages)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        out = Path(tmp) / "out.json"
+        command = [sys.executable, __file__, "--child", what, "--child-out", str(out), "--on", args.on,
+                   "--repeat", str(args.repeat), *extra]  # fmt: skip
+        subprocess.check_call(command)
+        return json.loads(out.read_text())
+
+
+def child(args: argparse.Namespace) -> None:
+    poly = np.asarray(json.loads(args.poly))
+    box = tuple(json.loads(args.box))
+    if args.child == "baselines":
+        result = baselines(args.path, args.on, poly, box, args.repeat)
+    else:
+        client = None
+        if args.child == "dask":
+            from lse_panel.cohort.dask_backend import connect
+
+            client = connect("local")
+        result = measure(args.path, args.on, poly, box, client, args.repeat)
+        if client is not None:
+            cluster = client.cluster
+            client.close()
+            cluster.close()
+    args.child_out.write_text(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", choices=["baselines", "in-process", "dask"], help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--poly", help=argparse.SUPPRESS)
+    parser.add_argument("--box", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", type=int, nargs="+", default=[500_000])
     parser.add_argument("--data", type=Path, default=REPO / "data")
     parser.add_argument("--base", type=Path, default=None, help="an existing bundle: reused at its size, tiled for larger ones")
@@ -238,6 +274,8 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["in-process", "dask"])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.child:
+        return child(args)
     if args.base is None and (REPO / "data" / "demo" / "manifest.json").exists():
         args.base = REPO / "data" / "demo"
 
@@ -245,7 +283,6 @@ def main() -> None:
 
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     rows: list[dict[str, Any]] = []
-    client = None
     for n in args.sizes:
         path, origin = find_or_make(n, args)
         cohort = open_bundle(path)
@@ -254,16 +291,12 @@ def main() -> None:
         x0, x1, y0, y1 = coords[:, 0].min(), coords[:, 0].max(), coords[:, 1].min(), coords[:, 1].max()
         box = (float(x0), float(y0), float(x0 + 0.5 * (x1 - x0)), float(y0 + 0.5 * (y1 - y0)))
         del cohort, coords
+        where = ["--path", str(path), "--poly", json.dumps(poly.tolist()), "--box", json.dumps(list(box))]
         base = {"subjects": n, "bundle": str(path), "origin": origin, "build_s": build_steps(path)}
-        base |= baselines(path, args.on, poly, box, args.repeat)
+        base |= in_child("baselines", args, *where)
         for backend in args.backends:
-            if backend == "dask" and client is None:
-                from lse_panel.cohort.dask_backend import connect
-
-                client = connect("local")
             print(f"  {n:,} {backend} ...", flush=True)
-            row = {**base, "backend": backend, **measure(path, args.on, poly, box, client if backend == "dask" else None,
-                                                          args.repeat)}  # fmt: skip
+            row = {**base, "backend": backend, **in_child(backend, args, *where)}
             row["x_link_selections"] = row["link_selections_box_s"] / row["box_views_s"]
             row["x_contains_points"] = row["mpl_lasso_s"] / row["lasso_s"]
             rows.append(row)
@@ -272,10 +305,6 @@ def main() -> None:
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2))
         print(f"wrote {args.json}")
-    if client is not None:
-        cluster = client.cluster
-        client.close()
-        cluster.close()
 
 
 def print_row(row: dict[str, Any]) -> None:
