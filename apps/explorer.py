@@ -7,6 +7,7 @@ import panel as pn
 from lse_panel.components.explorer import Explorer
 from lse_panel.components.serving import bundle_from_argv, cached_backend, cached_decoder
 from lse_panel.palette import HIGHLIGHT
+from lse_panel.serve import privacy_from_env
 
 pn.extension("tabulator", notifications=True, loading_indicator=True)
 
@@ -32,7 +33,10 @@ def _load() -> None:
         main.loading = False
         return
     backend = cached_backend(path)  # on the Dask cluster $LSE_DASK names (`lse serve --dask`), else in process
-    explorer = Explorer(backend.cohort, cached_decoder(path, backend.cohort), backend=backend, title=TITLE)
+    full = privacy_from_env(backend.cohort.manifest) == "full"  # `lse serve --privacy`, else the bundle's default
+    explorer = Explorer(
+        backend.cohort, cached_decoder(path, backend.cohort), backend=backend, title=TITLE, individual_level=full
+    )
     sidebar[:] = [pn.pane.Markdown("### Filters"), explorer.filters]
     main[:] = explorer.main_panes()
     main.loading = False

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 
 from lse_panel.components.serving import bundle_from_argv, cached_backend, cached_decoder, warm_up
+from lse_panel.serve import TIE_ENV, die_with_parent
 
 log = logging.getLogger("lse_panel.serve")
+
+# Under `lse serve`, every server process ends with its parent: with --num-procs N this runs in each
+# forked worker, whose parent is the `panel serve` process that `lse serve` already tied to itself.
+# SIGKILL, not SIGTERM: Bokeh's SIGTERM handler waits for the server loop, which starts only after this
+# warm-up (a killed test saw workers alive 30 s on, under load 12); a worker holds nothing to flush.
+if os.environ.get(TIE_ENV) and die_with_parent(os.getppid(), signal.SIGKILL):
+    log.warning("lse-panel: server process %d ends with its parent %d", os.getpid(), os.getppid())
 
 # During --setup, sys.argv is the whole `panel serve ... --args BUNDLE` command line.
 path = bundle_from_argv(sys.argv[1:])

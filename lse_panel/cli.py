@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from lse_panel.cli_validation import (
+    LineParser,
+    MriShapeAction,
+    allowed_origin,
+    cookie_secret,
+    dask_cluster,
+    existing_directory,
+    existing_file,
+    export_file,
+    fraction,
+    host_address,
+    integer,
+    oauth_encryption_key,
+    output_directory,
+    output_file,
+    password_file,
+    port,
+    redirect_uri,
+)
 from lse_panel.config import REPO_ROOT, SETTINGS
+
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -70,106 +87,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_command(args: argparse.Namespace) -> list[str]:
-    """The ``panel serve`` command line that ``lse serve`` runs (kept separate so tests can read it)."""
-    app = REPO_ROOT / "apps" / "explorer.py"
-    setup = REPO_ROOT / "apps" / "setup.py"
-    command = [
-        sys.executable, "-m", "panel", "serve", str(app),
-        "--setup", str(setup),
-        "--address", args.address,
-        "--port", str(args.port),
-        "--num-procs", str(args.num_procs),
-        "--allow-websocket-origin", f"{'localhost' if args.address == '127.0.0.1' else args.address}:{args.port}",
-        "--allow-websocket-origin", f"{args.address}:{args.port}",
-        "--args", str(Path(args.bundle).resolve()),
-    ]
-    if args.show:
-        command.insert(5, "--show")
-    return command
-
-
-def _build_status(bundle: Path) -> str | None:
-    """The bundle's ``build.status``, or None when there is no bundle."""
-    from lse_panel.cohort.bundle import read_manifest
-
-    if not (bundle / "manifest.json").exists():
-        return None
-    return str(read_manifest(bundle).get("build", {}).get("status", "complete"))
-
-
-def finish_build_command(bundle: Path) -> list[str]:
-    """The ``lse build`` that finishes a servable bundle's projections, with the settings it was built with."""
-    from lse_panel.build import recorded_build_settings
-
-    settings = recorded_build_settings(bundle)
-    command = [sys.executable, "-m", "lse_panel.cli", "build", "--out", str(bundle)]
-    for option, key in (("--subjects", "n_subjects"), ("--seed", "seed"), ("--model", "model")):
-        if key in settings:
-            command += [option, str(settings[key])]
-    if settings.get("projections"):
-        command += ["--projections", *map(str, settings["projections"])]
-    return command
-
-
-def _start_finisher(bundle: Path) -> subprocess.Popen | None:
-    """Run the rest of a servable bundle's build in the background, its output in ``bundle/build.log``."""
-    log = bundle / "build.log"
-    try:
-        with open(log, "ab") as fh:
-            finisher = subprocess.Popen(finish_build_command(bundle), stdout=fh, stderr=subprocess.STDOUT)
-    except OSError as exc:
-        print(f"warning: could not start the background build ({exc}); run `lse build --out {bundle}` to finish it.",
-              file=sys.stderr)
-        return None
-    print(f"finishing the remaining projections in the background (progress: {log})")
-    return finisher
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
-    bundle = Path(args.bundle)
-    status = _build_status(bundle)
-    if status in (None, "in_progress"):
-        if not args.build_if_missing:
-            what = "is not a built bundle" if status is None else "is half-built"
-            print(
-                f"error: {bundle} {what}. Build it with `lse build --out {bundle}`, or pass --build-if-missing.",
-                file=sys.stderr,
-            )
-            return 2
-        print(f"{bundle} is {'missing' if status is None else 'half-built'}: building the cohort "
-              f"({args.subjects:,} subjects) up to what the app needs first.")
-        from lse_panel.build import build_cohort
+    from lse_panel.serve import run_serve
 
-        build_cohort(bundle, n_subjects=args.subjects, seed=args.seed, model=args.model, until="servable", progress=True)
-        status = _build_status(bundle)
-    # The remaining projections are computed while the app runs; it shows them when they land.
-    finisher = _start_finisher(bundle) if status == "servable" and args.build_if_missing else None
-    command = serve_command(args)
-    env = dict(os.environ, LSE_BUNDLE=str(bundle.resolve()))
-    client = None
-    if args.dask:
-        # One cluster for every `panel serve` process: started here for 'local', joined otherwise.
-        from lse_panel.cohort.dask_backend import connect
-
-        client = connect(args.dask)
-        env["LSE_DASK"] = client.scheduler.address
-        print(f"data on the Dask cluster at {client.scheduler.address} ({len(client.scheduler_info()['workers'])} workers)")
-    print("serving:", shlex.join(command))
-    print(f"open http://{args.address}:{args.port}/explorer")
-    # SIGTERM (e.g. `kill`, a container stop) unwinds like Ctrl-C, so no child is left running.
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    server = subprocess.Popen(command, env=env)
-    try:
-        return server.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        for child in (server, finisher):
-            if child is not None and child.poll() is None:
-                child.terminate()  # the build resumes where it stopped on the next `lse serve --build-if-missing`
-        if client is not None and args.dask == "local":
-            client.cluster.close()
-            client.close()
+    return run_serve(args)
 
 
 def _cmd_subgroups(args: argparse.Namespace) -> int:
@@ -185,6 +106,46 @@ def _cmd_subgroups(args: argparse.Namespace) -> int:
         raise ValueError("`lse subgroups export` needs a subgroup NAME and --out FILE (.csv or .parquet).")
     path = store.export(args.name, args.out)
     print(f"wrote subgroup {args.name!r} ({store.get(args.name).n:,} subjects) to {path}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from lse_panel.importing import finish_import, import_cohort, read_spec, spec_from_flags
+
+    if args.finish:
+        finish_import(args.out, until=args.until, progress=True)
+        return 0
+    if args.spec and (args.latent or args.phenotypes):
+        raise ValueError("give either --spec FILE or --latent/--phenotypes flags, not both: put everything in the spec.")
+    if args.spec:
+        spec = read_spec(args.spec)
+        if args.id_column:
+            spec = replace(spec, id_column=args.id_column)
+    elif args.latent:
+        spec = spec_from_flags(args.latent, phenotypes=args.phenotypes, id_column=args.id_column)
+    else:
+        raise ValueError("nothing to import: give --spec FILE, or at least one --latent NAME=FILE (see `lse import --help`).")
+    if args.allow_partial:
+        spec = replace(spec, allow_partial=True)
+    import_cohort(spec, args.out, overwrite=args.overwrite, until=args.until, progress=True)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from lse_panel.importing.export import export_anndata
+
+    path = export_anndata(args.bundle, args.anndata)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_example_cohort(args: argparse.Namespace) -> int:
+    from lse_panel.importing.example import write_example_cohort
+
+    spec = write_example_cohort(args.out, n_subjects=args.subjects, n_records=args.records)
+    print(f"wrote an example cohort to {args.out}; import it with:\n  lse import --spec {spec} --out data/example")
     return 0
 
 
@@ -293,100 +254,141 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return status
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lse", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def add_scale(p: argparse.ArgumentParser, *, partitions: bool) -> None:
+def add_cluster_options(p: argparse.ArgumentParser, *, partitions: bool) -> None:
+    """``--dask`` (and ``--partitions``) for the commands that can run on a Dask cluster."""
+    p.add_argument(
+        "--dask", type=dask_cluster, metavar="local|ADDRESS",
+        help="run on a Dask cluster: 'local' starts one sized to this machine, an address "
+        "(tcp://host:8786) joins a running scheduler (default: everything in this process)",
+    )
+    if partitions:
         p.add_argument(
-            "--dask", metavar="local|ADDRESS",
-            help="run on a Dask cluster: 'local' starts one sized to this machine, an address "
-            "(tcp://host:8786) joins a running scheduler (default: everything in this process)",
+            "--partitions", type=integer(1, 100_000, example=40), metavar="N",
+            help="lay the bundle out as N-part Parquet tables, which a cluster reads part by part "
+            "(default: one memory-mapped .npy per column)",
         )
-        if partitions:
-            p.add_argument(
-                "--partitions", type=int, metavar="N",
-                help="lay the bundle out as N-part Parquet tables, which a cluster reads part by part "
-                "(default: one memory-mapped .npy per column)",
-            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lse_panel.analysis.projection import PROJECTION_METHODS
+    from lse_panel.serve import OAUTH_PROVIDERS, PRIVACY_MODES
+
+    parser = LineParser(prog="lse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    subjects = integer(1, SETTINGS.max_subjects, example=20_000)
+    seed = integer(0, 2**32 - 1)  # what numpy's and scikit-learn's random_state accept
 
     def add_shape(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--mri-shape", type=int, nargs=3, default=list(SETTINGS.mri_shape),
-            metavar=("FRAMES", "HEIGHT", "WIDTH"), help="MRI cine shape (default: %(default)s)",
+            "--mri-shape", nargs=3, action=MriShapeAction, default=list(SETTINGS.mri_shape),
+            metavar=("FRAMES", "HEIGHT", "WIDTH"),
+            help="MRI cine shape: frames 1-100, height and width 8-256 (default: %(default)s)",
         )
 
     p = sub.add_parser("synth", help="write a synthetic cohort bundle (phenotypes; raw data is regenerated on demand)")
-    p.add_argument("--subjects", type=int, default=SETTINGS.demo_subjects, help="cohort size (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=SETTINGS.seed, help="generator seed (default: %(default)s)")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--subjects", type=subjects, default=SETTINGS.demo_subjects, help="cohort size (default: %(default)s)")
+    p.add_argument("--seed", type=seed, default=SETTINGS.seed, help="generator seed (default: %(default)s)")
+    p.add_argument("--out", type=output_directory, required=True, help="bundle directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     add_shape(p)
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("train", help="train the cross-modal autoencoder on synthetic data")
-    p.add_argument("--out", type=Path, required=True, help="model directory (model.pt, config.json, MODEL_CARD.md)")
-    p.add_argument("--bundle", type=Path, help="(optional) train on this bundle's subjects instead of fresh synthetic ones")
-    p.add_argument("--seed", type=int, default=SETTINGS.seed, help="training seed (default: %(default)s)")
-    p.add_argument("--n-train", dest="n_train", type=int, help="training subjects")
-    p.add_argument("--steps", type=int, help="optimiser steps (default: the demo model's 1,600)")
-    p.add_argument("--latent-dim", dest="latent_dim", type=int, help="latent size per modality")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="batch size")
+    p.add_argument("--out", type=output_directory, required=True, help="model directory (model.pt, config.json, MODEL_CARD.md)")
+    p.add_argument("--bundle", type=existing_directory,
+                   help="(optional) train on this bundle's subjects instead of fresh synthetic ones")
+    p.add_argument("--seed", type=seed, default=SETTINGS.seed, help="training seed (default: %(default)s)")
+    p.add_argument("--n-train", dest="n_train", type=integer(64, SETTINGS.max_subjects, example=32_000), help="training subjects")
+    p.add_argument("--steps", type=integer(1, 1_000_000, example=1_600),
+                   help="optimiser steps (default: the demo model's 1,600)")
+    p.add_argument("--latent-dim", dest="latent_dim", type=integer(2, 1024, example=64), help="latent size per modality")
+    # Batch norm needs two subjects per batch while training.
+    p.add_argument("--batch-size", dest="batch_size", type=integer(2, 4096, example=128), help="batch size")
     add_shape(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("embed", help="encode every subject of a bundle (ecg, mri and fused latents)")
-    p.add_argument("--bundle", type=Path, required=True, help="bundle directory")
-    p.add_argument("--model", type=Path, default=SETTINGS.demo_model, help="model directory (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=SETTINGS.embed_batch_size, help="subjects per batch (default: %(default)s)")
+    p.add_argument("--bundle", type=existing_directory, required=True, help="bundle directory")
+    p.add_argument("--model", type=existing_directory, default=SETTINGS.demo_model,
+                   help="model directory (default: %(default)s)")
+    p.add_argument("--batch-size", type=integer(1, 65_536, example=SETTINGS.embed_batch_size),
+                   default=SETTINGS.embed_batch_size, help="subjects per batch (default: %(default)s)")
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("build", help="from nothing to a servable bundle: synthesise, embed, cross-fit, project")
-    p.add_argument("--subjects", type=int, default=SETTINGS.demo_subjects, help="cohort size (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=SETTINGS.seed, help="seed (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=SETTINGS.demo_bundle, help="bundle directory (default: %(default)s)")
-    p.add_argument("--model", type=Path, default=SETTINGS.demo_model, help="model directory (default: %(default)s)")
+    p.add_argument("--subjects", type=subjects, default=SETTINGS.demo_subjects, help="cohort size (default: %(default)s)")
+    p.add_argument("--seed", type=seed, default=SETTINGS.seed, help="seed (default: %(default)s)")
+    p.add_argument("--out", type=output_directory, default=SETTINGS.demo_bundle, help="bundle directory (default: %(default)s)")
+    p.add_argument("--model", type=existing_directory, default=SETTINGS.demo_model,
+                   help="model directory (default: %(default)s)")
     p.add_argument(
-        "--projections", nargs="+", default=list(SETTINGS.projection_methods),
+        "--projections", nargs="+", choices=PROJECTION_METHODS, default=list(SETTINGS.projection_methods),
         help="projection methods (default: %(default)s)",
     )
     p.add_argument(
         "--until", choices=["servable", "complete"], default="complete",
         help="stop once the app can serve the bundle, or compute every projection (default: %(default)s)",
     )
-    add_scale(p, partitions=True)
+    add_cluster_options(p, partitions=True)
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("serve", help="serve the explorer on a bundle (wraps `panel serve`)")
     p.add_argument("bundle", type=Path, nargs="?", default=SETTINGS.demo_bundle, help="bundle directory (default: %(default)s)")
-    p.add_argument("--port", type=int, default=SETTINGS.port, help="port (default: %(default)s)")
-    p.add_argument("--address", default=SETTINGS.address, help="address to bind (default: %(default)s, this machine only)")
-    p.add_argument("--num-procs", type=int, default=SETTINGS.num_procs, help="server processes (default: %(default)s)")
+    p.add_argument("--port", type=port, default=SETTINGS.port, help="port (default: %(default)s)")
+    p.add_argument("--address", type=host_address, default=host_address(SETTINGS.address),
+                   help="address to bind: an IP or a host name; 0.0.0.0 for every interface "
+                        "(default: %(default)s, this machine only; other addresses need a login)")
+    p.add_argument("--num-procs", type=integer(0, 64, example=2), default=SETTINGS.num_procs,
+                   help="server processes, 0 for one per core (default: %(default)s)")
+    p.add_argument("--privacy", choices=PRIVACY_MODES,
+                   help="aggregate: no individual-level view reaches the browser; full: subject views and id "
+                        "exports too (default: full for synthetic cohorts, aggregate otherwise)")
     p.add_argument("--build-if-missing", action="store_true",
                    help="build the bundle first if it does not exist (up to what the app needs; the rest in the background)")
-    p.add_argument("--subjects", type=int, default=SETTINGS.demo_subjects, help="cohort size if building (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=SETTINGS.seed, help="seed if building (default: %(default)s)")
-    p.add_argument("--model", type=Path, default=SETTINGS.demo_model, help="model if building (default: %(default)s)")
+    p.add_argument("--subjects", type=subjects, default=SETTINGS.demo_subjects, help="cohort size if building (default: %(default)s)")
+    p.add_argument("--seed", type=seed, default=SETTINGS.seed, help="seed if building (default: %(default)s)")
+    p.add_argument("--model", type=existing_directory, default=SETTINGS.demo_model,
+                   help="model if building (default: %(default)s)")
     p.add_argument("--show", action="store_true", help="open a browser")
-    add_scale(p, partitions=False)
+    add_cluster_options(p, partitions=False)
+    access = p.add_argument_group("access (README.md, section Security)")
+    access.add_argument("--allow-origin", action="append", type=allowed_origin, metavar="HOST[:PORT]",
+                        help="a public name browsers use to reach the app (repeatable), e.g. behind a proxy")
+    access.add_argument("--basic-auth", type=password_file, metavar="FILE",
+                        help='log in with a JSON file {"user": "password", ...}, readable by its owner only')
+    access.add_argument("--cookie-secret", type=cookie_secret, metavar="SECRET",
+                        help="signs login cookies, 32+ characters (default: $LSE_COOKIE_SECRET, else a new one per run)")
+    access.add_argument("--oauth-provider", choices=OAUTH_PROVIDERS, help="log in through this OAuth provider")
+    access.add_argument("--oauth-key", metavar="CLIENT_ID", help="the OAuth client id")
+    access.add_argument("--oauth-secret", metavar="CLIENT_SECRET",
+                        help="the OAuth client secret (default: $PANEL_OAUTH_SECRET)")
+    access.add_argument("--oauth-redirect-uri", type=redirect_uri, metavar="URL",
+                        help="where the provider sends users back, e.g. https://lse.example.org/login")
+    access.add_argument("--oauth-encryption-key", type=oauth_encryption_key, metavar="KEY",
+                        help="encrypts OAuth tokens in cookies (`panel oauth-secret`; default: a new one per run)")
+    access.add_argument("--ssl-certfile", type=existing_file, metavar="FILE", help="serve HTTPS with this certificate")
+    access.add_argument("--ssl-keyfile", type=existing_file, metavar="FILE", help="and this private key")
+    access.add_argument("--insecure-network", action="store_true",
+                        help="serve a network address without a login (synthetic data only; prints a warning)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("subgroups", help="list a bundle's saved subgroups, or export one's ids and phenotypes")
     p.add_argument("action", choices=["list", "export"], help="what to do")
-    p.add_argument("bundle", type=Path, help="bundle directory")
+    p.add_argument("bundle", type=existing_directory, help="bundle directory")
     p.add_argument("name", nargs="?", help="subgroup to export")
-    p.add_argument("--out", type=Path, help="file to write: .csv or .parquet")
+    p.add_argument("--out", type=export_file, help="file to write: .csv or .parquet")
     p.set_defaults(func=_cmd_subgroups)
 
     p = sub.add_parser("slices", help="find the subgroups where the embedding predicts a phenotype worst")
-    p.add_argument("bundle", type=Path, help="bundle directory (with cross-fitted predictions)")
+    p.add_argument("bundle", type=existing_directory, help="bundle directory (with cross-fitted predictions)")
     p.add_argument("--target", required=True, help="phenotype whose predictions are judged, e.g. lvef")
     p.add_argument("--latent", default="fused", help="latent kind to search, or 'all' (default: %(default)s)")
     p.add_argument("--max-conditions", dest="max_conditions", type=int, choices=[1, 2, 3],
                    default=SETTINGS.slice_max_conditions, help="conditions per phenotype rule (default: %(default)s)")
-    p.add_argument("--fdr", type=float, default=SETTINGS.slice_fdr, help="false discovery rate (default: %(default)s)")
-    p.add_argument("--top", type=int, default=SETTINGS.slice_top, help="slices per latent kind (default: %(default)s)")
-    p.add_argument("--out", type=Path, help="write the table to this .csv or .parquet file")
+    p.add_argument("--fdr", type=fraction, default=SETTINGS.slice_fdr, help="false discovery rate (default: %(default)s)")
+    p.add_argument("--top", type=integer(1, 10_000, example=SETTINGS.slice_top), default=SETTINGS.slice_top,
+                   help="slices per latent kind (default: %(default)s)")
+    p.add_argument("--out", type=export_file, help="write the table to this .csv or .parquet file")
     p.add_argument("--loss", choices=["absolute", "squared", "brier", "log"],
                    help="per-subject loss (default: absolute for regression, brier for classification)")
     p.add_argument("--bins", action="append", default=[], metavar="NAME=C1,C2[:UNITS]",
@@ -398,23 +400,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="show the best slices even when not significant")
     p.set_defaults(func=_cmd_slices)
 
+    add_import_parsers(sub)
+
     p = sub.add_parser("bench", help="run the benchmark scripts, or the scale table (--sizes), and print their figures")
     p.add_argument("--scripts", action="store_true", help="run every tests/benchmarks/bench_*.py (the default without --sizes)")
     p.add_argument("--only", help="with --scripts: run only scripts whose name contains this")
-    p.add_argument("--sizes", type=int, nargs="+", metavar="N",
+    p.add_argument("--sizes", type=integer(1_000, SETTINGS.max_subjects, example=500_000), nargs="+", metavar="N",
                    help="the scale table (tests/benchmarks/bench_scale.py) at these cohort sizes, e.g. 500000 2000000 10000000")
     p.add_argument("--data", type=Path, default=Path("data"), help="where --sizes builds or finds its bundles (default: %(default)s)")
-    p.add_argument("--json", type=Path, default=None, help="also write the --sizes table as JSON here")
+    p.add_argument("--json", type=output_file(".json"), default=None, help="also write the --sizes table as JSON here")
     p.set_defaults(func=_cmd_bench)
     return parser
 
 
+def add_import_parsers(sub: argparse._SubParsersAction) -> None:
+    """``lse import``, ``lse export`` and ``lse example-cohort``: bringing a researcher's cohort in and out."""
+    p = sub.add_parser(
+        "import", help="import your cohort: embeddings, phenotypes, raw records, TorchScript decoders (see the README)",
+        description="Import a cohort from a TOML spec (--spec) or, for the simple case, flags. Embeddings: Parquet, "
+        "CSV, .npy (+ id file) or AnnData .h5ad; phenotypes: CSV or Parquet. Then cross-fits the targets and maps "
+        "every latent kind, resumably, like `lse build`.",
+    )
+    p.add_argument("--spec", type=existing_file, help="the import spec (TOML); paths in it are relative to its folder")
+    p.add_argument("--latent", action="append", default=[], metavar="NAME=FILE",
+                   help="an embedding table for latent kind NAME (repeat for each kind)")
+    p.add_argument("--phenotypes", help="phenotype table (CSV or Parquet)")
+    p.add_argument("--id-column", dest="id_column", help="the subject id column in every table")
+    p.add_argument("--out", type=output_directory, required=True, help="bundle directory to write")
+    p.add_argument("--allow-partial", dest="allow_partial", action="store_true",
+                   help="keep the subjects every input has instead of refusing inputs with different subjects")
+    p.add_argument("--overwrite", action="store_true", help="replace a bundle imported from other inputs")
+    p.add_argument("--until", choices=["servable", "complete"], default="complete",
+                   help="stop once the app can serve the bundle, or compute every map (default: %(default)s)")
+    p.add_argument("--finish", action="store_true", help="only finish an imported bundle's remaining maps (no inputs read)")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("export", help="write a bundle as AnnData (.h5ad) for scanpy and friends")
+    p.add_argument("bundle", type=existing_directory, help="bundle directory")
+    p.add_argument("--anndata", type=output_file(".h5ad"), required=True, help="the .h5ad file to write")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("example-cohort", help="write an example cohort in user-style files (Parquet, CSV, .npy, "
+                       "AnnData, WFDB, DICOM, NIfTI, TorchScript) with a commented cohort.toml")
+    p.add_argument("--out", type=output_directory, required=True, help="folder to write")
+    # Every subject's raw ECG and MRI are generated in memory (147 kB each): 10,000 take 1.5 GB.
+    p.add_argument("--subjects", type=integer(100, 10_000, example=2_000), default=2_000,
+                   help="subjects, 100-10,000 (default: %(default)s)")
+    p.add_argument("--records", type=integer(0, 1_000, example=40), default=40,
+                   help="subjects with raw files, 0-1,000 (default: %(default)s)")
+    p.set_defaults(func=_cmd_example_cohort)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one ``lse`` command; returns the exit status (2, with one ``error:`` line, for bad input)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a refused argument (2, message already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as exc:  # BundleError, ModelError, unknown names
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, KeyError, OSError) as exc:  # BundleError, ModelError, unknown names, unwritable paths
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished steps are kept and a rerun resumes.", file=sys.stderr)

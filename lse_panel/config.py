@@ -15,6 +15,7 @@ class Settings:
 
     seed: int = 0
     demo_subjects: int = 500_000
+    max_subjects: int = 50_000_000
     demo_bundle: Path = REPO_ROOT / "data" / "demo"
     demo_model: Path = REPO_ROOT / "models" / "demo"
     mri_shape: tuple[int, int, int] = (16, 48, 48)

@@ -28,6 +28,9 @@ COHORT_COLOUR = "#b8c4d0"
 NEUTRAL_COLOUR = "#bbbbbb"
 """A reference curve drawn behind the one that matters (an interpolation's first step)."""
 
+OUTLINE_COLOUR = "#111111"
+"""A found failing region's outline on its map: near-black, to stand out from the selection's highlight inside it."""
+
 CATEGORY_COLORS = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#8c564b", "#17becf",
     "#9467bd", "#bcbd22", "#7f7f7f", "#d62728", "#393b79",

@@ -18,7 +18,14 @@ __all__ = ["RawSource", "open_raw_source"]
 
 
 class RawSource(Protocol):
-    """Regenerates or reads subjects' raw records."""
+    """Regenerates or reads subjects' raw records.
+
+    A source of real files also has ``records(row)``: bundle row → ``{modality: record}``, each a
+    :class:`~lse_panel.cohort.records.SignalRecord` or
+    :class:`~lse_panel.cohort.records.ImageSequenceRecord` with its own length and timing
+    (``None`` when the subject has no file of that modality, a ``RecordError`` when it cannot be
+    read); the subject pane prefers it to ``raw``.
+    """
 
     def raw(self, ids: np.ndarray) -> Mapping[str, np.ndarray]:
         """Subject ids → ``{modality: (len(ids), *shape)}``, each modality as the manifest declares it."""
@@ -37,7 +44,9 @@ def open_raw_source(cohort: Cohort) -> RawSource | None:
     -------
     RawSource or None
         ``"synthetic"``: a :class:`~lse_panel.synth.SyntheticCohort` that regenerates each
-        subject's records from (seed, id).
+        subject's records from (seed, id); ``"files"``: a
+        :class:`~lse_panel.cohort.raw_files.FileRecordSource` reading the user's own files
+        (WFDB, DICOM, NIfTI, ``.npy``) that ``lse import`` listed.
 
     Raises
     ------
@@ -52,8 +61,12 @@ def open_raw_source(cohort: Cohort) -> RawSource | None:
         from lse_panel.synth import SyntheticCohort
 
         return SyntheticCohort.from_json(raw)
+    if source == "files" and cohort.path is not None:
+        from lse_panel.cohort.raw_files import FileRecordSource
+
+        return FileRecordSource(cohort.path, raw, cohort.modalities, cohort.ids)
     where = f"{cohort.path / 'manifest.json'}" if cohort.path is not None else "manifest"
     raise ValueError(
-        f"{where}: raw.source is {source!r}; this lse-panel reads 'synthetic' raw sources. "
+        f"{where}: raw.source is {source!r}; this lse-panel reads 'synthetic' and 'files' raw sources. "
         "Upgrade lse-panel or remove the field to explore the bundle without raw records."
     )

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lse_panel.cli import build_parser, main, serve_command
+from lse_panel.cli import build_parser, main
 from lse_panel.cohort.bundle import open_bundle
+from lse_panel.serve import serve_command
+from lse_panel.testing import free_port
 
 
 def test_help_lists_every_subcommand() -> None:
@@ -103,7 +105,7 @@ def test_serve_builds_to_servable_then_finishes_in_the_background(tmp_path: Path
 
     monkeypatch.setattr(lse_panel.build, "build_cohort", fake_build)
     monkeypatch.setattr(cli.subprocess, "Popen", FakeProcess)
-    assert main(["serve", str(bundle), "--build-if-missing", "--subjects", "1000"]) == 0
+    assert main(["serve", str(bundle), "--build-if-missing", "--subjects", "1000", "--port", str(free_port())]) == 0
     assert calls["until"] == "servable"
     finisher, server = calls["started"]
     # The finisher repeats the bundle's own settings, not serve's defaults.

@@ -23,6 +23,13 @@ _MIN_CELLS = 1_024
 _MAX_CELLS = 262_144
 """Bounds on the lasso grid: a triangle still gets a useful grid, a 50k-vertex lasso a bounded one."""
 
+MAX_VERTEX_COORDINATE = 1e100
+"""Largest vertex coordinate magnitude: the crossing's products stay finite up to ~1e154, and no
+projection (float32, at most 3.4e38) comes near; past it a zero-area lasso could select points."""
+
+_MIN_CELL = 1e-280
+"""Smallest grid cell: ``_PAD`` times it must stay a normal float64 (above 2.2e-308)."""
+
 _PAD = 1e-6
 """Edge cells are marked with this fraction of a cell as slack (plus a few ulps of the coordinates), far
 above float64 rounding, so a point never takes a non-edge cell's answer while within rounding
@@ -67,6 +74,9 @@ def _polygon(polygon_xs: np.ndarray, polygon_ys: np.ndarray) -> tuple[np.ndarray
         )
     if not (np.isfinite(px).all() and np.isfinite(py).all()):
         raise ValueError("the polygon has a NaN or infinite vertex coordinate; pass finite vertices only.")
+    if px.size and max(np.abs(px).max(), np.abs(py).max()) > MAX_VERTEX_COORDINATE:
+        raise ValueError(f"polygon vertices must lie within ±{MAX_VERTEX_COORDINATE:.0e}; got one at "
+                         f"{max(np.abs(px).max(), np.abs(py).max()):.3g}. Draw the lasso on the projection's scale.")
     return px, py
 
 
@@ -157,7 +167,8 @@ def ray_casting_mask_reference(x: np.ndarray, y: np.ndarray, px: np.ndarray, py:
     a point ``(x, y)`` is inside when a ray from it towards +x crosses an odd number of edges, where
     edge ``(a, b)`` (the polygon closes itself, from the last vertex back to the first) is crossed
     when exactly one endpoint lies strictly above the point (``(y_a > y) != (y_b > y)``) and the
-    crossing abscissa, computed in float64 as ``x_a + (y − y_a)·(x_b − x_a)/(y_b − y_a)``, is strictly
+    crossing abscissa, computed in float64 as ``x_a + (y − y_a)·(x_b − x_a)/(y_b − y_a)`` and clamped
+    to the edge's own x-range (rounding must not move it past an endpoint), is strictly
     greater than ``x``. For an axis-aligned rectangle this puts points on the left and bottom edges
     inside and on the right and top edges outside, so tiles that share an edge never both select a
     point. Polygons with fewer than three vertices select nothing.
@@ -187,7 +198,7 @@ def ray_casting_mask_reference(x: np.ndarray, y: np.ndarray, px: np.ndarray, py:
         if yi == yj:
             continue  # a horizontal edge is never crossed under the half-open rule
         straddles = (yi > ys) != (yj > ys)
-        crossing = xi + (ys - yi) * (xj - xi) / (yj - yi)
+        crossing = np.clip(xi + (ys - yi) * (xj - xi) / (yj - yi), min(xi, xj), max(xi, xj))
         inside ^= straddles & (xs < crossing)
     return inside
 
@@ -304,7 +315,16 @@ def _row_parity(xv, yv, start, stop, rx0, ry0, rx1, ry1):  # pragma: no cover - 
         yi = ry0[k]
         yj = ry1[k]
         if (yi > yv) != (yj > yv):
-            if xv < rx0[k] + (yv - yi) * (rx1[k] - rx0[k]) / (yj - yi):
+            xa = rx0[k]
+            xb = rx1[k]
+            crossing = xa + (yv - yi) * (xb - xa) / (yj - yi)
+            lo = min(xa, xb)
+            hi = max(xa, xb)
+            if crossing < lo:
+                crossing = lo
+            elif crossing > hi:
+                crossing = hi
+            if xv < crossing:
                 inside = not inside
     return inside
 
@@ -395,6 +415,11 @@ def lasso_mask(
     # A zero-width (or -height) polygon gets one cell along that axis; any positive size will do.
     cw = (bx1 - bx0) / gx if bx1 > bx0 else 1.0
     ch = (by1 - by0) / gy if by1 > by0 else 1.0
+    if min(cw, ch) < _MIN_CELL:
+        # A lasso under ~1e-280 wide: the cells' slack would lose its precision (or the cells underflow:
+        # 941f057 raised ZeroDivisionError). One cell, crossed by every edge, so each point in the
+        # bounding box is tested exactly.
+        gx, gy, cw, ch = 1, 1, 1.0, 1.0
     # Absolute slack too: a tiny lasso far from the origin has cells not much wider than an ulp.
     slack = 64 * np.finfo(np.float64).eps * max(abs(bx0), abs(bx1), abs(by0), abs(by1))
     state, row_start, rx0, ry0, rx1, ry1 = _build_grid(px, py, bx0, by0, gx, gy, cw, ch, slack)

@@ -32,7 +32,9 @@ from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.selection import box_mask, combine, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.ids import rows_of_ids
-from lse_panel.cohort.derived import cohort_metrics, derived, latent_sums, phenotype_binning, prepared_metrics
+from lse_panel.cohort.derived import cohort_metrics, derived, failures, latent_sums, phenotype_binning, prepared_metrics
+from lse_panel.cohort.rules import apply_rule
+from lse_panel.cohort.slices import find_failures
 from lse_panel.cohort.schema import PhenotypeSpec
 
 if TYPE_CHECKING:
@@ -158,6 +160,10 @@ class DataBackend(abc.ABC):
         """Subjects in a group."""
 
     @abc.abstractmethod
+    def same(self, a: Members, b: Members) -> bool:
+        """Whether two groups hold the same subjects."""
+
+    @abc.abstractmethod
     def rows(self, members: Members) -> np.ndarray:
         """A group's sorted int64 rows. On a cluster this gathers them: for explicit requests (save, export), never per selection."""
 
@@ -215,6 +221,18 @@ class DataBackend(abc.ABC):
     @abc.abstractmethod
     def finite_range(self, name: str) -> tuple[float, float]:
         """Smallest and largest finite value of phenotype ``name``."""
+
+    @abc.abstractmethod
+    def apply_rule(self, steps: Sequence[Any]) -> Members:
+        """:func:`~lse_panel.cohort.rules.apply_rule` of ``steps`` on this cohort, as a group."""
+
+    @abc.abstractmethod
+    def find_failures(self, target: str, latent: Any, *, policy: PrivacyPolicy, **options: Any) -> pd.DataFrame:
+        """:func:`~lse_panel.cohort.slices.find_failures` on this cohort (searched anew)."""
+
+    @abc.abstractmethod
+    def failures(self, target: str, latent: str, *, policy: PrivacyPolicy, **options: Any) -> pd.DataFrame:
+        """:func:`~lse_panel.cohort.derived.failures`: the search for one latent kind, once per process (read-only)."""
 
     def close(self) -> None:
         """Let go of what the backend holds (a cluster's persisted data); the in-process backend holds nothing."""
@@ -285,6 +303,9 @@ class InProcessBackend(DataBackend):
         members = np.asarray(members)
         return int(np.count_nonzero(members)) if members.dtype == np.bool_ else int(members.size)
 
+    def same(self, a: np.ndarray, b: np.ndarray) -> bool:
+        return a is b or np.array_equal(self.rows(a), self.rows(b))
+
     def rows(self, members: np.ndarray) -> np.ndarray:
         members = np.asarray(members)
         return np.flatnonzero(members).astype(np.int64) if members.dtype == np.bool_ else members
@@ -342,6 +363,15 @@ class InProcessBackend(DataBackend):
             return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
 
         return derived(self.cohort, ("finite_range", name), compute)
+
+    def apply_rule(self, steps: Sequence[Any]) -> np.ndarray:
+        return apply_rule(steps, self.cohort)
+
+    def find_failures(self, target: str, latent: Any, *, policy: PrivacyPolicy, **options: Any) -> pd.DataFrame:
+        return find_failures(self.cohort, target, latent=latent, policy=policy, **options)
+
+    def failures(self, target: str, latent: str, *, policy: PrivacyPolicy, **options: Any) -> pd.DataFrame:
+        return failures(self.cohort, target, latent, policy=policy, **options)
 
 
 def in_process(cohort: Cohort) -> InProcessBackend:

@@ -18,8 +18,10 @@ invisible, so an interrupted step never leaves a bundle that looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -31,19 +33,33 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from lse_panel.cohort.manifest import check_manifest
 from lse_panel.cohort.partitions import ColumnRef, latent_columns, layout_of, read_columns, row_bounds, write_table
 from lse_panel.cohort.schema import (
+    BUILD_STATUSES,
     SCHEMA_VERSION,
     BundleError,
     Modality,
     PhenotypeSpec,
+    default_targets,
     modality_from_json,
+    target_task,
 )
 
 MANIFEST = "manifest.json"
-BUILD_STATUSES = ("in_progress", "servable", "complete")
-"""``build.status`` values: half-built (refused by :func:`open_bundle`), servable while a build
-still adds projections, complete."""
+
+
+def file_stem(name: str) -> str:
+    """A safe file name for a column called ``name`` (a phenotype, a latent kind).
+
+    Names made of letters, digits, ``_``, ``.`` and ``-`` (UK Biobank's ``21001-2.0`` included)
+    are kept; any other name gets a readable slug plus a digest of the name, so two names never
+    share a file and no name can reach outside the bundle (``../x``, ``a/b``).
+    """
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name) and ".." not in name:
+        return name
+    slug = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")[:40] or "column"
+    return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def _fix_hint(path: Path) -> str:
@@ -183,6 +199,19 @@ class Cohort:
                 "Run `lse build` to compute projections."
             ) from None
 
+    @property
+    def targets(self) -> dict[str, str]:
+        """Phenotype → 'regression' / 'classification': the downstream targets the build cross-fits.
+
+        The producer's choice, from ``manifest["targets"]`` (the synthetic generator's task list,
+        or what the user chose at import); bundles written before that field existed get every
+        suitable phenotype (:func:`~lse_panel.cohort.schema.default_targets`).
+        """
+        recorded = self.manifest.get("targets")
+        if recorded is not None:
+            return {name: str(task) for name, task in recorded.items()}
+        return default_targets(self.phenotype_specs)
+
     def prediction_tasks(self) -> dict[str, str]:
         """Phenotype → 'regression' or 'classification' for every stored prediction."""
         tasks: dict[str, str] = {}
@@ -223,13 +252,16 @@ class Cohort:
             if values is None:
                 raise BundleError(f"{where}: phenotype {name!r} is declared but has no column.")
             self._check_column(where, values, (n,), spec.dtype)
-            if spec.type != "continuous":
+            if spec.type == "continuous":
+                self._check_no_infinity(where, values, "write NaN for a missing value")
+            else:
                 codes = np.asarray(values)
                 if codes.size and (codes.min() < -1 or codes.max() >= len(spec.categories)):
                     raise BundleError(
                         f"{where}: codes outside 0..{len(spec.categories) - 1} for categories "
                         f"{list(spec.categories)} (-1 means missing). Recode the column."
                     )
+        self._check_targets()
         for kind, block in self.latents.items():
             where = self._where("latents", kind)
             if block.ndim != 2 or block.shape[0] != n:
@@ -244,15 +276,38 @@ class Cohort:
             for name, values in per_phenotype.items():
                 where = self._where("predictions", f"{kind}/{name}")
                 self._check_column(where, values, (n,), "float32")
+                self._check_no_infinity(where, values, "recompute the predictions (`lse build`)")
+
+    def _check_targets(self) -> None:
+        where = str(self.path / MANIFEST) if self.path else "manifest"
+        for name, task in (self.manifest.get("targets") or {}).items():
+            spec = self.phenotype_specs.get(name)
+            if spec is None:
+                raise BundleError(
+                    f"{where}: field 'targets' names {name!r}, which is not a phenotype of this bundle "
+                    f"(phenotypes: {', '.join(self.phenotype_specs) or 'none'}). Remove it from 'targets'."
+                )
+            expected = target_task(spec)
+            if task != expected:
+                why = (f"a {spec.type} phenotype with {len(spec.categories)} categories cannot be predicted "
+                       "by the cross-fitted probes" if expected is None else f"a {spec.type} phenotype is a {expected}")
+                raise BundleError(f"{where}: target {name!r} has task {task!r}, but {why}. Fix 'targets.{name}'.")
 
     def _check_projection(self, key: str, coords: np.ndarray) -> None:
         where = self._where("projections", key.replace("/", "__"))
         self._check_column(where, coords, (self.n_subjects, 2), "float32")
-        if np.isnan(coords).any():
+        if not np.isfinite(coords).all():
             raise BundleError(
-                f"{where}: projection {key!r} has NaN coordinates; every subject needs a "
+                f"{where}: projection {key!r} has NaN coordinates (or infinite ones); every subject needs a "
                 "position. Recompute the projection (`lse build`)."
             )
+
+    @staticmethod
+    def _check_no_infinity(where: str, values: np.ndarray, fix: str) -> None:
+        infinite = np.isinf(values)
+        if infinite.any():
+            rows = np.flatnonzero(infinite)
+            raise BundleError(f"{where}: {rows.size} infinite value(s), first at row(s) {rows[:5].tolist()}; {fix}.")
 
     # -- a bundle still being finished ----------------------------------------------------
     @property
@@ -320,20 +375,12 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"Re-run `lse build --out {path}`; finished steps are reused."
         )
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc}). {_fix_hint(path)}") from None
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BundleError(
-            f"{manifest_path}: field 'schema_version' is {version!r}, but this lse-panel reads "
-            f"version {SCHEMA_VERSION}. Rebuild the bundle with this version, or install the "
-            "lse-panel version that wrote it."
-        )
-    for field_name in ("n_subjects", "ids", "phenotypes"):
-        if field_name not in manifest:
-            raise BundleError(f"{manifest_path}: required field {field_name!r} is missing. {_fix_hint(path)}")
-    return manifest
+    except RecursionError:
+        raise BundleError(f"{manifest_path}: nested too deeply to be a manifest. {_fix_hint(path)}") from None
+    return check_manifest(manifest, str(manifest_path), _fix_hint(path))
 
 
 def _load_column(path: Path, meta: Mapping[str, Any], field_name: str, *, mmap: bool) -> np.ndarray:
@@ -366,7 +413,6 @@ def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True, allow_incomp
             f"this is a half-built bundle. Re-run `lse build --out {path}`; finished steps are reused."
         )
     n = manifest["n_subjects"]
-    layout_of(manifest)
     ids = _load_column(path, manifest["ids"], "ids", mmap=mmap)
     if len(ids) != n:
         raise BundleError(
@@ -418,12 +464,13 @@ def write_bundle(
     phenotype_specs: dict[str, PhenotypeSpec],
     modalities: dict[str, Modality] | None = None,
     raw: dict[str, Any] | None = None,
+    targets: dict[str, str] | None = None,
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
     build_status: str = "complete",
     partitions: int | None = None,
 ) -> Path:
-    """Write a new bundle (ids, phenotypes, modality declarations) atomically.
+    """Write a new bundle (ids, phenotypes, modality declarations, downstream targets) atomically.
 
     ``partitions=N`` lays the columns out as N-part Parquet tables instead of ``.npy`` files
     (:mod:`lse_panel.cohort.partitions`); every later step keeps the layout.
@@ -436,7 +483,8 @@ def write_bundle(
     if path.exists() and not overwrite:
         raise BundleError(f"{path}: already exists. Pass overwrite=True (`--overwrite`) or pick another --out.")
     # Validate before touching the disk so bad input never costs the user a half-written bundle.
-    Cohort.from_arrays(ids, phenotypes, phenotype_specs)
+    targets = default_targets(phenotype_specs) if targets is None else dict(targets)
+    Cohort.from_arrays(ids, phenotypes, phenotype_specs, manifest={"targets": targets})
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
     staging.mkdir()
@@ -451,7 +499,7 @@ def write_bundle(
             pheno_meta = {}
             (staging / "phenotypes").mkdir(exist_ok=True)
             for name, spec in phenotype_specs.items():
-                relative = f"phenotypes/{name}.npy"
+                relative = f"phenotypes/{file_stem(name)}.npy"
                 np.save(staging / relative, columns[name])
                 pheno_meta[name] = {**spec.to_json(), "file": relative}
         else:
@@ -467,6 +515,7 @@ def write_bundle(
             "ids": {**ids_meta, "dtype": str(ids.dtype)},
             "modalities": {name: m.to_json() for name, m in (modalities or {}).items()},
             "phenotypes": pheno_meta,
+            "targets": targets,
             "latents": {},
             "projections": {},
             "predictions": {},
@@ -515,9 +564,9 @@ class BundleUpdate:
         self._check_rows(block, f"latents/{kind}")
         names = latent_columns(block.shape[1])
         if self.layout["format"] == "npy":
-            where = self._store(f"latents/{kind}.npy", "", {"block": block})
+            where = self._store(f"latents/{file_stem(kind)}.npy", "", {"block": block})
         else:
-            where = self._store("", f"latents__{kind}", {c: block[:, j] for j, c in enumerate(names)})
+            where = self._store("", f"latents__{file_stem(kind)}", {c: block[:, j] for j, c in enumerate(names)})
         self.manifest.setdefault("latents", {})[kind] = {**where, "dim": int(block.shape[1]), **meta}
 
     def register_latent(self, kind: str, relative: str, dim: int, **meta: Any) -> None:
@@ -532,10 +581,11 @@ class BundleUpdate:
         self._check_rows(coords, f"projections/{latent}/{method}")
         if np.isnan(coords).any():
             raise BundleError(f"projection {latent}/{method}: NaN coordinates; refusing to store them.")
+        latent_stem, method_stem = file_stem(latent), file_stem(method)
         if self.layout["format"] == "npy":
-            where = self._store(f"projections/{latent}__{method}.npy", "", {"coords": coords})
+            where = self._store(f"projections/{latent_stem}__{method_stem}.npy", "", {"coords": coords})
         else:
-            where = self._store("", f"projections__{latent}__{method}", {"x": coords[:, 0], "y": coords[:, 1]})
+            where = self._store("", f"projections__{latent_stem}__{method_stem}", {"x": coords[:, 0], "y": coords[:, 1]})
         self.manifest.setdefault("projections", {})[f"{latent}/{method}"] = {
             **where,
             "latent": latent,
@@ -546,7 +596,8 @@ class BundleUpdate:
     def add_prediction(self, latent: str, phenotype: str, values: np.ndarray, *, task: str, **meta: Any) -> None:
         values = np.asarray(values, dtype=np.float32)
         self._check_rows(values, f"predictions/{latent}/{phenotype}")
-        where = self._store(f"predictions/{latent}/{phenotype}.npy", f"predictions__{latent}", {phenotype: values})
+        relative = f"predictions/{file_stem(latent)}/{file_stem(phenotype)}.npy"
+        where = self._store(relative, f"predictions__{file_stem(latent)}", {phenotype: values})
         self.manifest.setdefault("predictions", {}).setdefault(latent, {})[phenotype] = {
             **where,
             "task": task,
@@ -585,6 +636,27 @@ def update_bundle(path: str | os.PathLike[str]) -> Iterator[BundleUpdate]:
     update = BundleUpdate(path, read_manifest(path))
     yield update
     atomic_write_json(path / MANIFEST, update.manifest)
+
+
+BUILD_DIRECTORIES = ("phenotypes", "latents", "projections", "predictions")
+"""Where builders write columns; hidden files in them are a writer's temporaries."""
+
+
+def remove_build_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries a killed writer left in a bundle's columns (and of its manifest).
+
+    A SIGKILL skips every ``finally``: a streamed latent block (``latents/.<kind>.<tag>.npy``) or an
+    atomic write's temporary stays behind. Call this only while holding the build lock (as
+    ``lse build`` does): only builders write there. The subgroup store's own temporaries, beside
+    ``subgroups.json``, are left alone: a served app may be saving one.
+    """
+    path = Path(path)
+    stale = list(path.glob(f".{MANIFEST}.*.tmp"))
+    for directory in BUILD_DIRECTORIES:
+        stale += [p for p in (path / directory).rglob(".*") if p.is_file()]
+    for file in stale:
+        file.unlink(missing_ok=True)
+    return stale
 
 
 def open_npy_for_writing(path: Path, shape: tuple[int, ...], dtype: str = "float32") -> np.memmap:

@@ -30,7 +30,6 @@ from lse_panel.analysis.groups import GroupSet
 from lse_panel.analysis.histograms import DEFAULT_BINS, Binning, histogram_edges
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.cohort import dask_tasks as tasks
-from lse_panel.cohort.dask_raster import ROWS_ATTRIBUTE, collection
 from lse_panel.cohort.backend import DataBackend, padded_extent
 from lse_panel.cohort.bundle import Cohort, read_manifest
 from lse_panel.cohort.partitions import ColumnRef, layout_of, read_columns, row_bounds
@@ -177,6 +176,29 @@ class DaskGroup:
     def everyone(self) -> DaskGroup:
         """The whole cohort."""
         return self._backend.everyone
+
+
+PARTS_ATTRIBUTE = "lse_parts"
+"""Attribute of a map frame holding its partitions' futures (:mod:`lse_panel.plotting.dask_raster` aggregates them)."""
+
+ROWS_ATTRIBUTE = "lse_rows"
+"""Attribute of a highlight frame holding its length, known on the client (``len()`` would ask the workers)."""
+
+
+def collection(parts: list[Future], meta: pd.DataFrame) -> Any:
+    """A persisted dask DataFrame of per-partition futures, which the map aggregates on the workers.
+
+    Persisted rather than built on the futures directly: datashader hands the collection's raw
+    graph to the scheduler, which then loses futures it only names (measured: "lost dependencies").
+    The persist step is an identity per partition and shares the partition's arrays. The frame
+    carries its partitions (:data:`PARTS_ATTRIBUTE`) so the plotting layer's cluster pipeline
+    (:mod:`lse_panel.plotting.dask_raster`) aggregates them where they live.
+    """
+    import dask.dataframe as dd
+
+    frame = dd.from_delayed(parts, meta=meta, verify_meta=False).persist()
+    object.__setattr__(frame, PARTS_ATTRIBUTE, list(parts))
+    return frame
 
 
 class RemoteColumn:
@@ -387,6 +409,10 @@ class DaskBackend(DataBackend):
         members = np.asarray(members)
         return int(np.count_nonzero(members)) if members.dtype == np.bool_ else int(members.size)
 
+    def same(self, a: Any, b: Any) -> bool:
+        a, b = self.group(a), self.group(b)
+        return a is b or (a.size == b.size and all(self._gather(np.array_equal, a.masks, b.masks)))
+
     def rows(self, members: Any) -> np.ndarray:
         if not isinstance(members, DaskGroup):
             members = np.asarray(members)
@@ -539,6 +565,21 @@ class DaskBackend(DataBackend):
         if raw:
             return float(lo), float(hi)
         return (float(lo), float(hi)) if np.isfinite(lo) else (0.0, 1.0)
+
+
+    # The slice search and rule replay read whole columns (a search fits trees over every subject),
+    # so they run as one task on one worker over the memory-mapped bundle; only the slice table and
+    # the members' rows come back.
+    def apply_rule(self, steps: Sequence[Any]) -> DaskGroup:
+        rows = self.client.submit(tasks.rule_rows_on_worker, str(self.path), list(steps), pure=False).result()
+        return self.from_rows(rows)
+
+    def find_failures(self, target: str, latent: Any, *, policy: PrivacyPolicy, **options: Any) -> pd.DataFrame:
+        return self.client.submit(tasks.failures_on_worker, str(self.path), target, latent, policy, options, pure=False).result()
+
+    def failures(self, target: str, latent: str, *, policy: PrivacyPolicy, **options: Any) -> pd.DataFrame:
+        key = ("failures", target, latent, policy.min_group_size, tuple(sorted(options.items())))
+        return self._cached(key, lambda: self.find_failures(target, latent, policy=policy, **options))
 
 
 class _RemoteBinning(Binning):

@@ -182,35 +182,28 @@ def accuracy_on_worker(prepared: Any, labels: Sequence[str], policy: PrivacyPoli
     return accuracy_by_group(prepared, dict(zip(labels, masks)), policy=policy)
 
 
+def rule_rows_on_worker(path: str, steps: Sequence[Any]) -> np.ndarray:
+    """:func:`~lse_panel.cohort.rules.apply_rule` over the bundle, opened (memory-mapped) on one worker."""
+    from lse_panel.cohort.bundle import open_bundle
+    from lse_panel.cohort.rules import apply_rule
+
+    return apply_rule(steps, open_bundle(path))
+
+
+def failures_on_worker(path: str, target: str, latent: str, policy: PrivacyPolicy, options: Mapping[str, Any]) -> pd.DataFrame:
+    """The slice search (:func:`~lse_panel.cohort.slices.find_failures`) over the bundle, on one worker."""
+    from lse_panel.cohort.bundle import open_bundle
+    from lse_panel.cohort.slices import find_failures
+
+    return find_failures(open_bundle(path), target, latent=latent, policy=policy, **options)
+
+
 def prediction_tasks(manifest: Mapping[str, Any]) -> dict[str, str]:
     tasks: dict[str, str] = {}
     for per_kind in manifest.get("predictions", {}).values():
         for name, meta in per_kind.items():
             tasks[name] = meta["task"]
     return tasks
-
-
-def aggregate_part(part: pd.DataFrame, canvas: Any, x: str, y: str, agg: Any) -> Any:
-    return canvas.points(part, x, y, agg=agg)
-
-
-def combine_aggregates(*aggs: Any) -> Any:
-    """Partition aggregates of one canvas added: counts sum, a ``summary`` mean is weighted by its count."""
-    import xarray as xr
-
-    first = aggs[0]
-    if isinstance(first, xr.Dataset):
-        count = np.sum([a["count"].data for a in aggs], axis=0)
-        out = first.copy(deep=True)
-        out["count"].data[...] = count
-        for name in first.data_vars:
-            if name == "count":
-                continue
-            weighted = np.sum([np.nan_to_num(a[name].data) * a["count"].data for a in aggs], axis=0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[name].data[...] = np.where(count > 0, weighted / np.where(count > 0, count, 1), np.nan)
-        return out
-    return first.copy(data=np.sum([a.data for a in aggs], axis=0).astype(first.dtype))
 
 
 def take_block_xy(part: pd.DataFrame, key: str, local: np.ndarray) -> np.ndarray:

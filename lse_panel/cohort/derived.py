@@ -21,11 +21,14 @@ from lse_panel.analysis.groups import BlockSums
 from lse_panel.analysis.histograms import DEFAULT_BINS, Binning, bin_phenotype
 from lse_panel.analysis.latent_paths import NeighbourPlacer, latent_covariance
 from lse_panel.analysis.metrics import PreparedMetrics, prepare_metrics
+from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.slices import find_failures
 
 __all__ = [
     "cohort_metrics",
     "derived",
+    "failures",
     "latent_statistics",
     "latent_sums",
     "neighbour_placer",
@@ -146,3 +149,22 @@ def neighbour_placer(cohort: Cohort, projection_key: str) -> NeighbourPlacer:
         cohort, ("placer", projection_key),
         lambda: NeighbourPlacer.build(cohort.latent(kind), cohort.projection(projection_key)),
     )
+
+
+def failures(cohort: Cohort, target: str, latent: str, *, policy: PrivacyPolicy, **options: Any) -> pd.DataFrame:
+    """:func:`~lse_panel.cohort.slices.find_failures` for one latent kind, searched once per process.
+
+    The search takes seconds at 500k subjects; every later session asking for the same target,
+    latent kind, options and privacy floor gets the table at once. Treat it as read-only.
+
+    Parameters
+    ----------
+    cohort, target, latent
+        As :func:`~lse_panel.cohort.slices.find_failures` (``latent`` one kind).
+    policy
+        The privacy policy whose floor the search applies (part of the key).
+    **options
+        Further keyword arguments of ``find_failures``; their values must be hashable.
+    """
+    key = ("failures", target, latent, policy.min_group_size, tuple(sorted(options.items())))
+    return derived(cohort, key, lambda: find_failures(cohort, target, latent=latent, policy=policy, **options))

@@ -63,21 +63,12 @@ def row_bounds(n: int, partitions: int) -> list[int]:
 
 
 def layout_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest's layout, ``{"format": "npy"}`` when it names none; validated."""
-    layout = dict(manifest.get("layout") or {"format": "npy"})
-    if layout.get("format") not in LAYOUTS:
-        raise BundleError(
-            f"manifest field 'layout.format' is {layout.get('format')!r}; this lse-panel reads {', '.join(LAYOUTS)}. "
-            "Rebuild the bundle, or install the lse-panel version that wrote it."
-        )
-    if layout["format"] == "parquet":
-        bounds = layout.get("bounds")
-        n = manifest.get("n_subjects")
-        if not isinstance(bounds, list) or len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != n or bounds != sorted(bounds):
-            raise BundleError(
-                f"manifest field 'layout.bounds' must rise from 0 to n_subjects ({n}); got {bounds!r}. Rebuild the bundle."
-            )
-    return layout
+    """The manifest's layout, ``{"format": "npy"}`` when it names none.
+
+    :func:`lse_panel.cohort.manifest.check_manifest` has validated it (format, row bounds) when
+    the manifest was read.
+    """
+    return dict(manifest.get("layout") or {"format": "npy"})
 
 
 def table_dir(path: Path, table: str) -> Path:
@@ -154,7 +145,7 @@ def read_columns(path: Path, ref: ColumnRef, *, mmap: bool = True) -> np.ndarray
             raise BundleError(f"{file}: missing, though the manifest names it. Rebuild that step (`lse build`).")
         try:
             return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise BundleError(f"{file}: unreadable as .npy ({exc}). Rebuild that step (`lse build`).") from None
     files = sorted(table_dir(path, ref.table).glob("part-*.parquet"))
     if not files:

@@ -8,8 +8,13 @@ from typing import Any, Literal
 SCHEMA_VERSION = 1
 """Bumped whenever the on-disk layout changes; loaders refuse versions they do not know."""
 
+BUILD_STATUSES = ("in_progress", "servable", "complete")
+"""``build.status`` values: half-built (refused by ``open_bundle``), servable while a build
+still adds projections, complete."""
+
 PhenotypeType = Literal["continuous", "binary", "categorical"]
 ModalityKind = Literal["signal", "image_sequence"]
+TargetTask = Literal["regression", "classification"]
 
 
 class BundleError(ValueError):
@@ -116,3 +121,17 @@ class PhenotypeSpec:
             description=data.get("description", ""),
             categories=tuple(data.get("categories", ())),
         )
+
+
+def target_task(spec: PhenotypeSpec) -> TargetTask | None:
+    """How a phenotype is predicted from latents: a regression (continuous), a classification
+    (two categories), or ``None`` when the cross-fitted linear probes cannot take it (more
+    than two categories)."""
+    if spec.type == "continuous":
+        return "regression"
+    return "classification" if len(spec.categories) == 2 else None
+
+
+def default_targets(specs: dict[str, PhenotypeSpec]) -> dict[str, TargetTask]:
+    """Every phenotype that can be a downstream target (see :func:`target_task`), in table order."""
+    return {name: task for name, spec in specs.items() if (task := target_task(spec)) is not None}

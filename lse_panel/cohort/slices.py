@@ -13,8 +13,9 @@ from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.analysis.selection import lasso_mask
 from lse_panel.analysis.slices import find_slices
 from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.rules import FilterStep, LassoStep
 
-__all__ = ["find_failures", "slice_members"]
+__all__ = ["combine_failures", "find_failures", "slice_members", "slice_rule"]
 
 
 def _close(name: str, options: Sequence[str]) -> str:
@@ -150,3 +151,35 @@ def slice_members(cohort: Cohort, row: Any) -> np.ndarray:
         return evaluate(parse_condition(row["rule"], cohort.phenotype_specs), cohort.phenotype_columns, cohort.phenotype_specs)
     coords = cohort.projection(row["projection"])
     return lasso_mask(coords[:, 0], coords[:, 1], np.asarray(row["polygon_x"]), np.asarray(row["polygon_y"]), on_nan="exclude")
+
+
+def slice_rule(row: Any) -> FilterStep | LassoStep:
+    """A found slice as a subgroup rule step (one row of :func:`find_failures`).
+
+    A phenotype slice becomes a :class:`~lse_panel.cohort.rules.FilterStep` of its condition, a
+    region a :class:`~lse_panel.cohort.rules.LassoStep` of its polygon on its projection; a
+    subgroup saved with it re-applies (``apply_rule``) to the subjects :func:`slice_members` gives.
+    """
+    if row["kind"] == "phenotype":
+        return FilterStep(condition=row["condition"].to_json(), text=str(row["rule"]))
+    return LassoStep(str(row["projection"]), tuple(row["polygon_x"]), tuple(row["polygon_y"]))
+
+
+def combine_failures(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One table from :func:`find_failures` results of separate latent kinds (each searched on its own).
+
+    Every kind's search is independent (its own tests and false-discovery control), so searching
+    the kinds one at a time and combining them gives the table ``latent="all"`` gives; done
+    this way, each kind's result can be cached and progress shown between kinds. ``attrs`` keeps
+    the first frame's, with ``tried`` and ``ci_level`` merged over the kinds.
+    """
+    if not frames:
+        raise ValueError("no slice-search results to combine: search at least one latent kind.")
+    found = [f for f in frames if not f.empty]  # (concatenating empty tables muddles the column types)
+    result = pd.concat(found, ignore_index=True) if len(found) > 1 else (found or list(frames))[0].copy()
+    result.attrs = {
+        **frames[0].attrs,
+        "tried": {k: v for f in frames for k, v in f.attrs.get("tried", {}).items()},
+        "ci_level": {k: v for f in frames for k, v in f.attrs.get("ci_level", {}).items()},
+    }
+    return result

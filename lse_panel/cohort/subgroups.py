@@ -16,7 +16,7 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Iterator, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -332,11 +332,13 @@ class SubgroupStore:
             self._commit(entries)
             return self._load(entry)
 
-    def save_condition(self, name: str, text: str, *, colour: str | None = None, overwrite: bool = False) -> Subgroup:
+    def save_condition(self, name: str, text: str, *, colour: str | None = None, overwrite: bool = False,
+                       rows_of: Callable[[list[Step]], np.ndarray] | None = None) -> Subgroup:  # fmt: skip
         """Save the subjects matching a condition (e.g. ``'age >= 60 and sex == "female"'``) as ``name``.
 
         The condition is parsed by :func:`lse_panel.analysis.conditions.parse_condition` (never
-        evaluated as Python) and stored as the subgroup's rule.
+        evaluated as Python) and stored as the subgroup's rule. ``rows_of`` finds the rule's rows
+        (default :func:`~lse_panel.cohort.rules.apply_rule` here; a session passes its backend's).
 
         Raises
         ------
@@ -344,7 +346,8 @@ class SubgroupStore:
             When the condition does not parse or does not fit the cohort's phenotypes.
         """
         step = FilterStep.from_text(text, self.cohort)
-        return self.save(name, apply_rule([step], self.cohort), [step], colour, overwrite=overwrite)
+        rows = rows_of([step]) if rows_of is not None else apply_rule([step], self.cohort)
+        return self.save(name, rows, [step], colour, overwrite=overwrite)
 
     def rename(self, old: str, new: str) -> Subgroup:
         """Rename subgroup ``old`` to ``new`` (validated like a new name)."""

@@ -17,12 +17,12 @@ from lse_panel.analysis.projection import Projector
 from lse_panel.cohort.backend import DataBackend
 from lse_panel.cohort.bundle import Cohort, open_bundle
 from lse_panel.cohort.rules import BoxStep, LassoStep
-from lse_panel.cohort.slices import find_failures
 from lse_panel.cohort.subgroups import Subgroup
 from lse_panel.components.accuracy import AccuracyPane
 from lse_panel.components.build_progress import BuildProgress
 from lse_panel.components.compare import ComparePane
 from lse_panel.components.decode import DecodePane
+from lse_panel.components.failures import FailuresPane
 from lse_panel.components.filters import PhenotypeFilters
 from lse_panel.components.interpolate import InterpolatePane
 from lse_panel.components.latent_view import LatentPair, selection_summary
@@ -85,6 +85,8 @@ class Explorer(pn.viewable.Viewer):
         Reads or regenerates subjects' raw records (:func:`lse_panel.sources.open_raw_source`), or ``None``.
     subgroups
         The :class:`SubgroupManager` pane (save, list, show, compare, export subgroups).
+    failures_pane
+        The :class:`FailuresPane` (slice search; click a slice to select it), or ``None`` without predictions.
     """
 
     title = param.String(default="Latent Space Explorer", doc="Page title when served.")
@@ -124,6 +126,7 @@ class Explorer(pn.viewable.Viewer):
         self.decode_pane = self._make_decode_pane()
         self.accuracy_pane = self._make_accuracy_pane()
         self.compare_pane = ComparePane(self.state)
+        self.failures_pane = FailuresPane(self.state, self.subgroups) if cohort.predictions else None
         self.perturb_pane = self._make_perturb_pane()
         self.interpolate_pane = self._make_interpolate_pane(projectors)
         self._clear = pn.widgets.Button(name="Clear selection", button_type="warning", width=140)
@@ -132,6 +135,9 @@ class Explorer(pn.viewable.Viewer):
         self.subgroups.param.watch(self._on_subgroups_saved, "names")
         path = self.interpolate_pane.create_path_overlay if isinstance(self.interpolate_pane, InterpolatePane) else None
         self.overlays = LatentOverlays(self.latent_view.views, self.subgroups, path)
+        if self.failures_pane is not None:
+            self.overlays.add_layer(self.failures_pane.region_overlay)
+            self.failures_pane.param.watch(self._on_region_outlined, "outlined")
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -211,8 +217,17 @@ class Explorer(pn.viewable.Viewer):
         return self.compare_pane.compare(list(names))
 
     def find_failures(self, target: str, latent: str = "fused", **options: Any) -> pd.DataFrame:
-        """Where the embedding predicts ``target`` worst: see :func:`lse_panel.cohort.slices.find_failures`."""
-        return find_failures(self.cohort, target, latent=latent, policy=self.policy, **options)
+        """Where the embedding predicts ``target`` worst: see :func:`lse_panel.cohort.slices.find_failures`.
+
+        Searched by the session's backend (on one worker of a cluster).
+        """
+        return self.backend.find_failures(target, latent, policy=self.policy, **options)
+
+    def _on_region_outlined(self, event: param.parameterized.Event) -> None:
+        # A failing region is outlined on the map it was found on: show that projection where its kind is shown.
+        kind, _, method = event.new.partition("/")
+        if kind in self.latent_view.views and method in self.latent_view.param.method.objects:
+            self.latent_view.method = method
 
     def _on_subgroups_saved(self, _: param.parameterized.Event) -> None:
         # The manager already offers the names as comparison groups; the other panes list them too.
@@ -316,29 +331,31 @@ class Explorer(pn.viewable.Viewer):
         )
 
     def main_panes(self) -> list[pn.viewable.Viewable]:
-        tabs = pn.Tabs(
+        panes = [
             ("Decode", self.decode_pane),
             ("Accuracy", self.accuracy_pane),
             ("Compare", self.compare_pane),
+            *([("Failures", self.failures_pane)] if self.failures_pane is not None else []),
             ("Perturb", self.perturb_pane),
             ("Interpolate", self.interpolate_pane),
             ("Subgroups", self.subgroups),
-            dynamic=False,
-        )
-        if self.individual_level:
-            tabs.append(("Subject", self.subject))
+            *([("Subject", self.subject)] if self.individual_level else []),
+        ]
+        tabs = pn.Tabs(*panes, dynamic=False)
         if served():
-            self._recompute_only_visible(tabs)
+            self._recompute_only_visible(tabs, [pane for _, pane in panes])
         return [self.selection_controls(), self.build_progress, self.latent_view, tabs]
 
     @staticmethod
-    def _recompute_only_visible(tabs: pn.Tabs) -> None:
+    def _recompute_only_visible(tabs: pn.Tabs, panes: Sequence[Any]) -> None:
         """Served, only the visible tab's pane recomputes on a selection; the others catch up when shown.
 
         At 500k subjects, the five analysis panes together cost several hundred ms per lasso;
-        one of them fits the interactive budget. In a notebook every pane stays live.
+        one of them fits the interactive budget. In a notebook every pane stays live. ``panes``
+        are the tabs' panes as given (``tabs.objects`` holds what Panel made of them, a Viewer's
+        layout rather than the Viewer, which has no scheduler).
         """
-        schedulers = [getattr(pane, "scheduler", None) for pane in tabs.objects]
+        schedulers = [getattr(pane, "scheduler", None) for pane in panes]
 
         def sync(*_: Any) -> None:
             for index, scheduler in enumerate(schedulers):

@@ -10,6 +10,7 @@ import panel as pn
 import param
 
 from lse_panel.analysis.groups import SELECTION
+from lse_panel.components.sessions import on_session_end, release_js_links
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.latent import create_distribution_plot
 
@@ -54,6 +55,9 @@ class PhenotypeFilters(pn.viewable.Viewer):
         state.param.watch(self._on_groups, "groups")
         state.param.watch(self._sync_widgets, "filters")
         self.param.watch(self._rebuild, "shown")
+        # Served, the range sliders' JS links would otherwise pin this session's whole explorer in
+        # Panel's process-wide registry after the page closes (see release_js_links).
+        on_session_end(lambda: release_js_links(self._widgets.values()))
 
     # -- building ---------------------------------------------------------------------------
     def _widget(self, name: str) -> pn.widgets.Widget:

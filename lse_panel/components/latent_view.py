@@ -8,6 +8,7 @@ import holoviews as hv
 import numpy as np
 import panel as pn
 import param
+from panel.io.document import hold
 
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.rules import BoxStep, LassoStep
@@ -150,11 +151,17 @@ class LatentView(pn.viewable.Viewer):
         self._on_selection()
 
     # -- selection in -----------------------------------------------------------------------
+    # A drawn selection fans out to the count, both views' highlights and the filter histograms:
+    # held (one message) and frozen (Bokeh recomputes the document's model graph once, not once per
+    # updated plot). Measured served at 500k: server CPU per selection 1.10 s → 0.64 s (load ~9
+    # on 2 cores); the count then arrives with the highlights instead of ahead of them.
     def _on_box(self, bounds: tuple[float, float, float, float] | None = None, **_: Any) -> None:
         if bounds is None:
             return
         step = BoxStep(self.key, tuple(float(b) for b in bounds), self.state.mode)
-        self.state.select_drawn(self.backend.select_box(self.key, bounds), step=step)
+        indices = self.backend.select_box(self.key, bounds)
+        with hold(freeze=True):
+            self.state.select_drawn(indices, step=step)
 
     def _on_lasso(self, geometry: np.ndarray | None = None, **_: Any) -> None:
         if geometry is None:
@@ -163,7 +170,9 @@ class LatentView(pn.viewable.Viewer):
         if geometry.ndim != 2 or len(geometry) < 3:
             return
         step = LassoStep(self.key, tuple(geometry[:, 0].tolist()), tuple(geometry[:, 1].tolist()), self.state.mode)
-        self.state.select_drawn(self.backend.select_lasso(self.key, geometry[:, 0], geometry[:, 1]), step=step)
+        indices = self.backend.select_lasso(self.key, geometry[:, 0], geometry[:, 1])
+        with hold(freeze=True):
+            self.state.select_drawn(indices, step=step)
 
     def _on_tap(self, x: float | None = None, y: float | None = None, **_: Any) -> None:
         if x is None or y is None:

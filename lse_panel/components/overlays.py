@@ -1,4 +1,4 @@
-"""What is drawn over the latent views: the shown subgroups' members and the interpolation path."""
+"""What is drawn over the latent views: the shown subgroups' members, the interpolation path, other panes' layers."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ class LatentOverlays:
         self._points = {name: hv.DynamicMap(create_subgroup_points, streams=[pipe]) for name, pipe in self.pipes.items()}
         # One path overlay per projection, reused: the interpolation pane keeps feeding every one it made.
         self._paths: dict[str, hv.DynamicMap] = {}
+        self._extra: list[tuple[Callable[[str], hv.DynamicMap], dict[str, hv.DynamicMap]]] = []
         for name, view in self.views.items():
             view.overlay_with(partial(self._layers, name))
             view.param.watch(partial(self._on_view_change, name), ["kind", "method"])
@@ -77,12 +78,26 @@ class LatentOverlays:
         for name in self.views:
             self.pipes[name].send(self.subgroup_frame(name))
 
+    def add_layer(self, layer: Callable[[str], hv.DynamicMap]) -> None:
+        """Also draw ``layer(key)`` over every view, on top, now and whenever a view rebuilds its plot.
+
+        ``layer`` is called once per projection key (e.g. the failures pane's ``region_overlay``);
+        the ``DynamicMap`` it returns is reused whenever that projection is shown again.
+        """
+        self._extra.append((layer, {}))
+        for name, view in self.views.items():
+            view.overlay_with(partial(self._layers, name))
+
     def _layers(self, name: str, key: str) -> list[Any]:
         layers: list[Any] = [self._points[name]]
         if self._path_overlay is not None:
             if key not in self._paths:
                 self._paths[key] = self._path_overlay(key)
             layers.append(self._paths[key])
+        for layer, made in self._extra:
+            if key not in made:
+                made[key] = layer(key)
+            layers.append(made[key])
         return layers
 
     def _on_view_change(self, name: str, *_: Any) -> None:

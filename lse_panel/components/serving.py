@@ -31,12 +31,22 @@ log = logging.getLogger(__name__)
 
 
 def load_decoder(cohort: Cohort) -> Decoder | None:
-    """The decoder named by the bundle's manifest (``latents.<kind>.model``), or ``None``.
+    """The decoder named by the bundle's manifest, or ``None``.
 
-    Tries the fused latent's model first. Any failure (no model package, no checkpoint, torch
-    missing, a checkpoint other than the one that encoded the latents) is logged and yields
-    ``None``: the explorer then runs without decode panes.
+    An imported bundle's TorchScript decoders (``manifest["decoders"]``, one module per latent
+    kind and modality, :class:`lse_panel.model.torchscript.ScriptedDecoder`); else the checkpoint
+    that encoded the latents (``latents.<kind>.model``, the fused latent's first). Any failure (no
+    model package, no checkpoint, torch missing, a decoder or checkpoint that changed since the
+    latents were made) is logged and yields ``None``: the explorer then runs without decode panes.
     """
+    if cohort.manifest.get("decoders") and cohort.path is not None:
+        try:
+            from lse_panel.model.torchscript import ScriptedDecoder
+
+            return ScriptedDecoder.from_manifest(cohort.path, cohort.manifest["decoders"])
+        except Exception as exc:  # the model layer is optional for exploring
+            log.warning("could not load the bundle's TorchScript decoders (%s); decode panes are off", exc)
+            return None
     latents = cohort.manifest.get("latents", {})
     kinds = sorted(latents, key=lambda k: k != "fused")
     for kind in kinds:

@@ -15,9 +15,8 @@ import pandas as pd
 import panel as pn
 import param
 
-from lse_panel.analysis.conditions import EXAMPLE, ConditionError, condition_from_json
+from lse_panel.analysis.conditions import EXAMPLE, ConditionError
 from lse_panel.analysis.groups import BUILTIN_COMPARISONS
-from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.analysis.privacy import PrivacyError
 from lse_panel.cohort.rules import FilterStep, IdsStep, Step, SubgroupError
 from lse_panel.cohort.subgroups import Subgroup, SubgroupStore
@@ -219,7 +218,9 @@ class SubgroupManager(pn.viewable.Viewer):
             A reserved or taken name, a malformed colour.
         """
         self._check_name(name)
-        group = self.store.save_condition(name, text, colour=colour, overwrite=overwrite)
+        backend = self.state.backend
+        group = self.store.save_condition(name, text, colour=colour, overwrite=overwrite,
+                                          rows_of=lambda steps: backend.rows(backend.apply_rule(steps)))
         self.refresh()
         return group
 
@@ -408,8 +409,7 @@ class SubgroupManager(pn.viewable.Viewer):
             return
         try:
             step = FilterStep.from_text(text, self.state.cohort)
-            cohort = self.state.cohort
-            n = int(evaluate(condition_from_json(step.condition), cohort.phenotype_columns, cohort.phenotype_specs).sum())
+            n = self.state.backend.size(self.state.backend.apply_rule([step]))
         except ConditionError as exc:
             self._condition_feedback.object = str(exc)
             return

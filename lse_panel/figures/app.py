@@ -117,6 +117,16 @@ def lasso(page: Any, points: list[tuple[float, float]]) -> None:
     page.mouse.up()
 
 
+def drag_box(page: Any, start: tuple[float, float], end: tuple[float, float], steps: int = 10) -> None:
+    """Drag from page point ``start`` to ``end`` with the mouse (the box-select tool must be active)."""
+    page.mouse.move(*start)
+    page.mouse.down()
+    for k in range(1, steps + 1):  # at human speed, or Bokeh reads no gesture
+        page.mouse.move(start[0] + k * (end[0] - start[0]) / steps, start[1] + k * (end[1] - start[1]) / steps)
+        page.wait_for_timeout(20)
+    page.mouse.up()
+
+
 def densest_point(coords: np.ndarray, bins: int = 24) -> tuple[float, float]:
     """Centre of the 2-D histogram's fullest bin: a place where a lasso is sure to catch subjects."""
     counts, xe, ye = np.histogram2d(coords[:, 0], coords[:, 1], bins=bins)

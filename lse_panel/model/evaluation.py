@@ -14,16 +14,24 @@ from lse_panel.analysis.crossfit import cross_fit_predictions
 from lse_panel.model.embedding import encode_arrays
 from lse_panel.model.networks import CrossModalAutoencoder, ModelConfig, inference_copy
 
-REGRESSIONS = ("age", "bmi", "lv_mass", "lvedv", "lvesv", "lvef", "heart_rate", "qrs_duration", "qtc")
-CLASSIFICATIONS = ("sex", "af", "hypertension", "lvh")
 CARD = "MODEL_CARD.md"
 
 
-def downstream_tasks(phenotypes: pd.DataFrame) -> dict[str, str]:
-    """The model card's prediction tasks present in ``phenotypes``: name → 'regression' / 'classification'."""
-    tasks = {name: "regression" for name in REGRESSIONS if name in phenotypes}
-    tasks |= {name: "classification" for name in CLASSIFICATIONS if name in phenotypes}
-    return tasks
+def downstream_tasks(phenotypes: pd.DataFrame, tasks: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The model card's prediction tasks present in ``phenotypes``: name → 'regression' / 'classification'.
+
+    ``tasks`` is the data's own list (the synthetic generator's ``DOWNSTREAM_TASKS``, a bundle's
+    ``targets``); without one, every numeric column is a task: two distinct values make a
+    classification, more a regression.
+    """
+    if tasks is not None:
+        return {name: task for name, task in tasks.items() if name in phenotypes}
+    inferred: dict[str, str] = {}
+    for name in phenotypes:
+        values = pd.to_numeric(phenotypes[name], errors="coerce").dropna()
+        if len(values):
+            inferred[name] = "classification" if values.nunique() == 2 else "regression"
+    return inferred
 
 
 def cross_fit_scores(
@@ -113,6 +121,7 @@ def evaluate_model(
     n_reconstruction: int = 4000,
     n_splits: int = 5,
     seed: int = 0,
+    tasks: Mapping[str, str] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Every held-out figure of the model card.
@@ -131,6 +140,8 @@ def evaluate_model(
         Subjects whose reconstructions are scored.
     n_splits, seed
         Cross-fitting folds and their shuffle.
+    tasks
+        Phenotype → 'regression' / 'classification' to score (see :func:`downstream_tasks`).
 
     Returns
     -------
@@ -151,7 +162,7 @@ def evaluate_model(
     retrieval = retrieval_accuracy(latents["ecg"][:m], latents["mri"][:m])
     retrieval = {key.replace("a_to_b", "ecg_to_mri").replace("b_to_a", "mri_to_ecg"): v for key, v in retrieval.items()}
     t2 = time.perf_counter()
-    tasks = downstream_tasks(phenotypes)
+    tasks = downstream_tasks(phenotypes, tasks)
     downstream = {
         kind: cross_fit_scores(latents[kind], phenotypes, tasks, n_splits=n_splits, seed=seed)
         for kind in ("ecg", "mri", "fused")

@@ -92,6 +92,11 @@ class TrainingData:
         The modalities ``fetch`` returns, by name.
     description
         One line for the model card.
+    provenance
+        Where the data come from, for the checkpoint.
+    tasks
+        Phenotype → 'regression' / 'classification' the model card scores (default: every
+        numeric phenotype, see :func:`lse_panel.model.evaluation.downstream_tasks`).
     """
 
     def __init__(
@@ -101,17 +106,19 @@ class TrainingData:
         modalities: Mapping[str, Modality],
         description: str,
         provenance: Mapping[str, Any] | None = None,
+        tasks: Mapping[str, str] | None = None,
     ) -> None:
         self.fetch = fetch
         self.ids = np.asarray(ids)
         self.modalities = dict(modalities)
         self.description = description
         self.provenance = dict(provenance or {})
+        self.tasks = dict(tasks) if tasks is not None else None
 
     @classmethod
     def synthetic(cls, n: int, *, cohort_seed: int = 0, mri_shape: tuple[int, int, int] | None = None) -> TrainingData:
         """Fresh synthetic subjects (ids from :data:`TRAIN_ID_OFFSET`), generated on request."""
-        from lse_panel.synth import SyntheticCohort
+        from lse_panel.synth import DOWNSTREAM_TASKS, SyntheticCohort
 
         kwargs = {} if mri_shape is None else {"mri_shape": tuple(mri_shape)}
         synth = SyntheticCohort(seed=cohort_seed, **kwargs)
@@ -128,6 +135,7 @@ class TrainingData:
             f"synthetic cohort (SyntheticCohort seed {cohort_seed}), fresh subjects with ids "
             f"{TRAIN_ID_OFFSET:,}+ (disjoint from cohorts built with ids 0..n-1)",
             {"source": "synthetic", "generator": synth.to_json()},
+            DOWNSTREAM_TASKS,
         )
 
     @classmethod
@@ -149,7 +157,8 @@ class TrainingData:
             ph = phenotypes.iloc[position.loc[ids].to_numpy()].reset_index(drop=True)
             return source.raw(ids, ph), ph
 
-        return cls(fetch, np.asarray(cohort.ids), cohort.modalities, f"bundle {path}", {"source": "bundle", "bundle": str(path)})
+        return cls(fetch, np.asarray(cohort.ids), cohort.modalities, f"bundle {path}", {"source": "bundle", "bundle": str(path)},
+                   cohort.targets)
 
     def roles(self) -> dict[str, Modality]:
         """The signal and the image-sequence modality (exactly one of each is needed)."""
@@ -478,7 +487,7 @@ def train_model(
             t_eval = time.perf_counter()
             eval_ecg, eval_mri, eval_ph = data.generate(eval_ids, progress=progress, desc="evaluation set")
             raw = {config.ecg_name: eval_ecg, config.mri_name: eval_mri.astype(np.float32)}
-            metrics = evaluate_model(model, raw, eval_ph, seed=seed, progress=progress)
+            metrics = evaluate_model(model, raw, eval_ph, seed=seed, tasks=data.tasks, progress=progress)
             training["eval_seconds"] = round(time.perf_counter() - t_eval, 1)
             training["metrics"] = metrics
             save_checkpoint(out_dir, model, training=training)

@@ -125,6 +125,7 @@ def create_latent_plot(
     """
     if color_by == DENSITY:
         color_by = None
+    _aggregate_dask_frames_where_they_live(data)
     mode = color_mode(spec if color_by else None)
     if extent is None:
         extent = data_extent(data[[x, y]].to_numpy())
@@ -167,6 +168,14 @@ and with a fixed range (one colour anyway), so no redraw scans it and an empty o
 
 SPREAD_BELOW = (2_000, 10_000)
 """Occupied-pixel counts under which the highlight is spread by 2, then 1 pixel (none above)."""
+
+
+def _aggregate_dask_frames_where_they_live(data: object) -> None:
+    """A cluster backend's frame (a dask DataFrame) is rasterised partition by partition on the workers."""
+    if type(data).__module__.startswith("dask"):
+        from lse_panel.plotting.dask_raster import register_cluster_pipeline
+
+        register_cluster_pipeline()
 
 
 def _pixel_ratio() -> float:

@@ -10,10 +10,11 @@ import pandas as pd
 from lse_panel.cohort.schema import Modality
 from lse_panel.synth.ecg import ECG_LEADS, ecg_modality, generate_ecg
 from lse_panel.synth.mri import DEFAULT_MRI_SHAPE, generate_mri, mri_modality
-from lse_panel.synth.phenotypes import PHENOTYPES, generate_phenotypes, hidden_factors
+from lse_panel.synth.phenotypes import DOWNSTREAM_TASKS, PHENOTYPES, generate_phenotypes, hidden_factors
 
 __all__ = [
     "DEFAULT_MRI_SHAPE",
+    "DOWNSTREAM_TASKS",
     "ECG_LEADS",
     "GENERATOR_VERSION",
     "PHENOTYPES",

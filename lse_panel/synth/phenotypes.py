@@ -10,7 +10,7 @@ import pandas as pd
 from lse_panel.cohort.schema import PhenotypeSpec
 from lse_panel.synth.random import normal, uniform
 
-__all__ = ["LVH_THRESHOLD_G_M2", "PHENOTYPES", "generate_phenotypes", "hidden_factors"]
+__all__ = ["DOWNSTREAM_TASKS", "LVH_THRESHOLD_G_M2", "PHENOTYPES", "generate_phenotypes", "hidden_factors"]
 
 # LV mass index above which a subject is labelled LVH (UK Biobank CMR upper limits,
 # roughly mean + 2 SD of Petersen et al. 2017's healthy subset, which excludes papillary muscles).
@@ -55,6 +55,15 @@ PHENOTYPES: dict[str, PhenotypeSpec] = {
         ),
     )
 }
+
+
+DOWNSTREAM_TASKS: dict[str, str] = {
+    **{name: "regression" for name in ("age", "bmi", "lv_mass", "lvedv", "lvesv", "lvef", "heart_rate", "qrs_duration", "qtc")},
+    **{name: "classification" for name in ("sex", "af", "hypertension", "lvh")},
+}
+"""The synthetic cohort's downstream targets (issue 3's list): what the model card and the accuracy
+pane report for it. A bundle records its own targets in ``manifest["targets"]``; this is the
+synthetic producer's choice, as an imported cohort's are its user's."""
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

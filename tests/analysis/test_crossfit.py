@@ -118,3 +118,43 @@ def test_joint_fit_of_regressions_equals_separate_fits():
     for name in tasks:
         alone = cross_fit_predictions(latents, targets, {name: "regression"}, seed=2)[name]
         np.testing.assert_allclose(joint[name], alone, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("missing_share", [0.1, 0.8])
+def test_regressions_with_missing_values_equal_a_pipeline_on_the_valid_rows(missing_share: float):
+    # Each fold's Gram matrix is shared; a target's missing rows are taken out of it (few) or
+    # its valid rows summed directly (many missing): either way, the pipeline's numbers.
+    rng = np.random.default_rng(5)
+    n, d = 500, 7
+    latents = rng.normal(loc=3.0, size=(n, d)) * rng.uniform(0.5, 4, size=d)
+    y = latents @ rng.normal(size=d) + rng.normal(size=n)
+    y[rng.random(n) < missing_share] = np.nan
+    folds = fold_ids(n, n_splits=5, seed=1)
+    pred = cross_fit_predictions(latents, {"y": y}, {"y": "regression"}, n_splits=5, seed=1, alpha=3.0)["y"]
+    base = make_pipeline(StandardScaler(), Ridge(alpha=3.0))
+    for k in range(5):
+        train = (folds != k) & np.isfinite(y)
+        expected = clone(base).fit(latents[train], y[train]).predict(latents[folds == k])
+        np.testing.assert_allclose(pred[folds == k], expected, rtol=1e-5, atol=1e-4)
+
+
+def test_classifications_fitted_together_match_scikit_learn_fold_by_fold():
+    # The logistic regressions of a fold are optimised jointly; each must land on the optimum
+    # scikit-learn finds for it alone (tightly converged), missing labels left out.
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(8)
+    n, d = 1_200, 5
+    latents = rng.normal(loc=2.0, size=(n, d)) * rng.uniform(0.5, 3, size=d)
+    targets = {f"c{j}": (latents @ rng.normal(size=d) + rng.logistic(size=n) > j).astype(float) for j in range(3)}
+    targets["c1"][rng.random(n) < 0.2] = np.nan  # missing labels
+    tasks = {name: "classification" for name in targets}
+    pred = cross_fit_predictions(latents, targets, tasks, n_splits=4, seed=3, C=0.5)
+    folds = fold_ids(n, n_splits=4, seed=3)
+    for name, y in targets.items():
+        for k in range(4):
+            train = (folds != k) & np.isfinite(y)
+            scaler = StandardScaler().fit(latents[folds != k])  # standardised over the fold's training rows
+            model = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(scaler.transform(latents[train]), y[train])
+            expected = model.predict_proba(scaler.transform(latents[folds == k]))[:, 1]
+            np.testing.assert_allclose(pred[name][folds == k], expected, atol=2e-4)

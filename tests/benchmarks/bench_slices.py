@@ -8,6 +8,8 @@ them; the whole search (folding and every latent's metrics for the slices return
 search on the maps; and, as the baseline, the naive route: a boolean mask per slice and
 ``scipy.stats.ttest_ind`` on the gathered losses, timed on a sample of slices and extrapolated to
 all of them. Targets (issue 13): every one- and two-condition slice scored in ≤ 10 s; regions ≤ 5 s.
+Then the explorer's Failures pane end to end (search with regions, table built and rendered to
+Bokeh models) against ``find_failures`` alone, and a second session's search (cached per process).
 
 Without ``--bundle`` the cohort is the synthetic generator's 19 phenotypes with LVEF as the target,
 predicted with noise that grows in a subgroup, and two maps made from the phenotypes. All 19
@@ -60,6 +62,38 @@ def from_bundle(path: str, target: str):
     predictions = {kind: per[target] for kind, per in cohort.predictions.items() if target in per}
     return (cohort.phenotype(target), predictions, {n: cohort.phenotype(n) for n in names},
             {n: cohort.phenotype_specs[n] for n in names}, dict(cohort.projections), cohort.prediction_tasks()[target])
+
+
+def cohort_of(truth, predictions, columns, specs, maps, target: str):
+    """The synthetic arrays as an in-memory cohort, for the pane."""
+    from lse_panel.cohort.bundle import Cohort
+
+    columns = {**columns, target: np.asarray(truth, dtype=np.float32)}
+    return Cohort(ids=np.arange(len(truth)), phenotypes=columns, phenotype_specs=dict(specs), projections=maps,
+                  predictions={kind: {target: np.asarray(p, dtype=np.float32)} for kind, p in predictions.items()})
+
+
+def pane_end_to_end(cohort, target: str, kind: str) -> dict[str, float]:
+    """Seconds: find_failures alone; the pane's search + table + Bokeh models; another session's search."""
+    import panel as pn
+
+    from lse_panel.cohort.slices import find_failures
+    from lse_panel.components.failures import FailuresPane
+    from lse_panel.components.state import ExplorerState
+
+    start = time.perf_counter()
+    find_failures(cohort, target, latent=kind)
+    alone = time.perf_counter() - start
+    pane = FailuresPane(ExplorerState(cohort), target=target, latent=kind)
+    start = time.perf_counter()
+    pane.search()
+    pn.panel(pane).get_root()
+    first = time.perf_counter() - start
+    other = FailuresPane(ExplorerState(cohort), target=target, latent=kind)
+    start = time.perf_counter()
+    other.search()
+    pn.panel(other).get_root()
+    return {"alone": alone, "pane": first, "cached": time.perf_counter() - start, "rows": len(pane.slices)}
 
 
 def naive_per_slice(keys, features, loss, valid, sample: np.ndarray) -> float:
@@ -137,6 +171,19 @@ def main() -> None:
           f"slices ({t_naive / scored:.0f}x slower than scoring from sums)")
     print("\ntop slices:")
     print(found[["rank", "kind", "rule", "n", "loss_slice", "loss_rest", "q_value"]].head(8).to_string(index=False))
+
+    if args.bundle:
+        from lse_panel.cohort.bundle import open_bundle
+
+        cohort = open_bundle(args.bundle)
+    else:
+        cohort = cohort_of(truth, predictions, columns, specs, maps, args.target)
+    pane = pane_end_to_end(cohort, args.target, kind)
+    print(f"\nFailures pane, latent {kind!r}, regions on (one run each; load {os.getloadavg()[0]:.2f}):")
+    print(f"  find_failures alone                             : {pane['alone']:7.2f} s")
+    print(f"  pane: search + table + Bokeh models             : {pane['pane']:7.2f} s   "
+          f"({pane['pane'] / pane['alone']:.2f}x find_failures; {pane['rows']} slices listed)")
+    print(f"  another session, same request (cached)          : {pane['cached']:7.2f} s")
 
 
 if __name__ == "__main__":

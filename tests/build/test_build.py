@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lse_panel.build import DOWNSTREAM_TASKS, build_cohort
+from lse_panel.build import build_cohort
+from lse_panel.synth import DOWNSTREAM_TASKS
 from lse_panel.cohort.bundle import open_bundle
 from lse_panel.cohort.schema import BundleError
 from lse_panel.config import SETTINGS
@@ -150,10 +151,10 @@ def test_a_map_of_older_latents_is_withdrawn_until_recomputed(built, tmp_path: P
 
 
 def test_a_second_builder_on_the_same_bundle_is_refused(built) -> None:
-    from lse_panel.build import _build_lock
+    from lse_panel.steps import build_lock
 
     out = built[0]
-    with _build_lock(out):
+    with build_lock(out):
         with pytest.raises(BundleError, match=r"another `lse build` \(pid \d+\) is building this bundle"):
             build_cohort(out, n_subjects=N, seed=3, model=MODEL, progress=False)
     assert build_cohort(out, n_subjects=N, seed=3, model=MODEL, progress=False)["embed"] == 0.0

@@ -105,6 +105,10 @@ def test_selections_and_set_operations_match(local, remote) -> None:
 def test_map_queries_match(local, remote) -> None:
     import datashader as ds
 
+    from lse_panel.plotting.dask_raster import register_cluster_pipeline
+
+    register_cluster_pipeline()  # as the map factory does: partitions aggregated where they live
+
     np.testing.assert_allclose(remote.extent("mri/umap"), local.extent("mri/umap"))
     assert remote.nearest("fused/umap", 0.3, -1.2) == local.nearest("fused/umap", 0.3, -1.2)
     canvas = ds.Canvas(60, 40, x_range=(-10, 10), y_range=(-10, 10))

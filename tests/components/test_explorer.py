@@ -119,7 +119,7 @@ def test_subgroup_api_and_tabs() -> None:
     explorer = Explorer(cohort, tiny_decoder(8))
     assert explorer.policy == PrivacyPolicy(min_group_size=10, individual_views=True)
     assert explorer.state.store is explorer.store
-    assert _tab_names(explorer) == ["Decode", "Accuracy", "Compare", "Perturb", "Interpolate", "Subgroups", "Subject"]
+    assert _tab_names(explorer) == ["Decode", "Accuracy", "Compare", "Failures", "Perturb", "Interpolate", "Subgroups", "Subject"]
     assert explorer.subgroup_names == []
     with pytest.raises(SubgroupError, match="nothing is selected"):
         explorer.save_subgroup("empty")
@@ -143,11 +143,27 @@ def test_subgroup_api_and_tabs() -> None:
     pn.panel(explorer).get_root()
 
 
+def test_only_the_visible_tab_recomputes_on_a_selection() -> None:
+    """What a served explorer wires (a notebook keeps every pane live): hidden panes catch up when shown."""
+    explorer = Explorer(tiny_cohort(400), tiny_decoder(8))
+    tabs = explorer.main_panes()[-1]
+    panes = [explorer.decode_pane, explorer.accuracy_pane, explorer.compare_pane, explorer.failures_pane,
+             explorer.perturb_pane, explorer.interpolate_pane, explorer.subgroups, explorer.subject]
+    Explorer._recompute_only_visible(tabs, panes)
+    tabs.active = 3  # the failures pane
+    assert explorer.failures_pane.scheduler.active and not explorer.accuracy_pane.scheduler.active
+    explorer.select(indices=np.arange(100))
+    assert explorer.accuracy_pane.metrics is None  # hidden: not recomputed
+    tabs.active = 1
+    assert explorer.accuracy_pane.scheduler.active and not explorer.failures_pane.scheduler.active
+    assert explorer.accuracy_pane.metrics is not None and "selection" in set(explorer.accuracy_pane.metrics["group"])
+
+
 def test_without_a_decoder_the_decoding_panes_say_so(cohort) -> None:
     explorer = Explorer(cohort, None, individual_level=False)
     for pane in (explorer.decode_pane, explorer.perturb_pane, explorer.interpolate_pane):
         assert isinstance(pane, pn.pane.Alert) and "no decoder" in pane.object
-    assert _tab_names(explorer) == ["Decode", "Accuracy", "Compare", "Perturb", "Interpolate", "Subgroups"]
+    assert _tab_names(explorer) == ["Decode", "Accuracy", "Compare", "Failures", "Perturb", "Interpolate", "Subgroups"]
     assert not explorer.policy.individual_views
 
 

@@ -81,3 +81,37 @@ def test_saved_subgroups_are_joined_on_the_workers(bundle, client, tmp_path) -> 
     far.save_subgroup("again")  # a cluster selection saved by id, read back in process
     np.testing.assert_array_equal(near.store.members("again"), near.store.members("middle"))
     far.backend.close()
+
+
+@pytest.fixture(scope="module")
+def failing_bundle(tmp_path_factory):
+    cohort = tiny_cohort(2_000)
+    pred = cohort.predictions["fused"]["lvef"].copy()
+    pred[cohort.phenotype("sex") == 0] += 20  # a failure the slice search must find: women's LVEF
+    cohort.predictions["fused"] = {**cohort.predictions["fused"], "lvef": pred}
+    return write_cohort_bundle(cohort, tmp_path_factory.mktemp("failing") / "tiny", partitions=3)
+
+
+def test_failures_and_conditions_on_a_cluster(failing_bundle, client) -> None:
+    near, far = _explorers(failing_bundle, client)
+    for explorer in (near, far):
+        explorer.failures_pane.param.update(target="lvef", latent="fused", regions=False)
+    found = near.failures_pane.search()
+    assert found.iloc[0]["rule"] == 'sex == "female"'
+    pd.testing.assert_frame_equal(far.failures_pane.search(), found)
+    near.failures_pane.choose(0)
+    far.failures_pane.choose(0)
+    np.testing.assert_array_equal(far.selected_indices, near.selected_indices)
+    far.failures_pane._sync_chosen()  # the cluster's selection is still the chosen slice
+    assert far.failures_pane.chosen == 0
+    pd.testing.assert_frame_equal(
+        far.find_failures("lvef", "fused", max_fraction=1.0), near.find_failures("lvef", "fused", max_fraction=1.0)
+    )
+    far.subgroups._condition.value = near.subgroups._condition.value = "age >= 60"
+    assert far.subgroups._condition_feedback.object == near.subgroups._condition_feedback.object
+    assert near.subgroups._condition_feedback.object.startswith("✓")
+    group = far.subgroups.save_condition("older", "age >= 60")  # rows found on the cluster, stored by id
+    ages = np.asarray(open_bundle(failing_bundle).phenotype("age"))
+    np.testing.assert_array_equal(near.store.members("older"), np.flatnonzero(ages >= 60))
+    assert group.n == int((ages >= 60).sum())
+    far.backend.close()

@@ -71,12 +71,15 @@ def served_explorer(ui_cohort) -> Iterator[tuple[str, list[Explorer]]]:
 
 
 @contextmanager
-def serving_bundle(bundle: Path) -> Iterator[tuple[str, list[Explorer]]]:
-    """An explorer on a bundle on disk, served by ``pn.serve`` in a thread: (url, the sessions' Explorer objects)."""
+def serving_bundle(bundle: Path, *, own_decoder: bool = False) -> Iterator[tuple[str, list[Explorer]]]:
+    """An explorer on a bundle on disk, served by ``pn.serve`` in a thread: (url, the sessions' Explorer objects).
+
+    With ``own_decoder`` the bundle's own decoder is loaded, as ``lse serve`` does; otherwise a tiny one.
+    """
     sessions: list[Explorer] = []
 
     def app() -> pn.template.BaseTemplate:
-        explorer = Explorer.from_bundle(bundle, decode=tiny_decoder(8))
+        explorer = Explorer.from_bundle(bundle, **({} if own_decoder else {"decode": tiny_decoder(8)}))
         sessions.append(explorer)
         return explorer.servable_template()
 

@@ -11,6 +11,7 @@ import pytest
 from lse_panel.analysis.selection import ray_casting_mask_reference
 from lse_panel.figures.app import (
     densest_point,
+    drag_box,
     frame_box,
     lasso,
     select_tool,
@@ -76,7 +77,7 @@ def test_page_renders_every_tab_without_script_errors(page, served_explorer) -> 
     tabs = page.locator(".bk-tab")
     tabs.first.wait_for()
     names = [tabs.nth(i).inner_text().strip() for i in range(tabs.count())]
-    assert names == ["Decode", "Accuracy", "Compare", "Perturb", "Interpolate", "Subgroups", "Subject"]
+    assert names == ["Decode", "Accuracy", "Compare", "Failures", "Perturb", "Interpolate", "Subgroups", "Subject"]
     for i in range(len(names)):
         tabs.nth(i).click()
         time.sleep(0.5)
@@ -93,12 +94,7 @@ def test_ecg_selection_is_highlighted_in_mri_view(page, served_explorer, ui_coho
     (x0, x1), (y0, y1) = ecg_box["x_range"], ecg_box["y_range"]
     start = to_screen(ecg_box, x0 + 0.5 * (x1 - x0), y0 + 0.5 * (y1 - y0))
     end = to_screen(ecg_box, x1 - 0.01 * (x1 - x0), y1 - 0.01 * (y1 - y0))
-    page.mouse.move(*start)
-    page.mouse.down()
-    for k in range(1, 11):
-        page.mouse.move(start[0] + k * (end[0] - start[0]) / 10, start[1] + k * (end[1] - start[1]) / 10)
-        page.wait_for_timeout(20)
-    page.mouse.up()
+    drag_box(page, start, end)
     n = wait_for_count(page, lambda n: n > 0)
     assert n == explorer.state.n_selected
     page.mouse.move(2, 2)

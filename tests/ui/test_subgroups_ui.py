@@ -13,6 +13,7 @@ from lse_panel.cohort.bundle import open_bundle
 from lse_panel.cohort.subgroups import SubgroupStore
 from lse_panel.components.explorer import Explorer
 from lse_panel.figures.app import (
+    drag_box,
     frame_box,
     select_tool,
     to_screen,
@@ -38,12 +39,7 @@ def _box_drag(page, box) -> None:
     (x0, x1), (y0, y1) = box["x_range"], box["y_range"]
     start = to_screen(box, x0 + 0.3 * (x1 - x0), y0 + 0.3 * (y1 - y0))
     end = to_screen(box, x1 - 0.01 * (x1 - x0), y1 - 0.01 * (y1 - y0))
-    page.mouse.move(*start)
-    page.mouse.down()
-    for k in range(1, 11):  # at human speed, or Bokeh reads no gesture
-        page.mouse.move(start[0] + k * (end[0] - start[0]) / 10, start[1] + k * (end[1] - start[1]) / 10)
-        page.wait_for_timeout(20)
-    page.mouse.up()
+    drag_box(page, start, end)
 
 
 def _open_tab(page, name: str) -> None:

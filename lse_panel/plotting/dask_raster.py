@@ -1,43 +1,24 @@
 """Rasterising a cluster-held cohort: datashader's own aggregation on each partition where it lives, images tree-added.
 
-Part of the Dask backend (:mod:`lse_panel.cohort.dask_backend`); imported only with it.
+The Dask backend (:mod:`lse_panel.cohort.dask_backend`) hands the map a persisted dask frame that
+carries its partitions' futures; :func:`register_cluster_pipeline` (called by the map factory when
+it meets such a frame) routes datashader's aggregation of it through :func:`_cluster_pipeline`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from lse_panel.cohort.dask_tasks import aggregate_part, combine_aggregates
+from lse_panel.cohort.dask_backend import PARTS_ATTRIBUTE
 
-if TYPE_CHECKING:
-    from distributed import Future
-
-__all__ = ["PARTS_ATTRIBUTE", "ROWS_ATTRIBUTE", "collection"]
-
-
-def collection(parts: list[Future], meta: pd.DataFrame) -> Any:
-    """A persisted dask DataFrame of per-partition futures, which datashader aggregates on the workers.
-
-    Persisted rather than built on the futures directly: datashader hands the collection's raw
-    graph to the scheduler, which then loses futures it only names (measured: "lost dependencies").
-    The persist step is an identity per partition and shares the partition's arrays. The frame
-    carries its partitions (``lse_parts``) so :func:`_cluster_pipeline` aggregates them directly.
-    """
-    import dask.dataframe as dd
-
-    frame = dd.from_delayed(parts, meta=meta, verify_meta=False).persist()
-    object.__setattr__(frame, PARTS_ATTRIBUTE, list(parts))
-    _register_pipeline()
-    return frame
-
-
-PARTS_ATTRIBUTE = "lse_parts"
+__all__ = ["aggregate_part", "combine_aggregates", "register_cluster_pipeline"]
 
 
 def _cluster_pipeline(df: Any, schema: Any, canvas: Any, glyph: Any, summary: Any, **kwargs: Any) -> Any:
-    """datashader's pipeline for a frame of :func:`_collection`: ``Canvas.points`` on each partition where it lives, tree-added.
+    """datashader's pipeline for a cluster frame: ``Canvas.points`` on each partition where it lives, tree-added.
 
     datashader's own dask pipeline serialises its numba-compiled functions by value on every call
     (measured 0.4–0.7 s per aggregation, whatever the data size, on the loaded 2-core machine);
@@ -76,7 +57,7 @@ def _mergeable(agg: Any) -> bool:
 _DASK_PIPELINE: list[Any] = []
 
 
-def _register_pipeline() -> None:
+def register_cluster_pipeline() -> None:
     """Route datashader's aggregation of dask frames through :func:`_cluster_pipeline` (once per process)."""
     if _DASK_PIPELINE:
         return
@@ -88,5 +69,25 @@ def _register_pipeline() -> None:
     bypixel.pipeline.register(dd.DataFrame)(_cluster_pipeline)
 
 
-ROWS_ATTRIBUTE = "lse_rows"
-"""Attribute of a highlight frame holding its length, known on the client (``len()`` would ask the workers)."""
+def aggregate_part(part: pd.DataFrame, canvas: Any, x: str, y: str, agg: Any) -> Any:
+    """One partition's image (a worker task)."""
+    return canvas.points(part, x, y, agg=agg)
+
+
+def combine_aggregates(*aggs: Any) -> Any:
+    """Partition aggregates of one canvas added: counts sum, a ``summary`` mean is weighted by its count."""
+    import xarray as xr
+
+    first = aggs[0]
+    if isinstance(first, xr.Dataset):
+        count = np.sum([a["count"].data for a in aggs], axis=0)
+        out = first.copy(deep=True)
+        out["count"].data[...] = count
+        for name in first.data_vars:
+            if name == "count":
+                continue
+            weighted = np.sum([np.nan_to_num(a[name].data) * a["count"].data for a in aggs], axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[name].data[...] = np.where(count > 0, weighted / np.where(count > 0, count, 1), np.nan)
+        return out
+    return first.copy(data=np.sum([a.data for a in aggs], axis=0).astype(first.dtype))
