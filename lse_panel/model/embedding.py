@@ -348,7 +348,7 @@ def embed_partitions(
                 relative = f"parts/latents__{k}"
             else:
                 relative = f"latents/{k}.npy"
-                _concatenate_npy([staging / f"{k}-{i:05d}.npy" for i in range(len(bounds) - 1)],
+                concatenate_npy([staging / f"{k}-{i:05d}.npy" for i in range(len(bounds) - 1)],
                                  bundle_path / relative, (n, dim))  # fmt: skip
             extra = {"fusion": FUSION} if k == "fused" else {"modality": k}
             update.register_latent(k, relative, dim, model=str(model_path), model_sha256=digest, latent_dim=dim,
@@ -370,7 +370,7 @@ def embed_partitions(
     }
 
 
-def _concatenate_npy(parts: list[Path], target: Path, shape: tuple[int, int]) -> None:
+def concatenate_npy(parts: list[Path], target: Path, shape: tuple[int, int]) -> None:
     """One ``.npy`` of ``shape`` from row blocks, streamed part by part (bounded memory), written atomically."""
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
