@@ -242,6 +242,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                    *map(str, args.sizes), "--data", str(args.data)]  # fmt: skip
         if args.json is not None:
             command += ["--json", str(args.json)]
+        if args.base is not None:
+            command += ["--base", str(args.base)]
+        command += ["--make", args.make]
         return subprocess.call(command)
     # The scale table builds cohorts of millions: it runs only when asked for (--sizes).
     scripts = sorted(s for s in (REPO_ROOT / "tests" / "benchmarks").glob("bench_*.py") if s.name != "bench_scale.py")
@@ -409,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the scale table (tests/benchmarks/bench_scale.py) at these cohort sizes, e.g. 500000 2000000 10000000")
     p.add_argument("--data", type=Path, default=Path("data"), help="where --sizes builds or finds its bundles (default: %(default)s)")
     p.add_argument("--json", type=output_file(".json"), default=None, help="also write the --sizes table as JSON here")
+    p.add_argument("--base", type=existing_directory, help="with --sizes: a built bundle, reused at its size and "
+                   "tiled for the sizes --data lacks (default: data/demo when it exists)")
+    p.add_argument("--make", choices=["tile", "build"], default="tile",
+                   help="with --sizes: how a missing size is made: tiled from --base, or built with `lse build` (hours at 10M)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

@@ -115,3 +115,18 @@ def test_serve_builds_to_servable_then_finishes_in_the_background(tmp_path: Path
     assert server.command[-1] == str(bundle.resolve())
     assert finisher.terminated and server.terminated  # nothing is left running once serve returns
     assert (bundle / "build.log").exists()
+
+
+def test_bench_sizes_runs_the_scale_table_with_its_options(monkeypatch, tmp_path) -> None:
+    import lse_panel.cli as cli
+
+    ran = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda command: ran.append(command) or 0)
+    base = tmp_path / "demo"
+    base.mkdir()
+    assert cli.main(["bench", "--sizes", "500000", "2000000", "--base", str(base), "--json", str(tmp_path / "t.json")]) == 0
+    (command,) = ran
+    assert command[1].endswith("tests/benchmarks/bench_scale.py")
+    assert command[2:] == ["--sizes", "500000", "2000000", "--data", "data", "--json", str(tmp_path / "t.json"),
+                           "--base", str(base), "--make", "tile"]
+    assert cli.main(["bench", "--sizes", "10"]) == 2  # below the smallest size: refused in one line
