@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Iterator
@@ -277,7 +278,10 @@ class _Client:
             connection.close()
             return "accepted"
 
-        return ioloop.IOLoop().run_sync(connect)
+        # In a thread of its own: a session-scoped Playwright page keeps an event loop running in
+        # this one, and asyncio refuses to start a second loop inside it.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(lambda: ioloop.IOLoop().run_sync(connect)).result()
 
 
 @pytest.mark.slow

@@ -8,52 +8,53 @@ import numpy as np
 import pandas as pd
 
 from lse_panel.analysis.groups import COMPARISON, SELECTION, GroupSet
-from lse_panel.analysis.metrics import PreparedMetrics, subgroup_metrics
+from lse_panel.analysis.metric_statistics import metrics_from_statistics
 from lse_panel.analysis.privacy import PrivacyPolicy
 
-__all__ = ["accuracy_by_group", "mask_hidden_groups", "metrics_of_groups", "selection_metrics"]
+__all__ = ["COHORT", "accuracy_by_group", "group_metrics", "mask_hidden_groups", "selection_metrics"]
+
+COHORT = "cohort"
+"""Label of the whole cohort in metric tables."""
 
 
-def metrics_of_groups(
-    prepared: PreparedMetrics,
-    groups: Mapping[str, np.ndarray],
-    *,
-    bootstrap: bool = False,
-    n_resamples: int = 200,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """:func:`~lse_panel.analysis.metrics.subgroup_metrics` of ``groups`` (rows or masks) on prepared predictions."""
-    return subgroup_metrics(
-        None, None, None, dict(groups), prepared=prepared, bootstrap=bootstrap, n_resamples=n_resamples, seed=seed
-    )
-
-
-def selection_metrics(
-    prepared: PreparedMetrics,
-    groups: GroupSet,
-    overall: pd.DataFrame,
-    *,
-    bootstrap: bool = False,
-    n_resamples: int = 200,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Metrics in the selection, its comparison group and the whole cohort, every latent kind.
-
-    The rest of the cohort is passed as a mask (never gathered as indices) and the whole cohort's
-    rows are ``overall`` (computed once per process) renamed; a saved subgroup is its rows.
+def group_metrics(groups: GroupSet, labels: Mapping[str, str], *, intervals: bool = True) -> pd.DataFrame:
+    """Metrics with intervals of the groups ``labels`` names, from their cached sufficient statistics.
 
     Parameters
     ----------
-    prepared
-        The cohort's prepared predictions.
+    groups
+        The session's groups, built with metric sums (:class:`~lse_panel.analysis.groups.MetricSums`).
+    labels
+        ``{label in groups, or "cohort": name in the table}``, in table order.
+    intervals
+        Add the intervals (they cost no more than the sums).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`~lse_panel.analysis.metric_statistics.metrics_from_statistics`' long table.
+    """
+    sums = groups.metric_sums
+    if sums is None:
+        raise ValueError("these groups have no metric sums: the cohort has no predictions.")
+    statistics = {
+        name: sums.total() if label == COHORT else groups.metric_statistics(label) for label, name in labels.items()
+    }
+    return metrics_from_statistics(statistics, sums.layout, intervals=intervals)
+
+
+def selection_metrics(groups: GroupSet, *, intervals: bool = True) -> pd.DataFrame:
+    """Metrics in the selection, its comparison group and the whole cohort, every latent kind.
+
+    The rest of the cohort is the cohort's statistics minus the selection's, so a selection costs
+    one pass over its own subjects (:meth:`GroupSet.metric_statistics`).
+
+    Parameters
+    ----------
     groups
         The session's groups.
-    overall
-        Metrics of the whole cohort (group ``"cohort"``), with or without intervals as ``bootstrap``.
-    bootstrap
-        Add bootstrap intervals (slower: compute the point estimates first).
-    n_resamples, seed
-        Bootstrap settings.
+    intervals
+        Add the intervals.
 
     Returns
     -------
@@ -61,14 +62,7 @@ def selection_metrics(
         Long format with groups ``selection``, ``comparison`` and ``cohort``; a group with no
         subjects has NaN values and its ``reason`` says so.
     """
-    members = {SELECTION: groups.members(SELECTION)}
-    if groups.comparison != "all":
-        members[COMPARISON] = groups.members(COMPARISON)
-    parts = [metrics_of_groups(prepared, members, bootstrap=bootstrap, n_resamples=n_resamples, seed=seed)]
-    if groups.comparison == "all":
-        parts.append(overall.assign(group=COMPARISON))
-    parts.append(overall)
-    return pd.concat(parts, ignore_index=True)
+    return group_metrics(groups, {SELECTION: SELECTION, COMPARISON: COMPARISON, COHORT: COHORT}, intervals=intervals)
 
 
 def mask_hidden_groups(
@@ -102,16 +96,16 @@ def mask_hidden_groups(
 
 
 def accuracy_by_group(
-    prepared: PreparedMetrics, groups: Mapping[str, np.ndarray], *, policy: PrivacyPolicy | None = None
+    groups: GroupSet, labels: Mapping[str, str], *, policy: PrivacyPolicy | None = None
 ) -> pd.DataFrame:
     """Accuracy metrics of every latent kind's predictions in each group, with the privacy floor applied.
 
     Parameters
     ----------
-    prepared
-        The cohort's prepared predictions.
     groups
-        ``{label: rows or mask}``, the reference included.
+        The groups, the reference included (e.g. the session's, with saved subgroups added).
+    labels
+        ``{label in groups: name in the table}``.
     policy
         Rows computed from fewer subjects than ``policy.min_group_size`` are masked and flagged
         in ``hidden``.
@@ -119,13 +113,13 @@ def accuracy_by_group(
     Returns
     -------
     pandas.DataFrame
-        :func:`~lse_panel.analysis.metrics.subgroup_metrics`' long table plus ``hidden``; empty
-        when there are no predictions or no groups.
+        :func:`group_metrics`' long table plus ``hidden``; empty when there are no predictions or
+        no groups.
     """
     policy = policy if policy is not None else PrivacyPolicy()
-    if not prepared.predictions or not groups:
+    if groups.metric_sums is None or not labels:
         return pd.DataFrame()
-    long = metrics_of_groups(prepared, groups)
+    long = group_metrics(groups, labels)
     hidden = long["n"].to_numpy() < policy.min_group_size
     long = policy.filter_table(long, "n")
     long["hidden"] = hidden

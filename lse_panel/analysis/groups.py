@@ -4,25 +4,42 @@ A session's state holds one :class:`GroupSet` (``ExplorerState.groups``) and rep
 the selection, the comparison group or the saved subgroup it names changes. Every pane reads it
 instead of deriving the groups again: the selection's rows, the comparison group's rows or mask
 (the rest of a 500k cohort is never gathered as indices), sizes, which groups the privacy policy
-hides and why, and per-group latent sums, each computed at most once per GroupSet.
+hides and why, per-group latent sums and per-group metric statistics, each computed at most once
+per GroupSet.
 
 This is also the contract a cluster backend implements against: a group is named by a label, and
 everything a pane asks of it (``size``, ``mask``, ``rows``, ``members``, ``latent_sum``,
-``mean_latent``) is a method here, so the same panes can run on a GroupSet whose sums come from
-Dask workers (:class:`LatentSums`).
+``mean_latent``, ``metric_statistics``) is a method here, so the same panes can run on a GroupSet
+whose sums come from Dask workers (:class:`LatentSums`, :class:`MetricSums`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping, Protocol
+from typing import Any, Callable, Hashable, Literal, Mapping, Protocol, TypeVar
 
 import numpy as np
 
 from lse_panel.analysis.decode import latent_sum
+from lse_panel.analysis.metric_statistics import (
+    GroupStatistics,
+    MetricLayout,
+    PreparedMetrics,
+    group_sufficient_statistics,
+)
 from lse_panel.analysis.privacy import PrivacyPolicy
 
-__all__ = ["BUILTIN_COMPARISONS", "COMPARISON", "SELECTION", "BlockSums", "GroupHandle", "GroupSet", "LatentSums"]
+__all__ = [
+    "BUILTIN_COMPARISONS",
+    "COMPARISON",
+    "SELECTION",
+    "BlockSums",
+    "GroupHandle",
+    "GroupSet",
+    "LatentSums",
+    "MetricSums",
+    "PreparedSums",
+]
 
 SELECTION = "selection"
 """Label of the selected subjects."""
@@ -34,6 +51,7 @@ BUILTIN_COMPARISONS = ("rest", "all")
 """Comparisons every session has; any other comparison names a saved subgroup."""
 
 ComparisonKind = Literal["rest", "all", "subgroup"]
+T = TypeVar("T")
 
 _EMPTY = np.empty(0, dtype=np.int64)
 _EMPTY.flags.writeable = False
@@ -44,7 +62,8 @@ class GroupHandle(Protocol):
 
     A :class:`GroupSet` holds one in place of rows when its backend keeps groups remotely
     (:class:`~lse_panel.cohort.dask_backend.DaskGroup`); :meth:`GroupSet.members` then hands out
-    handles, which the backend's statistics take, and never gathers rows.
+    handles, and :meth:`GroupSet.sum_over` passes them to the sum sources (which sum per partition
+    on the workers), never gathering rows.
     """
 
     size: int
@@ -97,6 +116,47 @@ class BlockSums:
         return latent_sum(self.block(kind), rows)
 
 
+class MetricSums(Protocol):
+    """Per-group sufficient statistics of the predictions (:mod:`lse_panel.analysis.metric_statistics`).
+
+    The in-process implementation is :class:`PreparedSums`; a cluster backend computes them per
+    partition and adds them.
+    """
+
+    layout: MetricLayout
+
+    def total(self) -> GroupStatistics:
+        """The statistics of every subject (cached, it never changes)."""
+        ...
+
+    def rows_statistics(self, rows: np.ndarray) -> GroupStatistics:
+        """The statistics of the subjects at ``rows`` (sorted int64, or a :class:`GroupHandle`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PreparedSums:
+    """:class:`MetricSums` over a cohort's prepared predictions, in process.
+
+    Parameters
+    ----------
+    prepared
+        The cohort's :class:`~lse_panel.analysis.metric_statistics.PreparedMetrics`.
+    total
+        Returns the statistics of every subject, cached by the caller (once per process).
+    """
+
+    prepared: PreparedMetrics
+    total: Callable[[], GroupStatistics]
+
+    @property
+    def layout(self) -> MetricLayout:
+        return self.prepared.layout
+
+    def rows_statistics(self, rows: np.ndarray) -> GroupStatistics:
+        return group_sufficient_statistics(self.prepared, {"rows": rows})["rows"]
+
+
 @dataclass(frozen=True, eq=False)
 class GroupSet:
     """The selection, its comparison group and any further named groups, with their privacy verdicts.
@@ -125,6 +185,9 @@ class GroupSet:
         The privacy policy whose :meth:`~PrivacyPolicy.verdicts` fill :attr:`hidden`.
     sums
         Where latent sums come from (:class:`LatentSums`); ``None``: :meth:`latent_sum` is unavailable.
+    metric_sums
+        Where the predictions' sufficient statistics come from (:class:`MetricSums`); ``None``
+        (a cohort without predictions): :meth:`metric_statistics` is unavailable.
 
     Attributes
     ----------
@@ -152,15 +215,17 @@ class GroupSet:
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     sums: LatentSums | None = None
+    metric_sums: MetricSums | None = None
     labels: tuple[str, ...] = field(init=False)
     sizes: Mapping[str, int] = field(init=False)
     hidden: Mapping[str, str] = field(init=False)
     _masks: dict[str, np.ndarray] = field(init=False, repr=False)
-    _sums: dict[tuple[str, str], np.ndarray] = field(init=False, repr=False)
+    _sums: dict[tuple[str, Hashable], Any] = field(init=False, repr=False)
+    _base: GroupSet | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        selection = self.selection if _is_handle(self.selection) else _read_only(np.asarray(self.selection, dtype=np.int64))
+        selection = _group(self.selection)
         set_(self, "selection", selection)
         if self.comparison not in BUILTIN_COMPARISONS:
             if self.comparison_rows is None:
@@ -179,6 +244,7 @@ class GroupSet:
         set_(self, "sizes", sizes)
         set_(self, "_masks", {})
         set_(self, "_sums", {})
+        set_(self, "_base", None)
         set_(self, "hidden", self.policy.verdicts(self))
 
     @property
@@ -259,6 +325,8 @@ class GroupSet:
         """Boolean mask over the cohort of group ``label`` (read-only, built once)."""
         self._check(label)
         self._refuse_remote("mask")
+        if self._base is not None and label in (SELECTION, COMPARISON):
+            return self._base.mask(label)
         found = self._masks.get(label)
         if found is None:
             if label == COMPARISON and self.comparison == "rest":
@@ -272,36 +340,71 @@ class GroupSet:
             self._masks[label] = found = _read_only(found)
         return found
 
-    # -- latent sums ----------------------------------------------------------------------
-    def latent_sum(self, label: str, kind: str) -> np.ndarray:
-        """``(d,)`` float64 sum of latent kind ``kind`` over group ``label``, computed once.
+    # -- sums over groups ---------------------------------------------------------------
+    def sum_over(self, label: str, key: Hashable, total: Callable[[], T], rows_sum: Callable[[np.ndarray], T]) -> T:
+        """A sum over group ``label``'s subjects, computed once per GroupSet and ``key``: the one caching rule.
 
-        O(selection) for the selection, the rest (the cohort's cached total minus the
-        selection's) and the whole cohort (the total); a subgroup gathers its own rows.
+        The whole cohort's is ``total()``; the rest's is ``total() - `` the selection's, so it
+        costs O(selection) (the rest is never gathered); the selection's and a subgroup's are
+        ``rows_sum(rows)``. A GroupSet with saved subgroups added (:meth:`including`) shares the
+        selection's and comparison's sums with the one it came from.
+
+        Parameters
+        ----------
+        label
+            The group.
+        key
+            What is summed, e.g. ``("latent", "fused")``; one cache entry per (label, key).
+        total
+            Returns the sum over every subject (cache it: it never changes).
+        rows_sum
+            Returns the sum over sorted int64 rows (over a :class:`GroupHandle` when the groups are
+            remote). Sums must support ``-`` (arrays, or
+            :class:`~lse_panel.analysis.metric_statistics.GroupStatistics`).
         """
         self._check(label)
-        if self.sums is None:
-            raise ValueError("this GroupSet was built without latent sums (sums=None).")
-        key = (label, kind)
-        found = self._sums.get(key)
+        if self._base is not None and label in (SELECTION, COMPARISON):
+            return self._base.sum_over(label, key, total, rows_sum)
+        found = self._sums.get((label, key))
         if found is None:
             if label == COMPARISON and self.comparison == "all":
-                found = self.sums.total(kind)
+                found = total()
             elif label == COMPARISON and self.comparison == "rest":
-                found = self.sums.total(kind) - self.latent_sum(SELECTION, kind)
+                found = total() - self.sum_over(SELECTION, key, total, rows_sum)
             else:
-                found = self.sums.rows_sum(kind, self.members(label))
-            self._sums[key] = found = _read_only(np.asarray(found, dtype=np.float64))
+                found = rows_sum(self.members(label) if self.remote else self.rows(label))
+            if isinstance(found, np.ndarray):
+                found = _read_only(found)
+            self._sums[(label, key)] = found
         return found
+
+    def latent_sum(self, label: str, kind: str) -> np.ndarray:
+        """``(d,)`` float64 sum of latent kind ``kind`` over group ``label``, computed once (:meth:`sum_over`)."""
+        if self.sums is None:
+            raise ValueError("this GroupSet was built without latent sums (sums=None).")
+        sums = self.sums
+        return self.sum_over(
+            label, ("latent", kind), lambda: np.asarray(sums.total(kind), dtype=np.float64),
+            lambda rows: np.asarray(sums.rows_sum(kind, rows), dtype=np.float64),
+        )
 
     def mean_latent(self, label: str, kind: str) -> np.ndarray | None:
         """Mean latent ``(d,)`` float64 of group ``label`` in kind ``kind``; ``None`` for an empty group."""
         n = self.size(label)
         return None if n == 0 else self.latent_sum(label, kind) / n
 
+    def metric_statistics(self, label: str) -> GroupStatistics:
+        """Sufficient statistics of the predictions in group ``label``, computed once (:meth:`sum_over`).
+
+        Turn them into metrics with :func:`~lse_panel.analysis.metric_statistics.metrics_from_statistics`.
+        """
+        if self.metric_sums is None:
+            raise ValueError("this GroupSet was built without metric sums (metric_sums=None): the cohort has no predictions.")
+        return self.sum_over(label, "metrics", self.metric_sums.total, self.metric_sums.rows_statistics)
+
     # -- more groups ------------------------------------------------------------------------
     def including(self, extra: Mapping[str, np.ndarray]) -> GroupSet:
-        """This GroupSet with further labelled groups (their verdicts added); sums already computed carry over.
+        """This GroupSet with further labelled groups (their verdicts added), sharing its selection's and comparison's caches.
 
         Parameters
         ----------
@@ -311,10 +414,12 @@ class GroupSet:
         if not extra and not self.extra:
             return self
         out = GroupSet(
-            self.n_total, self.selection, self.comparison, self.comparison_rows, dict(extra), self.policy, self.sums
+            self.n_total, self.selection, self.comparison, self.comparison_rows, dict(extra), self.policy, self.sums,
+            self.metric_sums,
         )
-        out._masks.update({k: v for k, v in self._masks.items() if k in (SELECTION, COMPARISON)})
-        out._sums.update({k: v for k, v in self._sums.items() if k[0] in (SELECTION, COMPARISON)})
+        # The selection's and comparison's masks, sums and statistics are the base set's: whichever
+        # pane asks first computes them once for every pane.
+        object.__setattr__(out, "_base", self._base or self)
         return out
 
     def _refuse_remote(self, what: str) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from lse_panel.analysis.decode import Decoder, mean_latent
+from lse_panel.analysis.sampling import sample_rows
 
 __all__ = [
     "NeighbourPlacer",
@@ -24,7 +25,6 @@ __all__ = [
     "place_in_projection",
     "principal_directions",
     "principal_from_covariance",
-    "sample_rows",
     "unit_direction",
 ]
 
@@ -45,29 +45,6 @@ _CANDIDATES = 8
 
 
 # -- sampling ------------------------------------------------------------------------------------
-def sample_rows(n: int, sample: int | None = SAMPLE, *, seed: int = 0) -> np.ndarray:
-    """A fixed, seeded sample of row indices (sorted), or every row when ``n <= sample``.
-
-    Parameters
-    ----------
-    n
-        Rows in the block.
-    sample
-        Largest sample; ``None`` for every row.
-    seed
-        Seed, so the same cohort always gives the same sample.
-
-    Returns
-    -------
-    numpy.ndarray
-        Sorted int64 row indices.
-    """
-    if sample is None or n <= sample:
-        return np.arange(n, dtype=np.int64)
-    # Sorted: gathering a memory-mapped block in row order reads it sequentially.
-    return np.sort(np.random.default_rng(seed).choice(n, size=int(sample), replace=False)).astype(np.int64)
-
-
 def _gather(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
     # Indexed, never converted whole: a cluster's block (a RemoteColumn) fetches what is indexed.
     if len(rows) == block.shape[0]:

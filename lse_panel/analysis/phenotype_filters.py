@@ -6,19 +6,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lse_panel.analysis.conditions import (
-    And,
-    Between,
-    Compare,
-    Condition,
-    Constant,
-    Not,
-    Or,
-    PhenotypeSpec,
-    match_category,
-    parse_condition,
-    validate_condition,
-)
+from lse_panel.analysis.condition_nodes import And, Between, Compare, Condition, Constant, Not, Or, PhenotypeSpec
+from lse_panel.analysis.conditions import match_category, parse_condition, validate_condition
 from lse_panel.analysis.selection import range_mask
 
 __all__ = ["evaluate", "filter_mask"]

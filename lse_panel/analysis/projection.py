@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
-from lse_panel.analysis.latent_paths import sample_rows
+from lse_panel.analysis.sampling import sample_rows
 
 ProjectionMethod = Literal["pca", "umap", "umap_full"]
 """``pca``: principal components; ``umap``: UMAP that scales (a full fit up to

@@ -442,6 +442,30 @@ def mask_to_indices(mask: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask).astype(np.int64, copy=False)
 
 
+def group_rows(group: np.ndarray, n: int, what: str = "group") -> np.ndarray:
+    """A group given as row indices or a boolean mask over ``n`` subjects, as int64 rows (validated, order kept).
+
+    Parameters
+    ----------
+    group
+        1-D integer indices in ``0..n-1`` (repeats allowed) or a boolean mask of length ``n``.
+    n
+        Subjects in the table the group indexes.
+    what
+        How error messages name the group, e.g. ``"group 'selection'"``.
+    """
+    g = np.asarray(group)
+    if g.dtype == np.bool_:
+        if g.shape != (n,):
+            raise ValueError(f"{what} is a boolean mask of shape {g.shape}; the table has {n} rows.")
+        return np.flatnonzero(g)
+    if g.ndim != 1 or (g.size and g.dtype.kind not in "iu"):
+        raise ValueError(f"{what} must be 1-D integer indices or a boolean mask; got {g.dtype} {g.shape}.")
+    if g.size and (g.min() < 0 or g.max() >= n):
+        raise ValueError(f"{what} has indices outside 0..{n - 1}.")
+    return g.astype(np.int64, copy=False)
+
+
 def sorted_unique(indices: np.ndarray, what: str = "indices") -> np.ndarray:
     """Sorted unique int64 indices, validated; O(n) when already sorted (the usual case)."""
     a = np.asarray(indices)

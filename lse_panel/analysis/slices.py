@@ -553,7 +553,7 @@ def _side_by_side(
             groups[f"rest {i}"] = ~mask
         long = subgroup_metrics(
             {"target": np.asarray(truth)}, {"target": task}, {k: {"target": v} for k, v in predictions.items()},
-            groups, bootstrap=False,
+            groups, intervals=False,
         )
         for rec in long.itertuples(index=False):
             part, i = rec.group.split(" ")

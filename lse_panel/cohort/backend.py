@@ -17,22 +17,31 @@ Only :mod:`lse_panel.cohort.dask_backend` imports dask, and only when a cluster 
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from lse_panel.analysis.accuracy import accuracy_by_group, selection_metrics
-from lse_panel.analysis.compare import compare_with_reference, distribution_frames
-from lse_panel.analysis.decode import sample_indices
-from lse_panel.analysis.groups import GroupSet, LatentSums
+from lse_panel.analysis.compare import PhenotypeStatistics
+from lse_panel.analysis.groups import LatentSums, MetricSums
 from lse_panel.analysis.histograms import DEFAULT_BINS, Binning
 from lse_panel.analysis.phenotype_filters import filter_mask
 from lse_panel.analysis.privacy import PrivacyPolicy
+from lse_panel.analysis.sampling import sample_rows
 from lse_panel.analysis.selection import box_mask, combine, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.ids import rows_of_ids
-from lse_panel.cohort.derived import cohort_metrics, derived, failures, latent_sums, phenotype_binning, prepared_metrics
+from lse_panel.cohort.derived import (
+    derived,
+    failures,
+    latent_sums,
+    metric_sums,
+    phenotype_binning,
+    phenotype_sums,
+    phenotype_total,
+)
 from lse_panel.cohort.rules import apply_rule
 from lse_panel.cohort.slices import find_failures
 from lse_panel.cohort.schema import PhenotypeSpec
@@ -40,11 +49,23 @@ from lse_panel.cohort.schema import PhenotypeSpec
 if TYPE_CHECKING:
     from lse_panel.cohort.subgroups import SubgroupStore
 
-__all__ = ["DataBackend", "InProcessBackend", "Members", "in_process", "points_frame"]
+__all__ = ["DataBackend", "InProcessBackend", "Members", "PhenotypeSource", "in_process", "points_frame"]
 
 Members = Any
 """A group as a backend holds it: sorted int64 rows or a boolean mask in process, a
 :class:`~lse_panel.analysis.groups.GroupHandle` on a cluster. Panes pass it back without looking inside."""
+
+
+@dataclass(frozen=True)
+class PhenotypeSource:
+    """Where :meth:`GroupSet.sum_over` gets a group's phenotype statistics (:class:`~lse_panel.analysis.compare.PhenotypeStatistics`).
+
+    ``total()`` is every subject's (cached by the backend); ``rows_sum(members)`` a group's: one
+    pass over its rows in process, per partition on the workers of a cluster (then added).
+    """
+
+    total: Callable[[], PhenotypeStatistics]
+    rows_sum: Callable[[Any], PhenotypeStatistics]
 
 
 def points_frame(
@@ -173,7 +194,7 @@ class DataBackend(abc.ABC):
 
     @abc.abstractmethod
     def sample(self, members: Members, k: int, *, seed: int = 0) -> np.ndarray:
-        """A capped, reproducible sample of at most ``k`` of a group's rows, as :func:`~lse_panel.analysis.decode.sample_indices` draws it."""
+        """A capped, reproducible sample of at most ``k`` of a group's rows, as :func:`~lse_panel.analysis.sampling.sample_rows` draws it."""
 
     @abc.abstractmethod
     def subgroup(self, store: SubgroupStore, name: str) -> Members:
@@ -193,30 +214,12 @@ class DataBackend(abc.ABC):
         """A group's subjects per bin of :meth:`binning`."""
 
     @abc.abstractmethod
-    def distribution_frames(
-        self, name: str, groups: Mapping[str, Members], *, bins: int = DEFAULT_BINS, policy: PrivacyPolicy | None = None
-    ) -> tuple[pd.DataFrame, dict[str, str]]:
-        """:func:`~lse_panel.analysis.compare.distribution_frames` of phenotype ``name`` in each group."""
+    def phenotype_sums(self) -> PhenotypeSource:
+        """Where :class:`~lse_panel.analysis.groups.GroupSet` gets per-group phenotype statistics (the comparison)."""
 
     @abc.abstractmethod
-    def compare_with_reference(
-        self,
-        specs: Mapping[str, Any],
-        groups: Mapping[str, Members],
-        reference: Members,
-        *,
-        reference_label: str = "comparison",
-        policy: PrivacyPolicy | None = None,
-    ) -> pd.DataFrame:
-        """:func:`~lse_panel.analysis.compare.compare_with_reference` of each group against ``reference``."""
-
-    @abc.abstractmethod
-    def selection_metrics(self, groups: GroupSet, *, bootstrap: bool = False, n_resamples: int = 200) -> pd.DataFrame:
-        """:func:`~lse_panel.analysis.accuracy.selection_metrics` of the session's groups (the cohort's once per process)."""
-
-    @abc.abstractmethod
-    def accuracy_by_group(self, groups: Mapping[str, Members], *, policy: PrivacyPolicy | None = None) -> pd.DataFrame:
-        """:func:`~lse_panel.analysis.accuracy.accuracy_by_group` of ``groups``."""
+    def metric_sums(self) -> MetricSums | None:
+        """Where :class:`~lse_panel.analysis.groups.GroupSet` gets per-group metric statistics; ``None`` without predictions."""
 
     @abc.abstractmethod
     def finite_range(self, name: str) -> tuple[float, float]:
@@ -314,7 +317,7 @@ class InProcessBackend(DataBackend):
         return np.asarray(self.cohort.ids)[rows]
 
     def sample(self, members: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
-        return sample_indices(self.rows(members), k, seed=seed)
+        return sample_rows(self.rows(members), k, seed=seed)
 
     def subgroup(self, store: SubgroupStore, name: str) -> np.ndarray:
         return store.members(name)
@@ -329,32 +332,11 @@ class InProcessBackend(DataBackend):
     def bin_counts(self, name: str, members: Members, bins: int = DEFAULT_BINS) -> np.ndarray:
         return self.binning(name, bins).counts(members)
 
-    def distribution_frames(
-        self, name: str, groups: Mapping[str, Members], *, bins: int = DEFAULT_BINS, policy: PrivacyPolicy | None = None
-    ) -> tuple[pd.DataFrame, dict[str, str]]:
-        return distribution_frames(self.binning(name, bins), groups, policy=policy)
+    def phenotype_sums(self) -> PhenotypeSource:
+        return PhenotypeSource(partial(phenotype_total, self.cohort), phenotype_sums(self.cohort).rows_sum)
 
-    def compare_with_reference(
-        self,
-        specs: Mapping[str, Any],
-        groups: Mapping[str, Members],
-        reference: Members,
-        *,
-        reference_label: str = "comparison",
-        policy: PrivacyPolicy | None = None,
-    ) -> pd.DataFrame:
-        return compare_with_reference(
-            self.cohort.phenotype_columns, specs, groups, reference, reference_label=reference_label, policy=policy
-        )
-
-    def selection_metrics(self, groups: GroupSet, *, bootstrap: bool = False, n_resamples: int = 200) -> pd.DataFrame:
-        overall = cohort_metrics(self.cohort, bootstrap=bootstrap, n_resamples=n_resamples)
-        return selection_metrics(
-            prepared_metrics(self.cohort), groups, overall, bootstrap=bootstrap, n_resamples=n_resamples
-        )
-
-    def accuracy_by_group(self, groups: Mapping[str, Members], *, policy: PrivacyPolicy | None = None) -> pd.DataFrame:
-        return accuracy_by_group(prepared_metrics(self.cohort), groups, policy=policy)
+    def metric_sums(self) -> MetricSums | None:
+        return metric_sums(self.cohort)
 
     def finite_range(self, name: str) -> tuple[float, float]:
         def compute() -> tuple[float, float]:

@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from lse_panel.analysis.compare import comparison_tables, distribution_frames, merge_comparison_statistics
-from lse_panel.analysis.groups import GroupSet
 from lse_panel.analysis.histograms import DEFAULT_BINS, Binning, histogram_edges
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.cohort import dask_tasks as tasks
-from lse_panel.cohort.backend import DataBackend, padded_extent
+from lse_panel.cohort.backend import DataBackend, PhenotypeSource, padded_extent
+from lse_panel.cohort.dask_sums import DaskLatentSums, DaskMetricSums, DaskPhenotypeSums, RemoteBinning
 from lse_panel.cohort.bundle import Cohort, read_manifest
 from lse_panel.cohort.partitions import ColumnRef, layout_of, read_columns, row_bounds
 from lse_panel.cohort.schema import PhenotypeSpec, modality_from_json
@@ -425,7 +424,7 @@ class DaskBackend(DataBackend):
         n = group.size
         if n <= k:
             return self.rows(group)
-        # The positions sample_indices picks in the sorted rows, found partition by partition.
+        # The positions sample_rows picks in the sorted rows, found partition by partition.
         positions = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
         offsets = np.concatenate([[0], np.cumsum(group.counts)])
         cuts = np.searchsorted(positions, offsets)
@@ -493,7 +492,7 @@ class DaskBackend(DataBackend):
             else:
                 edges, n_bins = None, len(spec.categories)
             counts = np.sum(self._gather(tasks.bin_counts, self.parts, name=name, edges=edges, n_bins=n_bins), axis=0)
-            return _RemoteBinning(edges, () if continuous else tuple(str(c) for c in spec.categories),
+            return RemoteBinning(edges, () if continuous else tuple(str(c) for c in spec.categories),
                                   np.empty(0, np.int8), counts.astype(np.int64), self, name)  # fmt: skip
 
         return self._cached(("binning", name, bins if continuous else 0), compute)
@@ -513,51 +512,15 @@ class DaskBackend(DataBackend):
             found = group.cache[("bins", bins)] = {n: np.sum([p[n] for p in parts], axis=0).astype(np.int64) for n in spec}
         return found[name]
 
-    def distribution_frames(
-        self, name: str, groups: Mapping[str, Any], *, bins: int = DEFAULT_BINS, policy: PrivacyPolicy | None = None
-    ) -> tuple[pd.DataFrame, dict[str, str]]:
-        return distribution_frames(self.binning(name, bins), groups, policy=policy)
+    def phenotype_sums(self) -> PhenotypeSource:
+        """Phenotype statistics per partition on the workers, added here (:class:`DaskPhenotypeSums`)."""
+        return self._cached("phenotype_source", lambda: DaskPhenotypeSums(self).source())
 
-    def compare_with_reference(
-        self,
-        specs: Mapping[str, Any],
-        groups: Mapping[str, Any],
-        reference: Any,
-        *,
-        reference_label: str = "comparison",
-        policy: PrivacyPolicy | None = None,
-    ) -> pd.DataFrame:
-        reference_group = self.group(reference) if reference is not None else None
-        statistics = {}
-        for label, members in groups.items():
-            group = self.group(members)
-            other = reference_group if reference_group is not None else group.complement()
-            parts = self._gather(tasks.comparison, self.parts, group.masks, other.masks, specs=dict(specs))
-            statistics[label] = merge_comparison_statistics(parts)
-        return comparison_tables(specs, statistics, reference_label=reference_label, policy=policy)
-
-    def _prepared(self) -> Future:
-        return self._cached("prepared", lambda: self.client.submit(tasks.prepare_on_worker, str(self.path), self._manifest, pure=False))
-
-    def _whole_mask(self, group: DaskGroup) -> Future:
-        return self.client.submit(tasks.concat, *group.masks, pure=False)
-
-    def selection_metrics(self, groups: GroupSet, *, bootstrap: bool = False, n_resamples: int = 200) -> pd.DataFrame:
-        prepared = self._prepared()
-        overall = self._cached(("overall", bootstrap, n_resamples if bootstrap else 0),
-                               lambda: self.client.submit(tasks.overall_on_worker, prepared, bootstrap, n_resamples, pure=False))  # fmt: skip
-        selection = self._whole_mask(self.group(groups.selection))
-        comparison_mask = None
-        if groups.comparison_kind == "subgroup":
-            comparison_mask = self._whole_mask(self.group(groups.comparison_rows))
-        return self.client.submit(
-            tasks.metrics_on_worker, prepared, overall, selection, groups.comparison, comparison_mask, bootstrap, n_resamples,
-            pure=False,
-        ).result()
-
-    def accuracy_by_group(self, groups: Mapping[str, Any], *, policy: PrivacyPolicy | None = None) -> pd.DataFrame:
-        masks = [self._whole_mask(self.group(m)) for m in groups.values()]
-        return self.client.submit(tasks.accuracy_on_worker, self._prepared(), list(groups), policy, *masks, pure=False).result()
+    def metric_sums(self) -> DaskMetricSums | None:
+        """Metric statistics per partition on the workers, added here (:class:`DaskMetricSums`); ``None`` without predictions."""
+        if not tasks.prediction_tasks(self._manifest):
+            return None
+        return self._cached("metric_sums", lambda: DaskMetricSums(self))
 
     def finite_range(self, name: str, *, raw: bool = False) -> tuple[float, float]:
         ranges = self._cached(("range", name), lambda: np.stack(self._gather(tasks.finite_min_max, self.parts, columns=[name]))[:, 0])
@@ -580,34 +543,3 @@ class DaskBackend(DataBackend):
     def failures(self, target: str, latent: str, *, policy: PrivacyPolicy, **options: Any) -> pd.DataFrame:
         key = ("failures", target, latent, policy.min_group_size, tuple(sorted(options.items())))
         return self._cached(key, lambda: self.find_failures(target, latent, policy=policy, **options))
-
-
-class _RemoteBinning(Binning):
-    """A :class:`Binning` whose per-subject codes stay on the cluster: counts come from the workers."""
-
-    def __init__(self, edges: np.ndarray | None, categories: tuple[str, ...], codes: np.ndarray,
-                 cohort_counts: np.ndarray, backend: DaskBackend, name: str) -> None:  # fmt: skip
-        super().__init__(edges, categories, codes, cohort_counts)
-        object.__setattr__(self, "_backend", backend)
-        object.__setattr__(self, "_name", name)
-
-    def counts(self, rows: Any) -> np.ndarray:
-        if rows is None:
-            return self.cohort_counts
-        return self._backend.bin_counts(self._name, rows, self.n_bins if self.continuous else DEFAULT_BINS)
-
-
-class DaskLatentSums:
-    """:class:`~lse_panel.analysis.groups.LatentSums` summed on the workers, partition by partition."""
-
-    def __init__(self, backend: DaskBackend) -> None:
-        self._backend = backend
-
-    def total(self, kind: str) -> np.ndarray:
-        backend = self._backend
-        return backend._cached(("latent_total", kind), lambda: np.sum(backend._gather(tasks.masked_sum, backend.block(kind), [None] * len(backend.parts)), axis=0))
-
-    def rows_sum(self, kind: str, rows: Any) -> np.ndarray:
-        backend = self._backend
-        group = backend.group(rows)
-        return np.sum(backend._gather(tasks.masked_sum, backend.block(kind), group.masks), axis=0)

@@ -1,23 +1,22 @@
 """What a Dask worker runs on one partition of a cohort: plain numpy/pandas functions, no dask.
 
 :class:`~lse_panel.cohort.dask_backend.DaskBackend` submits them, one task per partition (or one
-on a single worker for the accuracy metrics); each returns a mask that stays on the worker or a
+for the slice search or a rule replay); each returns a mask that stays on the worker or a
 small result that travels back (an image, counts, sums, statistics).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from lse_panel.analysis.accuracy import accuracy_by_group, metrics_of_groups, selection_metrics
-from lse_panel.analysis.compare import comparison_statistics
-from lse_panel.analysis.groups import GroupSet
+from lse_panel.analysis.compare import PhenotypeSums
 from lse_panel.analysis.histograms import bin_codes, count_bins
-from lse_panel.analysis.metrics import prepare_metrics
+from lse_panel.analysis.metric_statistics import group_sufficient_statistics, metric_layout, prepare_metrics
 from lse_panel.analysis.phenotype_filters import filter_mask
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.analysis.selection import box_mask, lasso_mask
@@ -108,9 +107,48 @@ def bin_counts_all(part: pd.DataFrame, mask: np.ndarray | None, *, bins: Mapping
     return {name: bin_counts(part, mask, name=name, edges=edges, n_bins=n) for name, (edges, n) in bins.items()}
 
 
-def comparison(part: pd.DataFrame, a: np.ndarray, b: np.ndarray, *, specs: Mapping[str, Any]) -> dict[str, Any]:
-    bits = a.astype(np.uint8) | (b.astype(np.uint8) << 1)
-    return comparison_statistics({name: part[name].to_numpy() for name in specs}, specs, bits)
+def phenotype_layout(part: pd.DataFrame, *, specs: Mapping[str, str]) -> dict[str, Any]:
+    """What fixing the cohort's phenotype shifts and code counts needs of one partition: (count, sum) or the largest code + 1."""
+    out: dict[str, Any] = {}
+    for name, kind in specs.items():
+        values = part[name].to_numpy()
+        if kind == "continuous":
+            finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+            out[name] = (int(finite.size), float(finite.sum(dtype=np.float64)))
+        else:
+            out[name] = int(values.max()) + 1 if values.size else 0
+    return out
+
+
+def phenotype_rows_sum(part: pd.DataFrame, mask: np.ndarray, *, specs: Mapping[str, str], shift: Mapping[str, float],
+                       n_codes: Mapping[str, int]) -> Any:  # fmt: skip
+    """One partition's :class:`~lse_panel.analysis.compare.PhenotypeStatistics` of a group, with the cohort's shifts and codes."""
+    sums = PhenotypeSums.build({name: part[name].to_numpy() for name in specs}, specs)
+    return replace(sums, shift=dict(shift), n_codes=dict(n_codes)).rows_sum(mask)
+
+
+def metric_layout_on_worker(path: str, manifest: Mapping[str, Any]) -> Any:
+    """The cohort's :class:`~lse_panel.analysis.metric_statistics.MetricLayout`, from its whole columns (as in process)."""
+    base = Path(path)
+    tasks = prediction_tasks(manifest)
+    truth = {name: read_columns(base, ColumnRef.of(manifest["phenotypes"][name])) for name in tasks}
+    predictions = {kind: {name: read_columns(base, ColumnRef.of(meta)) for name, meta in per.items()}
+                   for kind, per in manifest.get("predictions", {}).items()}  # fmt: skip
+    return metric_layout(truth, tasks, predictions)
+
+
+def prepare_partition_metrics(path: str, manifest: Mapping[str, Any], index: int, bounds: Sequence[int], layout: Any) -> Any:
+    """Partition ``index``'s truth and predictions, binned with the cohort's layout (kept on the worker)."""
+    base = Path(path)
+    truth = {name: read_partition(base, ColumnRef.of(manifest["phenotypes"][name]), index, bounds) for name in layout.tasks}
+    predictions = {kind: {name: read_partition(base, ColumnRef.of(meta), index, bounds) for name, meta in per.items()}
+                   for kind, per in manifest.get("predictions", {}).items()}  # fmt: skip
+    return prepare_metrics(truth, layout.tasks, predictions, layout=layout)
+
+
+def metric_rows_statistics(prepared: Any, mask: np.ndarray) -> Any:
+    """One partition's :class:`~lse_panel.analysis.metric_statistics.GroupStatistics` of a group."""
+    return group_sufficient_statistics(prepared, {"group": np.flatnonzero(mask)})["group"]
 
 
 def rows_at(mask: np.ndarray, positions: np.ndarray, start: int) -> np.ndarray:
@@ -151,35 +189,6 @@ def xy_frame(part: pd.DataFrame, kx: str, ky: str, color_by: str | None, categor
 
 def concat(*masks: np.ndarray) -> np.ndarray:
     return np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
-
-
-def prepare_on_worker(path: str, manifest: Mapping[str, Any]) -> Any:
-    """The cohort's :class:`~lse_panel.analysis.metrics.PreparedMetrics`, read whole on one worker."""
-    base = Path(path)
-    tasks = prediction_tasks(manifest)
-    truth = {name: read_columns(base, ColumnRef.of(manifest["phenotypes"][name])) for name in tasks}
-    predictions = {
-        kind: {name: read_columns(base, ColumnRef.of(meta)) for name, meta in per.items()}
-        for kind, per in manifest.get("predictions", {}).items()
-    }
-    return prepare_metrics(truth, tasks, predictions)
-
-
-def metrics_on_worker(prepared: Any, overall: pd.DataFrame, selection: np.ndarray, comparison: str,
-                       comparison_mask: np.ndarray | None, bootstrap: bool, n_resamples: int) -> pd.DataFrame:  # fmt: skip
-    rows = np.flatnonzero(selection).astype(np.int64)
-    cmp_rows = None if comparison_mask is None else np.flatnonzero(comparison_mask).astype(np.int64)
-    groups = GroupSet(prepared.n, rows, comparison, cmp_rows)
-    return selection_metrics(prepared, groups, overall, bootstrap=bootstrap, n_resamples=n_resamples)
-
-
-def overall_on_worker(prepared: Any, bootstrap: bool, n_resamples: int) -> pd.DataFrame:
-    everyone = np.ones(prepared.n, dtype=bool)
-    return metrics_of_groups(prepared, {"cohort": everyone}, bootstrap=bootstrap, n_resamples=n_resamples)
-
-
-def accuracy_on_worker(prepared: Any, labels: Sequence[str], policy: PrivacyPolicy | None, *masks: np.ndarray) -> pd.DataFrame:
-    return accuracy_by_group(prepared, dict(zip(labels, masks)), policy=policy)
 
 
 def rule_rows_on_worker(path: str, steps: Sequence[Any]) -> np.ndarray:

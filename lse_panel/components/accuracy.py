@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import holoviews as hv
 import numpy as np
@@ -10,21 +10,31 @@ import pandas as pd
 import panel as pn
 import param
 
-from lse_panel.analysis.accuracy import mask_hidden_groups
+from lse_panel.analysis.accuracy import mask_hidden_groups, selection_metrics
 from lse_panel.analysis.groups import COMPARISON, SELECTION
-from lse_panel.components.scheduling import Scheduler
+from lse_panel.components.pane import Pane
 from lse_panel.components.state import ExplorerState
-from lse_panel.plotting.accuracy import create_metric_heatmap, create_predicted_vs_true_plot, format_metric_table
+from lse_panel.plotting.accuracy import (
+    FOREST_METRICS,
+    create_forest_plot,
+    create_metric_heatmap,
+    create_predicted_vs_true_plot,
+    forest_legend,
+    forest_rows,
+    format_metric_table,
+)
 
 
-class AccuracyPane(pn.viewable.Viewer):
+class AccuracyPane(Pane):
     """Prediction accuracy inside the selection vs its comparison group vs the whole cohort.
 
-    A heatmap shows at a glance where the embedding does worse in the selection (red) than in
-    the cohort, per phenotype and metric, with the latent kinds side by side; a table gives every
-    value with its bootstrap 95% interval; a plot shows predicted against true values of the
-    focus phenotype for a capped sample of the selection. Point estimates come first; intervals,
-    slower, follow when ``bootstrap`` is on.
+    Three views, one click apart: forest plots of R² and AUROC with their 95% intervals, a row
+    per phenotype and latent kind, the selection, its comparison group and the cohort one above
+    the other (shown first); a heatmap of where the embedding does worse in the selection (red)
+    than in the cohort, every metric; and the table of every value with its interval. Below, a
+    plot of predicted against true values of the focus phenotype for a capped sample of the
+    selection. Estimates and intervals come from the groups' sufficient statistics in one step
+    (:mod:`lse_panel.analysis.metric_statistics`); only the view on show is drawn.
 
     Parameters
     ----------
@@ -33,11 +43,9 @@ class AccuracyPane(pn.viewable.Viewer):
         masks what its privacy policy hides.
     """
 
-    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
-    bootstrap = param.Boolean(
-        default=True, doc="Add bootstrap 95% intervals, computed after the point estimates (about a second at 500k)."
+    intervals = param.Boolean(
+        default=True, doc="Show 95% intervals (analytic, from the same sums as the estimates: no extra pass)."
     )
-    n_resamples = param.Integer(default=200, bounds=(10, 10_000), doc="Bootstrap resamples per interval.")
     max_points = param.Integer(
         default=2_000, bounds=(10, 50_000), doc="Most subjects of the selection drawn in the predicted-vs-true plot."
     )
@@ -49,68 +57,58 @@ class AccuracyPane(pn.viewable.Viewer):
     hidden = param.Dict(
         default={}, constant=True, doc="Groups hidden by the privacy floor: {'selection'|'comparison': reason}.",
     )
-    message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) plots.")
 
     def __init__(self, state: ExplorerState, **params: Any) -> None:
         super().__init__(state=state, **params)
         self._tasks = state.cohort.prediction_tasks()
         if not state.focus_phenotype and self._tasks:
             state.focus_phenotype = next(iter(self._tasks))
-        self.scheduler = Scheduler()
         self._heat_pipe: hv.streams.Pipe | None = None
+        self._forest_pipes: dict[str, hv.streams.Pipe] = {}
+        self._forest_key: tuple | None = None
+        self._shown: pd.DataFrame | None = None
+        self._stale: set[int] = set()
         self._scatter_pipe: hv.streams.Pipe | None = None
         self._scatter_key: tuple | None = None
         self._focus = pn.widgets.Select(name="Predicted vs true", options=list(self._tasks), width=220)
         if state.focus_phenotype in self._tasks:
             self._focus.value = state.focus_phenotype
         self._focus.link(state, value="focus_phenotype", bidirectional=True)
-        self._bootstrap = pn.widgets.Checkbox.from_param(self.param.bootstrap, name="Bootstrap 95% intervals")
+        self._intervals = pn.widgets.Checkbox.from_param(self.param.intervals, name="95% intervals")
         self._alert = pn.pane.Alert("", alert_type="info", visible=False)
+        self._forests = pn.Row()
         self._heatmap = pn.pane.HoloViews(None, sizing_mode="fixed")
         self._table = pn.pane.DataFrame(None, sizing_mode="stretch_width", escape=True, sparsify=True)
         self._scatter = pn.pane.HoloViews(None, sizing_mode="fixed")
-        self._results = pn.Column(
-            pn.Row(self._heatmap, self._table),
-            pn.Row(self._focus),
-            self._scatter,
+        self._views = pn.Tabs(
+            ("Intervals", pn.Column(pn.pane.HTML(forest_legend(), margin=(0, 10)), self._forests)),
+            ("Change vs cohort", self._heatmap),
+            ("Table", self._table),
             sizing_mode="stretch_width",
         )
-        self._layout = pn.Column(pn.Row(self._bootstrap), self._alert, self._results, sizing_mode="stretch_width")
+        self._views.param.watch(self._on_view_change, ["active"])
+        self._results = pn.Column(self._views, pn.Row(self._focus), self._scatter, sizing_mode="stretch_width")
+        self._layout = pn.Column(pn.Row(self._intervals), self._alert, self._results, sizing_mode="stretch_width")
         state.param.watch(self._on_groups_change, ["groups"])
         state.param.watch(self._on_focus_change, ["focus_phenotype"])
-        self.param.watch(self._on_bootstrap_change, ["bootstrap", "n_resamples"])
+        self.param.watch(self._on_intervals_change, ["intervals"])
         self.param.watch(self._on_focus_change, ["max_points"])
-        self._update_points()
+        self._update_metrics()
         self._update_scatter()
-        if self.bootstrap:
-            self._update_intervals()
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
 
     # -- scheduling ------------------------------------------------------------------------
-    def _schedule(self, name: str, area: pn.viewable.Viewable, work: Callable[[], None]) -> None:
-        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
-        self.scheduler.schedule(name, area, work)
-
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
-        def points_then_intervals() -> None:
-            self._update_points()
-            # Chained, so the point estimates reach the page before the slower bootstrap starts.
-            if self.bootstrap:
-                self._schedule("intervals", self._table, self._update_intervals)
-
-        self._schedule("points", self._results, points_then_intervals)
+        self._schedule("metrics", self._results, self._update_metrics)
         self._schedule("scatter", self._scatter, self._update_scatter)
 
     def _on_focus_change(self, *events: param.parameterized.Event) -> None:
         self._schedule("scatter", self._scatter, self._update_scatter)
 
-    def _on_bootstrap_change(self, *events: param.parameterized.Event) -> None:
-        if self.bootstrap:
-            self._schedule("intervals", self._table, self._update_intervals)
-        else:
-            self._update_points()
+    def _on_intervals_change(self, *events: param.parameterized.Event) -> None:
+        self._schedule("metrics", self._results, self._update_metrics)
+
+    def _on_view_change(self, *events: param.parameterized.Event) -> None:
+        self._schedule("view", self._views, self._render_view)
 
     # -- metrics ---------------------------------------------------------------------------
     def _empty_message(self) -> str:
@@ -124,18 +122,12 @@ class AccuracyPane(pn.viewable.Viewer):
             )
         return ""
 
-    def compute_metrics(self, *, bootstrap: bool = False) -> pd.DataFrame:
+    def compute_metrics(self) -> pd.DataFrame:
         """Metrics in the selection, its comparison group and the cohort (privacy floor not yet applied)."""
-        n_resamples = self.n_resamples if bootstrap else 200
-        return self.state.backend.selection_metrics(self.state.groups, bootstrap=bootstrap, n_resamples=n_resamples)
+        return selection_metrics(self.state.groups, intervals=self.intervals)
 
-    def _update_points(self) -> None:
+    def _update_metrics(self) -> None:
         self._show(None if self._empty_message() else self.compute_metrics())
-
-    def _update_intervals(self) -> None:
-        if self._empty_message():
-            return
-        self._show(self.compute_metrics(bootstrap=True))
 
     def _show(self, table: pd.DataFrame | None) -> None:
         message = self._empty_message()
@@ -152,21 +144,52 @@ class AccuracyPane(pn.viewable.Viewer):
                     "cohort instead, or select fewer subjects."
                 )
             message = " ".join(notes)
-        with param.edit_constant(self):
-            self.param.update(metrics=table, hidden=hidden, message=message)
+        self._set(metrics=table, hidden=hidden, message=message)
         self._alert.object = message
         self._alert.visible = bool(message)
         self._results.visible = table is not None
         if table is None:
             return
-        shown = table[table["group"] != "comparison"] if self.state.comparison == "all" else table
-        # Built once; later tables only replace the data of the same Bokeh plot (~10× cheaper).
-        if self._heat_pipe is None:
-            self._heat_pipe = hv.streams.Pipe(data=shown)
-            self._heatmap.object = create_metric_heatmap(self._heat_pipe)
+        self._shown = table[table["group"] != "comparison"] if self.state.comparison == "all" else table
+        self._stale = set(range(len(self._views)))
+        self._render_view()
+
+    def _render_view(self) -> None:
+        """Draw the view on show with the last metrics; the others wait until they are shown (the table costs ~25 ms)."""
+        view = self._views.active
+        if self._shown is None or view not in self._stale:
+            return
+        self._stale.discard(view)
+        shown = self._shown
+        if view == 0:
+            self._render_forests(shown)
+        elif view == 1:
+            # Built once; later tables only replace the data of the same Bokeh plot (~10× cheaper).
+            if self._heat_pipe is None:
+                self._heat_pipe = hv.streams.Pipe(data=shown)
+                self._heatmap.object = create_metric_heatmap(self._heat_pipe)
+            else:
+                self._heat_pipe.send(shown)
         else:
-            self._heat_pipe.send(shown)
-        self._table.object = format_metric_table(shown)
+            self._table.object = format_metric_table(shown)
+
+    def _render_forests(self, shown: pd.DataFrame) -> None:
+        rows = {metric: forest_rows(shown, metric)[1] for metric in FOREST_METRICS}
+        rows = {metric: labels for metric, labels in rows.items() if labels}
+        key = tuple((metric, tuple(labels)) for metric, labels in rows.items())
+        if key != self._forest_key:
+            self._forest_key = key
+            self._forest_pipes = {metric: hv.streams.Pipe(data=shown) for metric in rows}
+            self._forests.objects = [
+                # Not linked: the plots' row axes share a name but not their rows (Panel links such axes).
+                pn.pane.HoloViews(
+                    create_forest_plot(pipe, metric=metric, labels=rows[metric]), sizing_mode="fixed", linked_axes=False
+                )
+                for metric, pipe in self._forest_pipes.items()
+            ]
+            return
+        for pipe in self._forest_pipes.values():
+            pipe.send(shown)
 
     # -- predicted vs true -----------------------------------------------------------------
     def _update_scatter(self) -> None:

@@ -9,9 +9,10 @@ import pandas as pd
 import panel as pn
 import param
 
-from lse_panel.analysis.accuracy import mask_hidden_groups
+from lse_panel.analysis.accuracy import accuracy_by_group, mask_hidden_groups
+from lse_panel.analysis.compare import compare_with_reference, distribution_frames
 from lse_panel.analysis.groups import COMPARISON, SELECTION, GroupSet
-from lse_panel.components.scheduling import Scheduler
+from lse_panel.components.pane import Pane
 from lse_panel.components.state import ExplorerState
 from lse_panel.plotting.compare import (
     REFERENCE_COLOUR,
@@ -29,7 +30,7 @@ DEFAULT_PHENOTYPES = 4
 """Histograms drawn by default: the first phenotypes of the cohort (more are one click away)."""
 
 
-class ComparePane(pn.viewable.Viewer):
+class ComparePane(Pane):
     """How the selection and any saved subgroups differ from the comparison group, side by side.
 
     Every group (the selection and each subgroup chosen in :attr:`subgroups`) is compared with
@@ -62,7 +63,6 @@ class ComparePane(pn.viewable.Viewer):
     ['selection']
     """
 
-    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
     subgroups = param.ListSelector(
         default=[], objects=[], doc="Saved subgroups compared with the comparison group, beside the selection.",
     )
@@ -88,7 +88,6 @@ class ComparePane(pn.viewable.Viewer):
         default={}, constant=True,
         doc="Last distribution data: {phenotype: (tidy frame of the drawn groups, {hidden group: reason})}.",
     )
-    message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) results.")
 
     def __init__(self, state: ExplorerState, **params: Any) -> None:
         super().__init__(state=state, **params)
@@ -97,8 +96,7 @@ class ComparePane(pn.viewable.Viewer):
         self.param.phenotypes.objects = names
         if not self.phenotypes:
             self.phenotypes = names[:DEFAULT_PHENOTYPES]
-        self.scheduler = Scheduler()
-        self._plots: dict[str, tuple[Hashable, hv.streams.Pipe, pn.pane.HoloViews]] = {}
+        self._plots: dict[str, tuple[Hashable, hv.streams.Pipe, pn.Column]] = {}
         self._effect_key: Hashable = None
         self._effect_pipe: hv.streams.Pipe | None = None
         self._subgroup_choice = pn.widgets.MultiChoice.from_param(
@@ -137,9 +135,6 @@ class ComparePane(pn.viewable.Viewer):
         self.param.watch(self._on_distributions_change, ["phenotypes", "bins"])
         self.refresh_subgroups()
         self._update()
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
 
     # -- Python API ------------------------------------------------------------------------
     def compare(self, subgroups: list[str] | None = None) -> pd.DataFrame:
@@ -188,31 +183,26 @@ class ComparePane(pn.viewable.Viewer):
         return out
 
     # -- scheduling ------------------------------------------------------------------------
-    def _schedule(self, name: str, work: Callable[[], None]) -> None:
-        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
-        self.scheduler.schedule(name, self._results, work)
+    def _recompute(self, name: str, work: Callable[[], None]) -> None:
+        self._schedule(name, self._results, work)
 
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
-        self._schedule("update", self._update)
+        self._recompute("update", self._update)
 
     def _on_distributions_change(self, *events: param.parameterized.Event) -> None:
-        self._schedule("update", self._update)
+        self._recompute("update", self._update)
 
     def _on_store_change(self, *events: param.parameterized.Event) -> None:
         before = list(self.subgroups)
         self.refresh_subgroups()
         if list(self.subgroups) == before:  # else the subgroups watcher has already updated
-            self._schedule("update", self._update)
+            self._recompute("update", self._update)
 
     def _on_refresh(self, _: Any) -> None:
         self.state.refresh_subgroups()  # another session may have saved one
         self._on_store_change()
 
     # -- computing -------------------------------------------------------------------------
-    def _set(self, **values: Any) -> None:
-        with param.edit_constant(self):
-            self.param.update(**values)
-
     def _update(self) -> None:
         state = self.state
         reference, reference_colour = self._reference()
@@ -269,23 +259,32 @@ class ComparePane(pn.viewable.Viewer):
         """The table, accuracy and distributions of ``compared`` against the comparison group, hidden ones masked."""
         state, policy = self.state, self.state.policy
         cohort, backend = state.cohort, state.backend
-        members = {label: groups.members(label) for label in compared}
-        reference_members = groups.members(COMPARISON)
-        specs = cohort.phenotype_specs
-        table = backend.compare_with_reference(
-            specs, members, reference_members, reference_label=reference, policy=policy
-        )
+        shown_as = {COMPARISON: reference, **{label: label for label in compared}}
+        # Every sum is the group's own (the rest's is the cohort's minus the selection's), cached
+        # in the session's groups: a new histogram or subgroup adds only its own pass. On a
+        # cluster the backend's sources sum per partition on the workers.
+        source = backend.phenotype_sums()
+        statistics = {label: groups.sum_over(label, "phenotypes", source.total, source.rows_sum) for label in shown_as}
+        table = compare_with_reference(
+            {label: statistics[label] for label in compared}, statistics[COMPARISON], cohort.phenotype_specs,
+            reference_label=reference, policy=policy,
+        )  # fmt: skip
         masked = hidden if reference not in hidden else {label: hidden[reference] for label in compared}
         table = _mask_rows(table, masked, policy, ["n_a", "n_b"])
         accuracy = None
-        if self.show_accuracy and cohort.predictions:
-            accuracy = backend.accuracy_by_group({reference: reference_members, **members}, policy=policy)
+        if self.show_accuracy and groups.metric_sums is not None:
+            accuracy = accuracy_by_group(groups, shown_as, policy=policy)
             accuracy = _mask_rows(accuracy, hidden, policy, ["n"])
-        drawn = {label: m for label, m in {reference: reference_members, **members}.items() if label not in hidden}
         distributions = {}
         for name in self.phenotypes:
-            frame, too_few = backend.distribution_frames(name, drawn, bins=self.bins, policy=policy)
-            distributions[name] = (frame, {**{label: hidden[label] for label in hidden}, **too_few})
+            binning = backend.binning(name, self.bins)
+            counts = {
+                shown: groups.sum_over(label, ("bins", name, binning.n_bins), lambda b=binning: b.cohort_counts,
+                                       binning.counts)  # fmt: skip
+                for label, shown in shown_as.items() if shown not in hidden
+            }
+            frame, too_few = distribution_frames(binning, counts, policy=policy)
+            distributions[name] = (frame, {**hidden, **too_few})
         self._set(table=table, accuracy=accuracy, distributions=distributions)
 
     # -- rendering -------------------------------------------------------------------------
@@ -321,14 +320,13 @@ class ComparePane(pn.viewable.Viewer):
 
     def _render_histograms(self, colours: dict[str, str]) -> None:
         specs = self.state.cohort.phenotype_specs
-        cards = []
         for name, (frame, hidden) in self.distributions.items():
             spec = specs[name]
             key = (spec.type, tuple(dict.fromkeys(frame["group"])), tuple(sorted(colours.items())))
             known = self._plots.get(name)
             if known is not None and known[0] == key:
                 known[1].send(frame)
-                plot = known[2]
+                note = known[2][1]
             else:
                 pipe = hv.streams.Pipe(data=frame)
                 plot = pn.pane.HoloViews(
@@ -340,12 +338,15 @@ class ComparePane(pn.viewable.Viewer):
                     ),
                     sizing_mode="fixed",
                 )
-                self._plots[name] = (key, pipe, plot)
-            note = pn.pane.Str("\n".join(hidden.values()), visible=bool(hidden), styles={"color": "#a33"})
-            cards.append(pn.Column(plot, note))
+                note = pn.pane.Str("", styles={"color": "#a33"})
+                self._plots[name] = (key, pipe, pn.Column(plot, note))
+            note.param.update(object="\n".join(hidden.values()), visible=bool(hidden))
         for name in [n for n in self._plots if n not in self.distributions]:
             del self._plots[name]
-        self._histograms.objects = cards
+        cards = [self._plots[name][2] for name in self.distributions]
+        # The same cards as before: leave the layout alone (replacing it rebuilds every plot's models).
+        if [id(c) for c in cards] != [id(c) for c in self._histograms.objects]:
+            self._histograms.objects = cards
 
 
 def _mask_rows(table: pd.DataFrame, hidden: dict[str, str], policy: Any, n_cols: list[str]) -> pd.DataFrame:

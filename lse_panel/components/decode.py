@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import holoviews as hv
 import numpy as np
@@ -12,10 +12,11 @@ import param
 from lse_panel.analysis.decode import Decoder, decode_means, decode_subjects
 from lse_panel.analysis.groups import COMPARISON, SELECTION
 from lse_panel.cohort.schema import Modality
-from lse_panel.components.scheduling import Scheduler
+from lse_panel.components.pane import Pane
 from lse_panel.components.state import ExplorerState
+from lse_panel.components.modality_cards import ModalityCards
 from lse_panel.config import SETTINGS
-from lse_panel.plotting.signals import create_modality_plot, modality_spec
+from lse_panel.plotting.signals import create_modality_plot
 from lse_panel.sources import RawSource
 
 MAX_SAMPLES = SETTINGS.max_selection_sample
@@ -25,19 +26,7 @@ MEAN_GROUPS = (SELECTION, COMPARISON)
 SUBJECT_GROUPS = ("original", "reconstruction")
 
 
-def frame_players(specs: dict[str, Modality]) -> dict[str, pn.widgets.Player]:
-    """One looping frame player per image-sequence modality, paced by its frame interval."""
-    return {
-        name: pn.widgets.Player(
-            label=f"{name} frame", start=0, end=spec.n_frames - 1, value=0, loop_policy="loop",
-            interval=max(int(spec.frame_interval_ms), 20), show_loop_controls=False, width=300,
-        )
-        for name, spec in specs.items()
-        if spec.kind == "image_sequence"
-    }
-
-
-class DecodePane(pn.viewable.Viewer):
+class DecodePane(Pane):
     """Decoded means of the selection and its comparison group, and a few subjects' reconstructions.
 
     Every modality the decoder returns is drawn by its kind: signals as per-channel curves with
@@ -57,7 +46,6 @@ class DecodePane(pn.viewable.Viewer):
         without one, subjects show reconstructions only.
     """
 
-    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
     n_samples = param.Integer(
         default=MAX_SAMPLES, bounds=(0, MAX_SAMPLES),
         doc="Subjects of the selection shown as original vs reconstruction (a capped, reproducible sample).",
@@ -78,7 +66,6 @@ class DecodePane(pn.viewable.Viewer):
         default=np.empty(0, dtype=np.int64), constant=True,
         doc="Row indices of the subjects shown individually (empty while their card is closed).",
     )
-    message = param.String(default="", constant=True, doc="What the pane tells the user instead of (or above) plots.")
 
     def __init__(
         self, state: ExplorerState, decode: Decoder, *, raw_source: RawSource | None = None, **params: Any
@@ -88,18 +75,18 @@ class DecodePane(pn.viewable.Viewer):
         super().__init__(state=state, **params)
         self._decode = decode
         self._raw_source = raw_source
-        self._specs: dict[str, Modality] = {}
-        self._players: dict[str, pn.widgets.Player] = {}
-        self._mean_pipes: dict[str, hv.streams.Pipe] = {}
+        self._cards = ModalityCards(
+            state.cohort.modalities, MEAN_GROUPS, lambda name, spec: f"{name} ({spec.kind}): mean of each group"
+        )
+        self._sample_specs: dict[str, Modality] = {}
         self._sample_pipes: list[dict[str, hv.streams.Pipe]] = []
-        self.scheduler = Scheduler()
 
         self._decode_from = pn.widgets.RadioButtonGroup.from_param(
             state.param.decode_from, name="Decode from", button_type="primary", button_style="outline"
         )
         self._header = pn.pane.Markdown("", margin=(0, 10))
         self._alert = pn.pane.Alert("", alert_type="info", visible=False)
-        self._means = pn.Column(sizing_mode="stretch_width")
+        self._means = self._cards.layout
         self._sample_note = pn.pane.Markdown("", visible=False)
         self._sample_rows = pn.Column()
         # Collapsed until opened: individual subjects are computed and drawn only while the card is
@@ -122,14 +109,7 @@ class DecodePane(pn.viewable.Viewer):
         self._update_means()
         self._update_samples()
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
-
     # -- scheduling ------------------------------------------------------------------------
-    def _schedule(self, name: str, area: pn.viewable.Viewable, work: Callable[[], None]) -> None:
-        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
-        self.scheduler.schedule(name, area, work)
-
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
         self._schedule("means", self._means, self._update_means)
 
@@ -186,41 +166,14 @@ class DecodePane(pn.viewable.Viewer):
         if not any(decoded.values()):  # nothing decoded, or no modality for this latent kind
             self._means.visible = False
             return
-        self._ensure_plots(next(iter(decoded.values())))
-        for modality, pipe in self._mean_pipes.items():
-            pipe.send({group: items[modality] for group, items in decoded.items() if modality in items})
+        self._cards.show(decoded)
         self._means.visible = True
 
     def _set(self, **values: Any) -> None:
-        with param.edit_constant(self):
-            self.param.update(**values)
+        super()._set(**values)
         text = self.message
         self._alert.object = text
         self._alert.visible = bool(text)
-
-    # -- plots, built once per set of modalities ---------------------------------------------
-    def _ensure_plots(self, items: dict[str, np.ndarray]) -> None:
-        modalities = self.state.cohort.modalities
-        specs = {name: modality_spec(modalities, name, np.asarray(item)) for name, item in items.items()}
-        if specs == self._specs:
-            return
-        self._specs = specs
-        self._players = frame_players(specs)
-        self._mean_pipes = {name: hv.streams.Pipe(data={}) for name in specs}
-        cards = []
-        for name, spec in specs.items():
-            plot = create_modality_plot(
-                self._mean_pipes[name], spec, group_names=MEAN_GROUPS, frame=self._frame(name)
-            )
-            body = [self._players[name], plot] if name in self._players else [plot]
-            cards.append(pn.Card(*body, title=f"{name} ({spec.kind}): mean of each group", sizing_mode="stretch_width"))
-        self._means.objects = cards
-        self._sample_pipes = []
-        self._sample_rows.objects = []
-
-    def _frame(self, name: str) -> Any:
-        player = self._players.get(name)
-        return player.param.value if player is not None else None
 
     # -- individual subjects -----------------------------------------------------------------
     def _update_samples(self) -> None:
@@ -234,8 +187,7 @@ class DecodePane(pn.viewable.Viewer):
         rows = state.backend.sample(state.groups.selection, self.n_samples)
         block = state.cohort.latent(state.decode_from)
         recon = decode_subjects(block, rows, self._decode, state.decode_from)
-        if not self._specs:
-            self._ensure_plots({name: values[0] for name, values in recon.items()})
+        self._cards.ensure({name: values[0] for name, values in recon.items()})
         raw, note = self._raw(rows)
         with param.edit_constant(self):
             self.sample_rows = rows
@@ -267,21 +219,22 @@ class DecodePane(pn.viewable.Viewer):
         return {name: np.asarray(values) for name, values in dict(raw).items()}, ""
 
     def _ensure_sample_slots(self) -> None:
-        if len(self._sample_pipes) == MAX_SAMPLES:
+        if len(self._sample_pipes) == MAX_SAMPLES and self._sample_specs == self._cards.specs:
             return
+        self._sample_specs = self._cards.specs
         rows = []
         self._sample_pipes = []
         # Without raw records there is nothing to overlay or subtract: one panel per modality, not
         # three, which halves the Bokeh models the first selection builds.
         names = SUBJECT_GROUPS if self._raw_source is not None else ("reconstruction",)
         for _ in range(MAX_SAMPLES):
-            pipes = {name: hv.streams.Pipe(data={}) for name in self._specs}
+            pipes = {name: hv.streams.Pipe(data={}) for name in self._sample_specs}
             plots = [
                 create_modality_plot(
-                    pipes[name], spec, group_names=names, layout="stacked", frame=self._frame(name),
+                    pipes[name], spec, group_names=names, layout="stacked", frame=self._cards.frame(name),
                     width=320, height=120, size=120,
                 )
-                for name, spec in self._specs.items()
+                for name, spec in self._sample_specs.items()
             ]
             self._sample_pipes.append(pipes)
             rows.append(pn.Column(pn.pane.Markdown(""), pn.Row(*plots), visible=False))

@@ -135,9 +135,6 @@ class InterpolatePane(_LivePane):
         self.param.watch(self._on_display_change, ["signal_layout", "channel"])
         self._update()
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
-
     # -- endpoints -----------------------------------------------------------------------------
     def refresh_subgroups(self) -> list[str]:
         """Re-read the saved subgroups (another session may have saved one) and offer them as endpoints.

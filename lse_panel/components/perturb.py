@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any
 
-import holoviews as hv
 import numpy as np
 import panel as pn
 import param
@@ -15,15 +14,12 @@ from lse_panel.analysis.latent_paths import (
     decode_path,
     direction_from_means,
     perturb,
-    principal_from_covariance,
     unit_direction,
 )
-from lse_panel.cohort.derived import latent_statistics
-from lse_panel.cohort.schema import Modality
-from lse_panel.components.decode import frame_players
-from lse_panel.components.scheduling import Scheduler
+from lse_panel.cohort.derived import latent_statistics, principal_axes
+from lse_panel.components.modality_cards import ModalityCards
+from lse_panel.components.pane import Pane
 from lse_panel.components.state import ExplorerState
-from lse_panel.plotting.signals import create_modality_plot, modality_spec
 
 N_PRINCIPAL = 5
 """Principal directions offered: beyond the fifth, a 64-value latent's directions explain little each."""
@@ -40,23 +36,8 @@ DIRECTION_TYPES = {
 }
 
 
-class _LivePane(pn.viewable.Viewer):
-    """What both latent-path panes share: the state (its groups and their privacy verdicts), coalesced recomputes."""
-
-    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session state this pane renders.")
-    message = param.String(default="", constant=True, doc="What the pane tells the user instead of plots.")
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self.scheduler = Scheduler()
-
-    def _schedule(self, name: str, area: pn.viewable.Viewable, work: Callable[[], None]) -> None:
-        """Recompute through the pane's :class:`~lse_panel.components.scheduling.Scheduler`."""
-        self.scheduler.schedule(name, area, work)
-
-    def _set(self, **values: Any) -> None:
-        with param.edit_constant(self):
-            self.param.update(**values)
+class _LivePane(Pane):
+    """What both latent-path panes share beyond :class:`Pane`: the reason a group may not be decoded."""
 
     @staticmethod
     def _privacy_reason(groups: Any, labels: tuple[str, ...]) -> str | None:
@@ -127,9 +108,9 @@ class PerturbPane(_LivePane):
         self._decode = decode
         self._mean: np.ndarray | None = None
         self._original: dict[str, np.ndarray] = {}
-        self._specs: dict[str, Modality] = {}
-        self._pipes: dict[str, hv.streams.Pipe] = {}
-        self._players: dict[str, pn.widgets.Player] = {}
+        self._cards = ModalityCards(
+            state.cohort.modalities, PERTURB_GROUPS, lambda name, spec: f"{name} ({spec.kind}): perturbed vs original"
+        )
         self._set_direction_bounds()
 
         self._type_widget = pn.widgets.RadioButtonGroup.from_param(
@@ -143,7 +124,7 @@ class PerturbPane(_LivePane):
         self._reset.on_click(self._on_reset)
         self._header = pn.pane.Markdown("", margin=(0, 10))
         self._alert = pn.pane.Alert("", alert_type="info", visible=False)
-        self._plots = pn.Column(sizing_mode="stretch_width")
+        self._plots = self._cards.layout
         self._layout = pn.Column(
             self._type_widget,
             pn.Row(self._direction_widget, self._amount_widget, self._reset),
@@ -158,9 +139,6 @@ class PerturbPane(_LivePane):
         self.param.watch(self._on_direction_change, ["direction"])
         self.param.watch(self._on_amount_change, ["amount"])
         self._update(full=True)
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
 
     # -- events --------------------------------------------------------------------------------
     def _on_groups_change(self, *events: param.parameterized.Event) -> None:
@@ -206,7 +184,7 @@ class PerturbPane(_LivePane):
         kind = state.decode_from
         cov = latent_statistics(cohort, kind)["cov"]
         if self.direction_type == "principal":
-            directions, variance = principal_from_covariance(cov, N_PRINCIPAL)
+            directions, variance = principal_axes(cohort, kind, N_PRINCIPAL)
             i = min(self.direction, len(directions) - 1)
             share = variance[i] / max(float(np.trace(cov)), 1e-300)
             unit, label = directions[i], f"principal direction {i + 1} ({share:.0%} of the latent variance)"
@@ -260,9 +238,7 @@ class PerturbPane(_LivePane):
             f"**{self.amount:+.2f} SD** ({self.amount * sd:+.3g} latent units) along {label}."
         )
         self._alert.visible = False
-        self._ensure_plots(perturbed)
-        for name, pipe in self._pipes.items():
-            pipe.send({group: items[name] for group, items in decoded.items() if name in items})
+        self._cards.show(decoded)
         self._plots.visible = True
 
     def _clear(self, message: str) -> None:
@@ -272,22 +248,3 @@ class PerturbPane(_LivePane):
         self._alert.object = message
         self._alert.visible = True
         self._plots.visible = False
-
-    # -- plots, built once per set of modalities ------------------------------------------------
-    def _ensure_plots(self, items: Mapping[str, np.ndarray]) -> None:
-        specs = {name: modality_spec(self.state.cohort.modalities, name, item) for name, item in items.items()}
-        if specs == self._specs:
-            return
-        self._specs = specs
-        self._players = frame_players(specs)
-        self._pipes = {name: hv.streams.Pipe(data={}) for name in specs}
-        cards = []
-        for name, spec in specs.items():
-            player = self._players.get(name)
-            plot = create_modality_plot(
-                self._pipes[name], spec, group_names=PERTURB_GROUPS,
-                frame=player.param.value if player is not None else None,
-            )
-            body = [player, plot] if player is not None else [plot]
-            cards.append(pn.Card(*body, title=f"{name} ({spec.kind}): perturbed vs original", sizing_mode="stretch_width"))
-        self._plots.objects = cards

@@ -197,7 +197,7 @@ class ExplorerState(param.Parameterized):
                 return
         groups = GroupSet(
             self.cohort.n_subjects, self.selection, self.comparison, rows,
-            policy=self.policy, sums=self.backend.latent_sums(),
+            policy=self.policy, sums=self.backend.latent_sums(), metric_sums=self.backend.metric_sums(),
         )  # fmt: skip
         with param.edit_constant(self):
             self.groups = groups

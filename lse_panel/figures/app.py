@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +24,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def serve_app(bundle: str | os.PathLike[str], port: int, *, timeout: float = 90.0) -> subprocess.Popen:
-    """Start ``panel serve apps/explorer.py`` on ``bundle`` (127.0.0.1:port) and wait until it answers."""
+    """Start ``panel serve apps/explorer.py`` on ``bundle`` (127.0.0.1:port) and wait until it answers.
+
+    The server's output goes to a temporary file (``proc.log_path``), never to an unread pipe:
+    a full pipe buffer (64 kB of log lines) would block the server mid-session.
+    """
+    import tempfile
     import urllib.request
 
     cmd = [
@@ -31,11 +37,14 @@ def serve_app(bundle: str | os.PathLike[str], port: int, *, timeout: float = 90.
         "--setup", str(REPO / "apps" / "setup.py"), "--port", str(port), "--address", "127.0.0.1",
         "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", str(bundle),
     ]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tempfile.NamedTemporaryFile("w+", prefix="lse-serve-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log_path = Path(log.name)  # type: ignore[attr-defined]
+    log.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"panel serve exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+            raise RuntimeError(f"panel serve exited early:\n{proc.log_path.read_text()}")  # type: ignore[attr-defined]
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/explorer", timeout=5)
             return proc
@@ -157,8 +166,37 @@ def wait_for_count(page: Any, predicate: Any, timeout_s: float = 60.0) -> int:
         page.wait_for_timeout(200)
 
 
-def take_screenshots(bundle: str | os.PathLike[str], out: str | os.PathLike[str], *, port: int | None = None) -> list[Path]:
-    """Serve ``bundle``, lasso the densest region of the first latent view, save screenshots under ``out``."""
+PANE_TABS = ("Decode", "Accuracy", "Compare")
+"""Tabs photographed after the lasso, each in its own screenshot."""
+
+
+def take_screenshots(
+    bundle: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    port: int | None = None,
+    tabs: tuple[str, ...] = PANE_TABS,
+    window: tuple[int, int] = (1600, 1000),
+) -> list[Path]:
+    """Serve ``bundle``, lasso the densest region of the first latent view, save screenshots under ``out``.
+
+    Saves the page before and after the lasso (whole page), then for each tab in ``tabs`` the
+    window as a person sees it once the tab's header is scrolled to the top (``<tab>_window.png``:
+    what is below the fold is cut off) and the whole page (``<tab>.png``).
+
+    Parameters
+    ----------
+    bundle
+        The cohort bundle served (read only: nothing is saved into it).
+    out
+        Directory for the PNGs.
+    port
+        Port for ``panel serve`` (default: a free one).
+    tabs
+        Tab titles to photograph.
+    window
+        Browser window (viewport) size in pixels.
+    """
     from playwright.sync_api import sync_playwright
 
     from lse_panel.cohort.bundle import open_bundle
@@ -176,7 +214,8 @@ def take_screenshots(bundle: str | os.PathLike[str], out: str | os.PathLike[str]
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            page = browser.new_page(viewport={"width": window[0], "height": window[1]})
+            page.set_default_timeout(180_000)  # screenshots wait for fonts; the machine may be loaded
             page.goto(f"http://127.0.0.1:{port}/explorer", timeout=120_000)
             boxes = [frame_box(page, f"{kind} latent space", timeout_ms=120_000) for kind in kinds]
             page.wait_for_timeout(1500)
@@ -186,15 +225,22 @@ def take_screenshots(bundle: str | os.PathLike[str], out: str | os.PathLike[str]
             cx, cy = to_screen(boxes[0], *densest_point(coords))
             r = 0.12 * min(boxes[0]["width"], boxes[0]["height"])
             lasso(page, [(cx + r * np.cos(t), cy + r * np.sin(t)) for t in np.linspace(0, 2 * np.pi, 40)])
-            wait_for_count(page, lambda n: n > 0)
+            wait_for_count(page, lambda n: n > 0, timeout_s=240)  # the 2-core machine may be loaded
             page.mouse.move(5, 5)  # away from the plot, so no hover tooltip hides the highlight
             page.wait_for_timeout(4000)
             saved.append(out / "explorer_lasso.png")
             page.screenshot(path=saved[-1], full_page=True)
-            page.locator(".bk-tab", has_text="Accuracy").first.click()
-            page.wait_for_timeout(4000)
-            saved.append(out / "explorer_accuracy.png")
-            page.screenshot(path=saved[-1], full_page=True)
+            for tab in tabs:
+                header = page.locator(".bk-tab", has_text=tab).first
+                header.click()
+                page.wait_for_timeout(6000)
+                stem = tab.lower()
+                saved.append(out / f"{stem}.png")
+                page.screenshot(path=saved[-1], full_page=True)
+                header.evaluate("el => el.scrollIntoView({block: 'start'})")
+                page.wait_for_timeout(3000)  # Bokeh redraws the canvases that scrolled into view
+                saved.append(out / f"{stem}_window.png")
+                page.screenshot(path=saved[-1])
             browser.close()
     finally:
         proc.terminate()
@@ -202,6 +248,7 @@ def take_screenshots(bundle: str | os.PathLike[str], out: str | os.PathLike[str]
             proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        shutil.move(proc.log_path, out / "server.log")  # type: ignore[attr-defined]
     return saved
 
 

@@ -10,6 +10,7 @@ are written with each format's own library (``wfdb.wrsamp``, ``pydicom``'s ``sav
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,8 @@ def write_example_cohort(folder: str | Path, *, n_subjects: int = 2_000, n_recor
     _write_phenotypes(folder, ids, phenotypes, seed)
     _write_raw(folder, ids[:n_records], raw["ecg"][:n_records], raw["mri"][:n_records], leads, seed)
     spec = folder / "cohort.toml"
-    spec.write_text(SPEC.format(name=spec.name, leads=list(leads), mri_shape=list(MRI_SHAPE)).replace("'", '"'))
+    # A JSON list of strings or numbers is also a TOML array.
+    spec.write_text(SPEC.format(name=spec.name, leads=json.dumps(list(leads)), mri_shape=json.dumps(list(MRI_SHAPE))))
     return spec
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lse_panel.analysis.latent_paths import sample_rows
+from lse_panel.analysis.sampling import sample_rows
 from lse_panel.analysis.projection import (
     CHUNK_SIZE,
     PROJECTION_METHODS,

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from lse_panel.cohort.schema import Modality
 from lse_panel.model.checkpoint import ModelError, _atomic_write, save_checkpoint
 from lse_panel.model.embedding import encode_arrays, torch_threads
+from lse_panel.model.losses import compute_losses, fuse_generator, validation_losses
 from lse_panel.model.networks import CrossModalAutoencoder, ModelConfig, count_parameters, inference_copy
 from lse_panel.sources import open_raw_source
 
@@ -192,58 +193,6 @@ class TrainingData:
         return ecg, mri, pd.concat(frames, ignore_index=True)
 
 
-# -- losses -----------------------------------------------------------------------------------
-def clip_loss(z_a: torch.Tensor, z_b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over cosine similarities: subject i's ECG must pick out subject i's MRI and back."""
-    a = F.normalize(z_a, dim=1)
-    b = F.normalize(z_b, dim=1)
-    # Clamp as CLIP does (scale <= 100) so the temperature cannot run away.
-    logits = logit_scale.clamp(max=math.log(100)).exp() * a @ b.T
-    target = torch.arange(len(a), device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-
-
-def mixing_probabilities(n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Per-subject share of latent values taken from the ECG embedding, ``(n, 1)``.
-
-    1/2 (DropFuse's fused vector) for half the subjects, 1 or 0 (the pure ECG or MRI latent:
-    self- and cross-modal decoding) for a quarter each. One decoder pass per modality and
-    subject then trains self, cross-modal and fused decoding together, half the cost of
-    separate self- and fused-reconstruction passes (decoders are ~80 % of a training step).
-    """
-    u = torch.rand(n, 1, generator=generator)
-    return torch.where(u < 0.25, 0.0, torch.where(u < 0.5, 1.0, 0.5))
-
-
-def compute_losses(
-    model: CrossModalAutoencoder,
-    ecg: torch.Tensor,
-    mri: torch.Tensor,
-    generator: torch.Generator | None,
-    *,
-    contrastive_weight: float = 0.5,
-) -> dict[str, torch.Tensor]:
-    """All training losses for one batch of raw data; ``total`` is the one to minimise.
-
-    Both modalities are decoded from one modality-dropout latent per subject (see
-    :func:`mixing_probabilities`). Reconstruction errors are mean squared errors in
-    standardised units (per-lead / per-image scale), so 1.0 is roughly what decoding the
-    population-mean record scores.
-    """
-    x_e = model.normalise_ecg(ecg)
-    x_m = model.normalise_mri(mri)
-    z_e = model.ecg_encoder(x_e)
-    z_m = model.mri_encoder(x_m)
-    z_f = model.fuse(z_e, z_m, generator, mixing_probabilities(len(z_e), generator))
-    losses = {
-        "ecg": F.mse_loss(model.ecg_decoder(z_f), x_e),
-        "mri": F.mse_loss(model.mri_decoder(z_f), x_m),
-        "clip": clip_loss(z_e, z_m, model.logit_scale),
-    }
-    losses["total"] = losses["ecg"] + losses["mri"] + contrastive_weight * losses["clip"]
-    return losses
-
-
 def _lr_at(step: int, total: int, peak: float) -> float:
     """Linear warm-up over the first 5 % of steps, cosine decay to 5 % of the peak."""
     warm = max(1, int(0.05 * total))
@@ -251,12 +200,6 @@ def _lr_at(step: int, total: int, peak: float) -> float:
         return peak * (step + 1) / warm
     progress = (step - warm) / max(1, total - warm)
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def _fuse_generator(seed: int, step: int) -> torch.Generator:
-    # A generator per step, keyed on (seed, step): a resumed run draws the same coin flips as
-    # an uninterrupted one without having to store generator states.
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
 
 
 class _Deterministic:
@@ -434,7 +377,7 @@ def train_model(
                 group["lr"] = _lr_at(step, steps, lr)
             e_b, m_b = batch_at(step)
             losses = compute_losses(
-                model, e_b, m_b, _fuse_generator(seed, step),
+                model, e_b, m_b, fuse_generator(seed, step),
                 contrastive_weight=contrastive_weight,
             )
             optimizer.zero_grad(set_to_none=True)
@@ -552,25 +495,6 @@ def fit_fusion(
             history.append({"step": step + 1, "reconstruction": round(running, 5)})
     fusion.eval()
     return history
-
-
-@torch.no_grad()
-def validation_losses(model: CrossModalAutoencoder, ecg: np.ndarray, mri: np.ndarray, seed: int, batch_size: int = 256) -> dict[str, float]:
-    """Mean losses over a held-out set, in eval mode, with fixed fusion draws."""
-    model.eval()
-    sums: dict[str, float] = {}
-    n = 0
-    gen = _fuse_generator(seed, -1)
-    for start in range(0, len(ecg), batch_size):
-        e = torch.from_numpy(ecg[start : start + batch_size])
-        m = torch.from_numpy(mri[start : start + batch_size].astype(np.float32))
-        if len(e) < 2:
-            continue
-        losses = compute_losses(model, e, m, gen)
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * len(e)
-        n += len(e)
-    return {k: v / max(n, 1) for k, v in sums.items()}
 
 
 def _save_last(

@@ -1,4 +1,4 @@
-"""HoloViews factories for prediction accuracy: a metric heatmap with intervals, predicted vs true."""
+"""HoloViews factories for prediction accuracy: forest plots of intervals, a change heatmap, predicted vs true."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options thes
 import numpy as np
 import pandas as pd
 
-from lse_panel.palette import LATENT_COLORS, OTHER_LATENT_COLOUR
+from lse_panel.palette import HIGHLIGHT, LATENT_COLORS, OTHER_LATENT_COLOUR, REFERENCE_COLOUR
 
 LOWER_IS_BETTER = frozenset({"mae"})
 """Metrics where a smaller value is better; their change is sign-flipped so colour always means better/worse."""
@@ -17,6 +17,8 @@ LOWER_IS_BETTER = frozenset({"mae"})
 METRIC_LABELS = {"r2": "R²", "mae": "MAE", "auroc": "AUROC", "balanced_accuracy": "bal. acc."}
 """Display names of the metrics, in the order rows are listed (a phenotype's task picks which apply)."""
 GROUP_ORDER = ("selection", "comparison", "cohort")
+COHORT_MARKER = "#1f3a5f"
+"""The whole cohort's estimates in accuracy plots: dark blue, apart from the comparison group's grey."""
 CHANGE_CMAP = "RdBu"
 """Diverging: red where the selection does worse than the cohort, blue where it does better."""
 
@@ -180,6 +182,117 @@ def create_metric_heatmap(
     )
     labels = hv.Labels(table, kdims=["latent", "row"], vdims="label").opts(text_font_size="8pt", text_color="black")
     return heatmap * labels
+
+
+FOREST_METRICS = ("r2", "auroc")
+"""Metrics drawn as forest plots: each shares one scale across phenotypes (MAE has each phenotype's units)."""
+
+FOREST_GROUPS = {"selection": HIGHLIGHT, "comparison": REFERENCE_COLOUR, "cohort": COHORT_MARKER}
+"""The groups of a forest plot, top to bottom within a row, and their colours."""
+
+
+def forest_rows(long: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
+    """One point per (phenotype, latent, group) of ``metric``, at its row's height, for :func:`create_forest_plot`.
+
+    Parameters
+    ----------
+    long
+        Metrics in long format (``phenotype, latent, group, metric, value, ci_low, ci_high, n``).
+    metric
+        The metric drawn.
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        ``y, group, phenotype, latent, value, ci_low, ci_high, n``: row ``i`` (``phenotype · latent``,
+        in the table's order) at ``y = i``, the groups of :data:`FOREST_GROUPS` spread within it.
+    labels : list of str
+        The rows' labels, ``y = 0`` first.
+    """
+    part = long[long["metric"] == metric]
+    keys = list(dict.fromkeys(zip(part["phenotype"], part["latent"])))
+    position = {key: i for i, key in enumerate(keys)}
+    groups = [g for g in FOREST_GROUPS if g in set(part["group"])]
+    offset = {g: (i - (len(groups) - 1) / 2) * 0.26 for i, g in enumerate(groups)}
+    part = part[part["group"].isin(groups)]
+    frame = pd.DataFrame({
+        "y": [position[(p, lat)] + offset[g] for p, lat, g in zip(part["phenotype"], part["latent"], part["group"])],
+        "group": part["group"].to_numpy(), "phenotype": part["phenotype"].to_numpy(), "latent": part["latent"].to_numpy(),
+        "value": part["value"].to_numpy(dtype=float), "ci_low": part["ci_low"].to_numpy(dtype=float),
+        "ci_high": part["ci_high"].to_numpy(dtype=float), "n": part["n"].to_numpy(),
+    })  # fmt: skip
+    return frame, [f"{p} · {lat}" for p, lat in keys]
+
+
+def forest_legend(groups: Sequence[str] = tuple(FOREST_GROUPS)) -> str:
+    """Markdown/HTML naming the forest plots' group colours, e.g. ``● selection ● comparison ● cohort``."""
+    return " ".join(
+        f'<span style="color:{FOREST_GROUPS[g]}">●</span> {g}' for g in groups if g in FOREST_GROUPS
+    )
+
+
+def create_forest_plot(
+    long: pd.DataFrame | hv.streams.Pipe,
+    *,
+    metric: str,
+    labels: list[str] | None = None,
+    width: int = 430,
+    row_height: int = 20,
+) -> hv.Overlay | hv.DynamicMap:
+    """A forest plot of one metric: a row per phenotype and latent kind, each group's estimate with its interval.
+
+    Within a row the selection (magenta), its comparison group (grey) and the whole cohort (dark
+    blue) are drawn one above the other, each a point on its interval's line; light bands group
+    the rows of one phenotype. Hover names the row, group, value, interval and subjects; the
+    colours are explained once above the plots (:func:`forest_legend`), not in each.
+
+    Parameters
+    ----------
+    long
+        Metrics in long format with intervals (``ci_low``/``ci_high``; NaN draws the point alone),
+        or a :class:`holoviews.streams.Pipe` sending such tables: the plot is then built once (pass
+        ``labels``, the rows, which must not change) and each table only replaces its data.
+    metric
+        The metric drawn, e.g. ``"r2"`` or ``"auroc"``.
+    labels
+        With a Pipe: the rows' labels (:func:`forest_rows` of a first table).
+    width, row_height
+        Plot width, and height per row, in pixels.
+
+    Returns
+    -------
+    holoviews.Overlay or holoviews.DynamicMap
+    """
+    if isinstance(long, hv.streams.Pipe):
+        fixed = list(labels or [])
+        return hv.DynamicMap(
+            lambda data: create_forest_plot(data, metric=metric, labels=fixed, width=width, row_height=row_height),
+            streams=[long],
+        )
+    frame, rows = forest_rows(long, metric)
+    rows = labels or rows
+    name = METRIC_LABELS.get(metric, metric)
+    x = hv.Dimension("value", label=name)
+    blocks = list(dict.fromkeys(label.split(" · ")[0] for label in rows))
+    spans = [(i - 0.5, i + 0.5) for i, label in enumerate(rows) if blocks.index(label.split(" · ")[0]) % 2 == 0]
+    layers: list[hv.Element] = [
+        hv.HSpans(spans, kdims=["y0", "y1"]).opts(color="#eef2f6", line_width=0) if spans else hv.HSpans([])
+    ]
+    for group, colour in FOREST_GROUPS.items():
+        part = frame[frame["group"] == group]
+        layers.append(
+            hv.Segments(part, kdims=["ci_low", "y", "ci_high", "y"]).opts(color=colour, line_width=2)
+        )
+        layers.append(
+            hv.Scatter(part, kdims=[x], vdims=["y", "group", "phenotype", "latent", "ci_low", "ci_high", "n"],
+                       label=group).opts(color=colour, size=6, tools=["hover"], line_color="white")  # fmt: skip
+        )
+    height = max(140, 80 + row_height * len(rows))
+    return hv.Overlay(layers).opts(
+        width=width, height=height, title=f"{name}, 95% intervals", yticks=list(enumerate(rows)),
+        ylim=(-0.6, len(rows) - 0.4), invert_yaxis=True, ylabel="", xlabel=name, show_legend=False,
+        toolbar=None, show_grid=True, fontsize={"yticks": "8.5pt"}, framewise=True,
+    )
 
 
 def _finite_sample(true: np.ndarray, pred: np.ndarray, mask_labels: bool) -> tuple[np.ndarray, np.ndarray]:

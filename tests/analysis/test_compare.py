@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lse_panel.analysis.compare import COLUMNS, TABLE_COLUMNS, compare_groups, compare_with_reference, distribution_frames
+from lse_panel.analysis.compare import (
+    COLUMNS,
+    TABLE_COLUMNS,
+    PhenotypeSums,
+    compare_groups,
+    compare_with_reference,
+    distribution_frames,
+)
 from lse_panel.analysis.histograms import bin_phenotype
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.testing import tiny_cohort
@@ -131,22 +138,36 @@ def test_compare_errors_name_the_problem(data):
         compare_groups({"f": np.array([0.5, 1.0, 0.0])}, {"f": "binary"}, [0])
 
 
-# -- the comparison pane's computations, on columns and groups ------------------------------------
-def test_compare_with_reference_takes_rows_or_masks_and_hides_small_groups() -> None:
+# -- the comparison pane's computations, on per-group statistics ---------------------------------
+def test_compare_with_reference_hides_small_groups_and_statistics_subtract() -> None:
     cohort = tiny_cohort(300)
-    columns, specs = cohort.phenotype_columns, cohort.phenotype_specs
-    reference = np.ones(300, dtype=bool)
-    reference[:60] = False
+    specs = cohort.phenotype_specs
+    sums = PhenotypeSums.build(cohort.phenotype_columns, specs)
+    total = sums.rows_sum(np.arange(300))
+    reference = total - sums.rows_sum(np.arange(60))  # everyone but the first 60
     policy = PrivacyPolicy(min_group_size=10)
-    table = compare_with_reference(columns, specs, {"a": np.arange(60), "tiny": np.arange(4)}, reference,
-                                   reference_label="rest", policy=policy)  # fmt: skip
+    table = compare_with_reference({"a": sums.rows_sum(np.arange(60)), "tiny": sums.rows_sum(np.arange(4))}, reference,
+                                   specs, reference_label="rest", policy=policy)  # fmt: skip
     assert list(table.columns) == TABLE_COLUMNS and set(table["reference"]) == {"rest"}
     assert table.loc[table["group"] == "tiny", "hidden"].all() and table.loc[table["group"] == "tiny", "effect"].isna().all()
-    mask = np.zeros(300, dtype=bool)
-    mask[:60] = True
-    same = compare_with_reference(columns, specs, {"a": mask}, reference, policy=policy)
-    np.testing.assert_allclose(same["effect"].to_numpy(), table[table["group"] == "a"]["effect"].to_numpy(), equal_nan=True)
+    direct = compare_groups(cohort.phenotype_columns, specs, np.arange(60), np.arange(60, 300))
+    pd.testing.assert_frame_equal(
+        table[table["group"] == "a"][COLUMNS].reset_index(drop=True), direct, check_exact=False, rtol=1e-9
+    )
     binning = bin_phenotype(cohort.phenotype("age"), "continuous", bins=12)
-    frame, hidden = distribution_frames(binning, {"rest": reference, "tiny": np.arange(4)}, policy=policy)
+    rest_counts = binning.cohort_counts - binning.counts(np.arange(60))
+    frame, hidden = distribution_frames(binning, {"rest": rest_counts, "tiny": binning.counts(np.arange(4))}, policy=policy)
     assert set(frame["group"]) == {"rest"} and "tiny" in hidden
     np.testing.assert_array_equal(frame["count"].to_numpy(), np.histogram(cohort.phenotype("age")[60:], binning.edges)[0])
+
+
+def test_phenotype_statistics_of_parts_add_up() -> None:
+    cohort = tiny_cohort(200)
+    sums = PhenotypeSums.build(cohort.phenotype_columns, cohort.phenotype_specs)
+    whole = sums.rows_sum(np.arange(200))
+    parts = sums.rows_sum(np.arange(80)) + sums.rows_sum(np.arange(80, 200))
+    for name, values in whole.values.items():
+        np.testing.assert_allclose(parts.values[name], values, rtol=1e-12, atol=1e-9)
+    other = PhenotypeSums.build(cohort.phenotype_columns, {"age": "continuous"})
+    with pytest.raises(ValueError, match="different phenotypes"):
+        whole - other.rows_sum(np.arange(3))

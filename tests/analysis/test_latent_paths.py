@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lse_panel.analysis.decode import mean_latent
+from lse_panel.analysis.sampling import sample_rows
 from lse_panel.analysis.latent_paths import (
     NeighbourPlacer,
     decode_path,
@@ -18,7 +19,6 @@ from lse_panel.analysis.latent_paths import (
     perturb,
     place_in_projection,
     principal_directions,
-    sample_rows,
     unit_direction,
 )
 from lse_panel.cohort.bundle import Cohort

@@ -1,4 +1,4 @@
-"""Subgroup metrics match scikit-learn exactly; bootstrap intervals behave; undefined cases never raise."""
+"""Subgroup metrics match scikit-learn; their intervals behave; undefined cases never raise."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score, roc_auc_score
 
-from lse_panel.analysis.metrics import (
-    bootstrap_ci,
-    classification_metrics,
-    prepare_metrics,
-    regression_metrics,
-    subgroup_metrics,
-)
+from lse_panel.analysis.metric_statistics import prepare_metrics
+from lse_panel.analysis.metrics import classification_metrics, regression_metrics, subgroup_metrics
 
 TOL = 1e-9
 
@@ -87,55 +82,6 @@ def test_undefined_metrics_are_nan_with_a_reason():
         regression_metrics([1.0, 2.0], [1.0])
 
 
-# ----------------------------------------------------------------------------- bootstrap
-
-
-@pytest.mark.parametrize("metric", ["r2", "mae", "auroc", "balanced_accuracy"])
-def test_bootstrap_ci_contains_estimate_and_narrows_with_n(metric):
-    rng = np.random.default_rng(0)
-    widths = []
-    for n in (300, 3000):
-        if metric in ("r2", "mae"):
-            y, p = _regression_data(n, rng, noise=0.7)
-            estimate = regression_metrics(y, p)[metric]
-        else:
-            y, p = _classification_data(n, rng, prevalence=0.3)
-            estimate = classification_metrics(y, p)[metric]
-        lo, hi = bootstrap_ci(metric, y, p, n_resamples=300, seed=1)
-        assert lo <= estimate <= hi
-        widths.append(hi - lo)
-    assert widths[1] < widths[0] * 0.6  # ~1/sqrt(10) in theory
-
-
-def test_bootstrap_fast_path_agrees_with_a_callable():
-    # The weighted fast path and a plain per-resample callable draw the same kind of interval.
-    rng = np.random.default_rng(3)
-    y, s = _classification_data(1500, rng, prevalence=0.3)
-    fast = bootstrap_ci("auroc", y, s, n_resamples=400, seed=0)
-    slow = bootstrap_ci(roc_auc_score, y, s, n_resamples=400, seed=0)
-    assert fast[0] == pytest.approx(slow[0], abs=0.015) and fast[1] == pytest.approx(slow[1], abs=0.015)
-
-
-def test_bootstrap_subsampling_keeps_the_interval_width():
-    # An m-out-of-n bootstrap rescaled by sqrt(m/n) should give about the full bootstrap's width.
-    rng = np.random.default_rng(4)
-    y, p = _regression_data(40_000, rng, noise=0.8)
-    full = bootstrap_ci("mae", y, p, n_resamples=300, max_n=40_000, seed=2)
-    sub = bootstrap_ci("mae", y, p, n_resamples=300, max_n=4_000, seed=2)
-    estimate = regression_metrics(y, p)["mae"]
-    assert sub[0] <= estimate <= sub[1]
-    assert (sub[1] - sub[0]) == pytest.approx(full[1] - full[0], rel=0.3)
-
-
-def test_bootstrap_undefined_and_bad_arguments():
-    assert all(math.isnan(v) for v in bootstrap_ci("auroc", [1, 1, 1], [0.1, 0.2, 0.3]))
-    assert all(math.isnan(v) for v in bootstrap_ci("r2", [1.0], [1.0]))
-    with pytest.raises(ValueError, match="unknown metric"):
-        bootstrap_ci("f1", [0, 1], [0.1, 0.9])
-    with pytest.raises(ValueError, match="confidence"):
-        bootstrap_ci("r2", [0.0, 1.0], [0.1, 0.9], confidence=95)
-
-
 # ----------------------------------------------------------------------------- subgroup metrics
 
 
@@ -174,7 +120,7 @@ def cohort():
 
 def test_subgroup_metrics_match_sklearn_for_every_cell(cohort):
     table, tasks, predictions, groups = cohort
-    frame = subgroup_metrics(table, tasks, predictions, groups, bootstrap=False)
+    frame = subgroup_metrics(table, tasks, predictions, groups, intervals=False)
     assert list(frame.columns) == [
         "phenotype", "task", "latent", "group", "metric", "value", "ci_low", "ci_high", "n", "n_pos", "reason"
     ]  # fmt: skip
@@ -215,15 +161,15 @@ def test_subgroup_metrics_prepared_and_mask_groups_give_the_same_table(cohort):
         mask = np.zeros(len(table), dtype=bool)
         mask[idx] = True
         masks[name] = mask
-    a = subgroup_metrics(table, tasks, predictions, groups, bootstrap=False)
-    b = subgroup_metrics(table, tasks, predictions, masks, prepared=prepared, bootstrap=False)
+    a = subgroup_metrics(table, tasks, predictions, groups, intervals=False)
+    b = subgroup_metrics(table, tasks, predictions, masks, prepared=prepared, intervals=False)
     pd.testing.assert_frame_equal(a, b)
 
 
 def test_subgroup_metrics_more_than_eight_groups(cohort):
     table, tasks, predictions, groups = cohort
     many = {f"g{i}": groups["selection"][i::10] for i in range(10)} | {"all": groups["all"]}
-    frame = subgroup_metrics(table, {"age": "regression"}, predictions, many, bootstrap=False)
+    frame = subgroup_metrics(table, {"age": "regression"}, predictions, many, intervals=False)
     assert set(frame["group"]) == set(many)
     y = table["age"].to_numpy(np.float64)
     p = predictions["ecg"]["age"].astype(np.float64)
@@ -232,12 +178,9 @@ def test_subgroup_metrics_more_than_eight_groups(cohort):
     assert row.value == pytest.approx(r2_score(y[idx], p[idx]), abs=TOL)
 
 
-def test_subgroup_metrics_bootstrap_intervals(cohort):
+def test_subgroup_metrics_intervals(cohort):
     table, tasks, predictions, groups = cohort
-    frame = subgroup_metrics(
-        table, tasks, predictions, {"selection": groups["selection"], "all": groups["all"]},
-        n_resamples=100, max_n=2_000,
-    )  # fmt: skip
+    frame = subgroup_metrics(table, tasks, predictions, {"selection": groups["selection"], "all": groups["all"]})
     defined = frame.dropna(subset=["value"])
     assert defined["ci_low"].notna().all()
     assert (defined["ci_low"] <= defined["value"] + 1e-12).all()
@@ -251,12 +194,12 @@ def test_subgroup_metrics_constant_group_and_single_class_give_reasons():
     table = {"y": np.array([5.0, 5.0, 5.0, 1.0, 2.0]), "c": np.array([1, 1, 0, 0, 1], dtype=np.int8)}
     predictions = {"z": {"y": np.array([4.0, 5.0, 6.0, 1.0, 2.0]), "c": np.array([0.9, 0.8, 0.1, 0.3, 0.7])}}
     tasks = {"y": "regression", "c": "classification"}
-    frame = subgroup_metrics(table, tasks, predictions, {"g": np.array([0, 1, 2])}, bootstrap=True)
+    frame = subgroup_metrics(table, tasks, predictions, {"g": np.array([0, 1, 2])}, intervals=True)
     rows = frame.set_index("metric")
     assert math.isnan(rows.loc["r2", "value"]) and "constant" in rows.loc["r2", "reason"]
     assert rows.loc["mae", "value"] == pytest.approx(2 / 3)
     assert math.isnan(rows.loc["auroc", "value"]) is False
-    frame = subgroup_metrics(table, tasks, predictions, {"g": np.array([0, 1])}, bootstrap=True)
+    frame = subgroup_metrics(table, tasks, predictions, {"g": np.array([0, 1])}, intervals=True)
     rows = frame.set_index("metric")
     assert math.isnan(rows.loc["auroc", "value"]) and "one class" in rows.loc["auroc", "reason"]
     assert math.isnan(rows.loc["auroc", "ci_low"])
@@ -272,3 +215,5 @@ def test_subgroup_metrics_errors(cohort):
         subgroup_metrics(table, tasks, {"ecg": {"age": np.zeros(3)}}, groups)
     with pytest.raises(ValueError, match="outside"):
         subgroup_metrics(table, tasks, predictions, {"bad": np.array([len(table)])})
+    with pytest.raises(ValueError, match="prepare_metrics"):
+        subgroup_metrics(None, None, None, groups)

@@ -2,43 +2,41 @@
 
 Run: ``.venv/bin/python tests/benchmarks/bench_compare.py [--n 500000] [--repeat 5]``.
 
-Times, in one run: the phenotype comparison (``compare_groups`` per group, BH q-values, privacy
-floor), the accuracy metrics of every latent kind in every group (``subgroup_metrics`` on the
-cached prepared metrics), the histograms, the whole pane update (everything but Bokeh), and, as
-the baseline, the stock route: gather each group's values with pandas and call
-``scipy.stats.ttest_ind`` / ``chi2_contingency`` per phenotype.
+Times, in one run: the phenotype comparison (each group's phenotype statistics, the rest's by
+subtraction, tests, BH q-values, privacy floor), the accuracy metrics of every latent kind in every
+group (from the groups' sufficient statistics), the histograms, the whole pane update (everything
+but Bokeh), and, as the baseline, the stock route: gather each group's values with pandas and call
+``scipy.stats.ttest_ind`` / ``chi2_contingency`` per phenotype. Each timed call starts from a new
+GroupSet, so no per-selection cache answers it.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from typing import Callable
+from functools import partial
 
 import numpy as np
 import pandas as pd
+from _common import machine_load, timed
 from scipy import stats
 
 from lse_panel.analysis.accuracy import accuracy_by_group
 from lse_panel.analysis.compare import compare_with_reference, distribution_frames
+from lse_panel.analysis.groups import COMPARISON, GroupSet
 from lse_panel.analysis.privacy import PrivacyPolicy
-from lse_panel.cohort.derived import phenotype_binning, prepared_metrics
+from lse_panel.cohort.derived import (
+    cohort_statistics,
+    latent_sums,
+    metric_sums,
+    phenotype_binning,
+    phenotype_sums,
+    phenotype_total,
+    prepared_metrics,
+)
 from lse_panel.components.compare import ComparePane
 from lse_panel.components.state import ExplorerState
 from lse_panel.testing import tiny_cohort
-
-
-def timed(fn: Callable[[], object], repeat: int, warm: int = 1) -> float:
-    """Median seconds of ``fn()`` after ``warm`` untimed calls."""
-    for _ in range(warm):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def stock_compare(phenotypes: pd.DataFrame, specs: dict, groups: dict[str, np.ndarray], reference: np.ndarray) -> None:
@@ -85,35 +83,51 @@ def main() -> None:
     policy = PrivacyPolicy()
 
     start = time.perf_counter()
-    prepared_metrics(cohort)
-    print(f"prepared metrics (once per process, --setup): {time.perf_counter() - start:.2f} s")
+    prepared_metrics(cohort), cohort_statistics(cohort), phenotype_total(cohort)
+    print(f"prepared metrics and cohort totals (once per process, --setup): {time.perf_counter() - start:.2f} s")
 
-    columns, specs = cohort.phenotype_columns, cohort.phenotype_specs
-    prepared = prepared_metrics(cohort)
-    t_compare = timed(
-        lambda: compare_with_reference(columns, specs, groups, rest, reference_label="rest", policy=policy), args.repeat
+    specs = cohort.phenotype_specs
+    sums, total = phenotype_sums(cohort), partial(phenotype_total, cohort)
+
+    def fresh() -> GroupSet:
+        return GroupSet(args.n, state.selection, "rest", extra=groups, policy=policy, sums=latent_sums(cohort),
+                        metric_sums=metric_sums(cohort))  # fmt: skip
+
+    def compare(g: GroupSet) -> None:
+        statistics = {label: g.sum_over(label, "phenotypes", total, sums.rows_sum) for label in (COMPARISON, *names)}
+        compare_with_reference({k: statistics[k] for k in names}, statistics[COMPARISON], specs,
+                               reference_label="rest", policy=policy)  # fmt: skip
+
+    def histograms(g: GroupSet) -> None:
+        for p in specs:
+            binning = phenotype_binning(cohort, p)
+            counts = {label: g.sum_over(label, ("bins", p), lambda b=binning: b.cohort_counts, binning.counts)
+                      for label in (COMPARISON, *names)}  # fmt: skip
+            distribution_frames(binning, counts, policy=policy)
+
+    t_compare = timed(lambda _: compare(fresh()), args.repeat)
+    t_metrics = timed(
+        lambda _: accuracy_by_group(fresh(), {COMPARISON: "rest", **{k: k for k in names}}, policy=policy), args.repeat
     )
-    t_metrics = timed(lambda: accuracy_by_group(prepared, {"rest": rest, **groups}, policy=policy), args.repeat)
-    t_hist = timed(
-        lambda: [distribution_frames(phenotype_binning(cohort, p), {"rest": rest, **groups}, policy=policy)
-                 for p in cohort.phenotype_specs],
-        args.repeat,
-    )
-    pane = ComparePane(state, phenotypes=list(cohort.phenotype_specs))
+    t_hist = timed(lambda _: histograms(fresh()), args.repeat)
+    pane = ComparePane(state, phenotypes=list(specs))
     pane.subgroups = names
-    t_pane = timed(pane._update, args.repeat)
+
+    def pane_update(i: int) -> None:
+        state.select(state.selection[i % 2 :])  # a new selection each time (the pane watches it): nothing cached
+
+    t_pane = timed(pane_update, args.repeat)
     phenotypes = cohort.phenotypes
-    t_stock = timed(lambda: stock_compare(phenotypes, cohort.phenotype_specs, groups, rest), args.repeat)
+    t_stock = timed(lambda _: stock_compare(phenotypes, specs, groups, rest), args.repeat)
 
     print(f"\nthree subgroups vs the rest of a {state.n_selected:,}-subject selection, "
-          f"{len(cohort.phenotype_specs)} phenotypes, median of {args.repeat}:")  # fmt: skip
-    print(f"  compare_groups ×3 (+ BH, privacy floor) : {1e3 * t_compare:8.1f} ms")
-    print(f"  accuracy metrics, 4 groups × 3 latents    : {1e3 * t_metrics:8.1f} ms")
-    print(f"  compare + metrics                         : {1e3 * (t_compare + t_metrics):8.1f} ms")
-    print(f"  histograms, 4 groups × all phenotypes     : {1e3 * t_hist:8.1f} ms")
-    print(f"  whole pane update (selection + 3 groups)  : {1e3 * t_pane:8.1f} ms (no Bokeh)")
-    print(f"  baseline: pandas gather + scipy tests ×3  : {1e3 * t_stock:8.1f} ms "
-          f"(compare_groups is {t_stock / t_compare:.1f}× faster)")  # fmt: skip
+          f"{len(specs)} phenotypes, median of {args.repeat} ({machine_load()}):")  # fmt: skip
+    print(f"  phenotype comparison ×3 (+ BH, privacy floor) : {t_compare}")
+    print(f"  accuracy metrics, 4 groups × 3 latents        : {t_metrics}")
+    print(f"  histograms, 4 groups × all phenotypes         : {t_hist}")
+    print(f"  whole pane update (selection + 3 groups)      : {t_pane} (no Bokeh)")
+    print(f"  baseline: pandas gather + scipy tests ×3      : {t_stock} "
+          f"(the comparison is {t_stock.cpu / t_compare.cpu:.1f}× faster in CPU)")  # fmt: skip
 
 
 if __name__ == "__main__":

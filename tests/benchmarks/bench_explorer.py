@@ -16,15 +16,15 @@ lasso kernel with matplotlib).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import datashader as ds
 import holoviews as hv
 import numpy as np
 import pandas as pd
+from _common import Timing
+from _common import timed as _timed
 from holoviews.operation.datashader import rasterize
 
 from lse_panel.analysis.selection import box_mask, combine, lasso_mask, mask_to_indices
@@ -63,31 +63,13 @@ def bench_cohort(n: int) -> Cohort:
     return Cohort.from_arrays(np.arange(n, dtype=np.int64), phen, specs, projections=projections)
 
 
-@dataclass
-class Timing:
-    wall: float
-    """Median wall seconds."""
-    cpu: float
-    """Median CPU seconds of the process (all threads) over the same calls."""
-    wall_mean: float = 0.0
-    cpu_mean: float = 0.0
-
-
 BASELINE: Timing | None = None
 """The run's yardstick (set by :func:`run`): one ``Canvas.points`` count of every point."""
 
 
 def timed(fn: Callable[[int], object], repeat: int = 10, warm: int = 2) -> Timing:
-    """Median wall and CPU seconds of ``fn(i)`` after ``warm`` untimed calls."""
-    for i in range(warm):
-        fn(i)
-    walls, cpus = [], []
-    for i in range(warm, warm + repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn(i)
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return Timing(statistics.median(walls), statistics.median(cpus), statistics.fmean(walls), statistics.fmean(cpus))
+    """:func:`_common.timed` with this script's defaults (10 calls after 2 warm-ups)."""
+    return _timed(fn, repeat=repeat, warm=warm)
 
 
 def fmt(t: Timing) -> str:

@@ -12,11 +12,11 @@ exact nearest-neighbour search over every subject for the placement.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Callable
 
 import numpy as np
+from _common import timed
 
 from lse_panel.analysis.decode import latent_sum
 from lse_panel.analysis.groups import BlockSums, GroupSet
@@ -42,18 +42,6 @@ def clustered_latents(n: int, d: int, seed: int = 0) -> np.ndarray:
     out *= scales[which, None]
     out += centres[which]
     return out
-
-
-def timed(fn: Callable[[], object], repeat: int = 7, warm: int = 1) -> float:
-    """Median seconds of ``fn()`` after ``warm`` untimed calls."""
-    for _ in range(warm):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def load_decoder(path: str, d: int) -> tuple[Callable, str]:
@@ -111,14 +99,14 @@ def main() -> None:
 
     m = means()
     path = interpolate(m["comparison"], m["selection"], steps)
-    t_one = timed(lambda: decode_path(decode, path[:1], "fused"))
-    t_path = timed(lambda: decode_path(decode, path, "fused"))
-    t_means = timed(means)
+    t_one = timed(lambda _: decode_path(decode, path[:1], "fused")).wall
+    t_path = timed(lambda _: decode_path(decode, path, "fused")).wall
+    t_means = timed(lambda _: means()).wall
     def end_to_end() -> dict:
         mm = means()
         return decode_path(decode, interpolate(mm["comparison"], mm["selection"], steps), "fused")
 
-    t_full = timed(end_to_end)
+    t_full = timed(lambda _: end_to_end()).wall
     print("\n-- interpolation (selection of 50k vs the rest) --")
     print(f"decode one mean latent (baseline)      {t_one * 1e3:8.1f} ms")
     print(f"decode a {steps}-step path                {t_path * 1e3:8.1f} ms  ({t_path / t_one:.1f}× one latent)")
@@ -128,9 +116,9 @@ def main() -> None:
     # -- placing the path on a map ------------------------------------------------------------
     q = path.astype(np.float64)
     placer = NeighbourPlacer.build(block, coords)
-    t_build = timed(lambda: NeighbourPlacer.build(block, coords), repeat=3)
-    t_place = timed(lambda: placer.place(q, k=10))
-    t_cold = timed(lambda: place_in_projection(q, block, coords, k=10), repeat=3)
+    t_build = timed(lambda _: NeighbourPlacer.build(block, coords), repeat=3).wall
+    t_place = timed(lambda _: placer.place(q, k=10)).wall
+    t_cold = timed(lambda _: place_in_projection(q, block, coords, k=10), repeat=3).wall
 
     def exact_knn() -> np.ndarray:
         # Baseline: the same 10 nearest neighbours searched among every subject, in chunks.
@@ -141,9 +129,9 @@ def main() -> None:
             best.append(np.partition(dist, 9, axis=1)[:, :10])
         return np.concatenate(best, axis=1)
 
-    t_exact = timed(exact_knn, repeat=3)
+    t_exact = timed(lambda _: exact_knn(), repeat=3).wall
     params = {"mean": block_sum / n, "components": principal_from_covariance(latent_covariance(block)[1], 2)[0]}
-    t_pca = timed(lambda: pca_transform(q, params))
+    t_pca = timed(lambda _: pca_transform(q, params)).wall
     # Accuracy: the stand-in map is a known function, so the true position of every step is known.
     def truth(z: np.ndarray) -> np.ndarray:
         return 10 * np.tanh(np.asarray(z, np.float64) @ axes / 3)
@@ -167,10 +155,10 @@ def main() -> None:
         print(f"  path between {name:<13} neighbours from {label:<13} {err:6.3f}")
 
     # -- perturbation -----------------------------------------------------------------------------
-    t_cov = timed(lambda: latent_covariance(block), repeat=3)
+    t_cov = timed(lambda _: latent_covariance(block), repeat=3).wall
     cov = latent_covariance(block)[1]
     directions, variance = principal_from_covariance(cov, 5)
-    t_slider = timed(lambda: decode_path(decode, perturb(m["selection"], directions[0], [1.5 * np.sqrt(variance[0])]), "fused"))
+    t_slider = timed(lambda _: decode_path(decode, perturb(m["selection"], directions[0], [1.5 * np.sqrt(variance[0])]), "fused")).wall
     print("\n-- perturbation --")
     print(f"covariance on a 50k sample (cached)    {t_cov * 1e3:8.1f} ms")
     print(f"one slider step (perturb + decode)     {t_slider * 1e3:8.1f} ms")

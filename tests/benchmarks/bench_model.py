@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import torch
+from _common import timed
 
 from lse_panel.model.checkpoint import load_model
 from lse_panel.model.decoding import CheckpointDecoder
@@ -78,12 +79,8 @@ def main() -> None:
         ("decode_mean of 50k of 500k", lambda: decoder.decode_mean(block, idx)),
         ("decode 2 group means", lambda: decoder.decode(block[:2])),
     ):
-        times = []
-        for _ in range(30):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        print(f"{label}: median {1000 * np.median(times):.2f} ms, best {1000 * min(times):.2f} ms (torch threads {torch.get_num_threads()})")
+        t = timed(lambda _: fn(), repeat=30, warm=0)
+        print(f"{label}: median {1000 * t.wall:.2f} ms, best {1000 * t.wall_min:.2f} ms (torch threads {torch.get_num_threads()})")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,39 @@
-"""A lasso on a real bundle → every pane of a notebook Explorer recomputed, with each pane's share.
+"""Issue 11's benchmark: a lasso on a real bundle → every pane, against an older checkout timed in the same run.
 
-Run: ``.venv/bin/python tests/benchmarks/bench_panes.py [--bundle DIR] [--repeat 5]``.
+Run: ``.venv/bin/python tests/benchmarks/bench_panes.py [--bundle DIR] [--baseline CHECKOUT] [--repeat 5]``,
+e.g. with the old main as the baseline::
 
-In a notebook every pane is live (no tab scheduling), so one lasso recomputes the filters'
-histograms, the decode, accuracy, comparison, perturbation and interpolation panes in turn. This
-times that whole chain from ``Explorer.select(lasso=...)`` to its return, and each pane's share
-(the time spent in its scheduler's work). Three cases: comparison with the rest of the cohort,
-with and without the accuracy pane's bootstrap, and comparison with a saved subgroup.
+    git worktree add /tmp/old 70c0f3d
+    .venv/bin/python tests/benchmarks/bench_panes.py --bundle data/demo --baseline /tmp/old
 
-The bundle is copied to a temporary directory first, so saving the subgroup never writes into
-the bundle given (the demo may be shared read-only). Without ``--bundle`` the script uses
-``data/demo`` of this checkout when it is built, else a 500k ``tiny_cohort``.
+Cases (each the median of ``--repeat`` lassos after a warm-up, the lasso nudged each time so no
+cache answers):
 
-It uses only the public Explorer API, so the same script times an older checkout too
-(``PYTHONPATH=/path/to/old/checkout python tests/benchmarks/bench_panes.py``).
+- **notebook, point estimates**: every pane live (no tab scheduling): ``Explorer.select(lasso=...)``
+  → the filters, decode, accuracy, comparison, perturbation and interpolation panes recomputed.
+  The baseline runs with its bootstrap off; this checkout computes its intervals in the same
+  step (they come from the same sums), so it does at least the baseline's work.
+- **notebook, estimates + intervals**: the same with the baseline's bootstrap on (its default).
+- **notebook, saved-subgroup comparison**: point estimates, compared with a saved subgroup.
+- **served, visible pane**: as ``panel serve`` runs it, only the visible tab's pane recomputes
+  (the others are marked inactive, as the Explorer's tabs do); once per pane as the visible one.
+  Server side only: the websocket and the browser's drawing are not in it.
+
+Each checkout runs in its own process (``PYTHONPATH`` set to it), one after the other, so both see about the
+same machine load; wall and CPU (all threads of the process) are printed, and the ratios. The
+bundle is opened through a shallow copy (symlinks to its columns, its own subgroup store), so
+saving the benchmark's subgroup never writes into the bundle given. Without ``--bundle`` it uses
+``data/demo`` of this checkout when built, else (or with ``--tiny N``) a ``tiny_cohort``.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -29,13 +42,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+DEMO = REPO / "data" / "demo"
+PANES = ("decode_pane", "accuracy_pane", "compare_pane", "perturb_pane", "interpolate_pane")
+VISIBLE = ("decode_pane", "accuracy_pane", "compare_pane")
+"""Tabs whose pane is timed as the visible one in the served case."""
 
 
-def _timed_schedulers(explorer: Any) -> dict[str, list[float]]:
-    """Wrap each pane's scheduler so the outermost work of every pane is timed (nested work counted once)."""
-    spent: dict[str, list[float]] = defaultdict(list)
-    for name in ("decode_pane", "accuracy_pane", "compare_pane", "perturb_pane", "interpolate_pane"):
+# ----------------------------------------------------------------------------- one checkout (a worker)
+
+
+def _timed_schedulers(explorer: Any) -> dict[str, list[tuple[float, float]]]:
+    """Wrap each pane's scheduler so each pane's outermost work is timed (wall, CPU; nested work counted once)."""
+    spent: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for name in PANES:
         scheduler = getattr(getattr(explorer, name, None), "scheduler", None)
         if scheduler is None:
             continue
@@ -43,16 +64,16 @@ def _timed_schedulers(explorer: Any) -> dict[str, list[float]]:
         depth = {"n": 0}
 
         def schedule(key: str, area: Any, work: Callable[[], None], *, _name: str = name, _orig=original,
-                     _depth=depth) -> None:
+                     _depth=depth) -> None:  # fmt: skip
             def timed() -> None:
                 _depth["n"] += 1
-                start = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 try:
                     work()
                 finally:
                     _depth["n"] -= 1
                     if _depth["n"] == 0:
-                        spent[_name].append(time.perf_counter() - start)
+                        spent[_name].append((time.perf_counter() - t0, time.process_time() - c0))
 
             _orig(key, area, timed)
 
@@ -70,12 +91,15 @@ def _lasso(coords: np.ndarray, share: float = 0.3) -> np.ndarray:
     return np.c_[centre[0] + r * np.cos(t), centre[1] + r * np.sin(t)]
 
 
-per_pane: dict[tuple[str, str], list[float]] = {}
-"""(case, pane) → the pane's seconds in each timed run."""
+def _set_intervals(explorer: Any, on: bool) -> None:
+    """Intervals on or off, whichever switch this checkout has (``intervals``, or the old ``bootstrap``)."""
+    pane = explorer.accuracy_pane
+    pane.param.update(**{"intervals" if "intervals" in pane.param else "bootstrap": on})
 
 
-def run_case(explorer: Any, spent: dict[str, list[float]], poly: np.ndarray, on: str, repeat: int, label: str) -> None:
+def _run_case(explorer: Any, spent: dict, poly: np.ndarray, on: str, repeat: int) -> dict[str, Any]:
     walls, cpus = [], []
+    panes: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for i in range(repeat + 1):
         for values in spent.values():
             values.clear()
@@ -85,50 +109,124 @@ def run_case(explorer: Any, spent: dict[str, list[float]], poly: np.ndarray, on:
             walls.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
             for name, values in spent.items():
-                per_pane.setdefault((label, name), []).append(sum(values))
-    wall, cpu = statistics.median(walls), statistics.median(cpus)
-    shares = ", ".join(
-        f"{name.removesuffix('_pane')} {statistics.median(per_pane[(label, name)]) * 1e3:.0f}"
-        for name in spent if (label, name) in per_pane
-    )
-    print(f"{label:<44} {wall * 1e3:7.0f} ms (cpu {cpu * 1e3:6.0f} ms)   per pane, ms: {shares}")
+                panes[name].append((sum(w for w, _ in values), sum(c for _, c in values)))
+    return {
+        "wall": statistics.median(walls), "cpu": statistics.median(cpus),
+        "panes": {name: [statistics.median(w for w, _ in v), statistics.median(c for _, c in v)]
+                  for name, v in panes.items()},
+    }  # fmt: skip
+
+
+def worker(bundle: Path | None, tiny: int, on: str, repeat: int) -> dict[str, Any]:
+    """Every case on the ``lse_panel`` this process imports; a JSON-ready dict."""
+    import lse_panel
+    from lse_panel.components.explorer import Explorer
+
+    if bundle is not None:
+        explorer = Explorer.from_bundle(bundle)
+    else:
+        from lse_panel.testing import tiny_cohort, tiny_decoder
+
+        explorer = Explorer(tiny_cohort(tiny), tiny_decoder(8))
+    spent = _timed_schedulers(explorer)
+    poly = _lasso(np.asarray(explorer.cohort.projection(on)))
+    explorer.select(lasso=poly, on=on)
+    out: dict[str, Any] = {"package": str(Path(lse_panel.__file__).parent), "selected": int(explorer.state.n_selected)}
+    _set_intervals(explorer, False)
+    out["notebook, point estimates"] = _run_case(explorer, spent, poly, on, repeat)
+    _set_intervals(explorer, True)
+    out["notebook, estimates + intervals"] = _run_case(explorer, spent, poly, on, repeat)
+    _set_intervals(explorer, False)
+    explorer.subgroups.save_condition("bench older", "age >= 60", overwrite=True)
+    explorer.state.comparison = "bench older"
+    out["notebook, saved-subgroup comparison"] = _run_case(explorer, spent, poly, on, repeat)
+    explorer.state.comparison = "rest"
+    _set_intervals(explorer, True)
+    for visible in VISIBLE:
+        for name in PANES:
+            scheduler = getattr(getattr(explorer, name, None), "scheduler", None)
+            if scheduler is not None:
+                scheduler.set_active(name == visible)
+        out[f"served, visible pane: {visible.removesuffix('_pane')}"] = _run_case(explorer, spent, poly, on, repeat)
+    return out
+
+
+# ----------------------------------------------------------------------------- the comparison
+
+
+def shallow_copy(bundle: Path, into: Path) -> Path:
+    """A bundle directory whose entries link to ``bundle``'s (read only) but with its own subgroup store."""
+    into.mkdir(parents=True)
+    for entry in bundle.iterdir():
+        if entry.name.startswith(("subgroups", ".subgroups", "build.log")):
+            continue
+        (into / entry.name).symlink_to(entry.resolve())
+    return into
+
+
+def _run_worker(checkout: Path, args: argparse.Namespace, bundle: Path | None, out: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    cmd = [sys.executable, str(HERE / "bench_panes.py"), "--worker", str(out), "--repeat", str(args.repeat),
+           "--on", args.on, "--tiny", str(args.tiny)]  # fmt: skip
+    if bundle is not None:
+        cmd += ["--bundle", str(bundle)]
+    # Run from a neutral directory so the checkout on PYTHONPATH, not this one, is imported.
+    subprocess.run(cmd, env=env, cwd=tempfile.gettempdir(), check=True)
+    return json.loads(out.read_text())
+
+
+def _row(label: str, new: dict[str, Any], old: dict[str, Any] | None) -> str:
+    text = f"{label:<40} {new['wall'] * 1e3:7.0f} {new['cpu'] * 1e3:7.0f}"
+    if old is not None:
+        text += (f"   {old['wall'] * 1e3:7.0f} {old['cpu'] * 1e3:7.0f}"
+                 f"   {old['wall'] / new['wall']:5.1f}× {old['cpu'] / new['cpu']:5.1f}×")  # fmt: skip
+    return text
+
+
+def _panes(result: dict[str, Any]) -> str:
+    return ", ".join(f"{name.removesuffix('_pane')} {w * 1e3:.0f}/{c * 1e3:.0f}" for name, (w, c) in result["panes"].items())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=None)
+    parser.add_argument("--baseline", type=Path, default=None, help="an older checkout to time in the same run")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--on", default="fused/umap")
-    parser.add_argument("--tiny", type=int, default=0, help="use tiny_cohort(N) instead of a bundle")
+    parser.add_argument("--tiny", type=int, default=0, help="time tiny_cohort(N) instead of a bundle")
+    parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker is not None:  # one checkout, in this process
+        args.worker.write_text(json.dumps(worker(args.bundle, args.tiny, args.on, args.repeat)))
+        return
 
-    import lse_panel
-    from lse_panel.components.explorer import Explorer
+    from _common import machine_load
 
-    print(f"lse_panel from {Path(lse_panel.__file__).parent}")
-    bundle = None if args.tiny else args.bundle or (DEMO if (DEMO / "manifest.json").exists() else None)
+    source = None if args.tiny else args.bundle or (DEMO if (DEMO / "manifest.json").exists() else None)
+    if source is None and not args.tiny:
+        args.tiny = 500_000
+    checkouts = {"this": REPO, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
+    results: dict[str, dict[str, Any]] = {}
+    loads = [machine_load()]
     with tempfile.TemporaryDirectory(prefix="bench-panes-") as tmp:
-        if bundle is not None:
-            copy = Path(tmp) / "bundle"
-            shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("subgroups*", ".subgroups*", "build.log"))
-            explorer = Explorer.from_bundle(copy)
-            print(f"bundle {bundle} ({explorer.cohort.n_subjects:,} subjects), decoder: {explorer.decode is not None}")
-        else:
-            from lse_panel.testing import tiny_cohort, tiny_decoder
-
-            n = args.tiny or 500_000
-            explorer = Explorer(tiny_cohort(n), tiny_decoder(8))
-            print(f"tiny_cohort({n:,}) with tiny_decoder(8)")
-        spent = _timed_schedulers(explorer)
-        poly = _lasso(np.asarray(explorer.cohort.projection(args.on)))
-        explorer.select(lasso=poly, on=args.on)
-        print(f"lasso of {len(poly)} vertices on {args.on}: {explorer.state.n_selected:,} selected")
-        run_case(explorer, spent, poly, args.on, args.repeat, "comparison rest, bootstrap on (default)")
-        explorer.accuracy_pane.bootstrap = False
-        run_case(explorer, spent, poly, args.on, args.repeat, "comparison rest, bootstrap off")
-        explorer.subgroups.save_condition("bench older", "age >= 60")
-        explorer.state.comparison = "bench older"
-        run_case(explorer, spent, poly, args.on, args.repeat, "comparison saved subgroup, bootstrap off")
+        for name, checkout in checkouts.items():
+            bundle = shallow_copy(source, Path(tmp) / f"bundle-{name}") if source is not None else None
+            results[name] = _run_worker(checkout, args, bundle, Path(tmp) / f"{name}.json")
+            loads.append(machine_load())
+    new, old = results["this"], results.get("baseline")
+    print(f"\nbundle {source or f'tiny_cohort({args.tiny:,})'}; lasso on {args.on}: {new['selected']:,} selected; "
+          f"median of {args.repeat}")  # fmt: skip
+    print("machine: " + " → ".join(loads))
+    print(f"this: {new['package']}" + (f"\nbaseline: {old['package']}" if old else ""))
+    header = f"{'lasso → ...':<40} {'wall ms':>7} {'cpu ms':>7}"
+    if old:
+        header += f"   {'old wall':>7} {'old cpu':>7}   {'ratio (old / new): wall, cpu':>14}"
+    print(header)
+    for case in (k for k in new if isinstance(new[k], dict)):
+        print(_row(case, new[case], old.get(case) if old else None))
+    print("\nper pane, wall/cpu ms (this" + (" | baseline" if old else "") + "):")
+    for case in (k for k in new if isinstance(new[k], dict)):
+        print(f"  {case:<40} {_panes(new[case])}" + (f"\n  {'':<40} {_panes(old[case])}" if old else ""))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ import time
 
 import numpy as np
 import pandas as pd
+from _common import Timing, timed
 from matplotlib.path import Path
 
 from lse_panel.analysis.compare import compare_groups
-from lse_panel.analysis.metrics import prepare_metrics, subgroup_metrics
+from lse_panel.analysis.metric_statistics import prepare_metrics
+from lse_panel.analysis.metrics import subgroup_metrics
 from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices, ray_casting_mask_reference
 
 MPL_CAP = 1_000_000
@@ -39,41 +41,29 @@ def hand_lasso(n_vertices: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return 1.0 + r * np.cos(t), -0.5 + 0.8 * r * np.sin(t)
 
 
-def best_of(fn, repeat: int = 5) -> float:
-    """Minimum wall time of ``repeat`` calls, in seconds (after one warm-up call).
-
-    Also records the minimum CPU time of the process in ``best_of.cpu``: on a shared machine the
-    wall time includes waiting for a core, the CPU time (all threads) does not.
-    """
-    fn()
-    walls, cpus = [], []
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    best_of.cpu = min(cpus)
-    return min(walls)
+def best_of(fn, repeat: int = 5) -> Timing:
+    """The fastest of ``repeat`` calls after one warm-up (:func:`_common.timed`; print ``fmt`` of it)."""
+    return timed(lambda _: fn(), repeat=repeat)
 
 
-def fmt(seconds: float) -> str:
-    """Wall ms, with the CPU ms of the same measurement."""
-    return f"{seconds * 1e3:8.1f} ms  (cpu {best_of.cpu * 1e3:7.1f} ms)"
+def fmt(t: Timing, scale: float = 1.0) -> str:
+    """Best wall ms, with the best CPU ms, each times ``scale``."""
+    return f"{t.wall_min * scale * 1e3:8.1f} ms  (cpu {t.cpu_min * scale * 1e3:7.1f} ms)"
 
 
 def bench_selection(n: int, n_vertices: int = 500) -> None:
     x, y = clustered_points(n)
     px, py = hand_lasso(n_vertices)
     box = fmt(best_of(lambda: box_mask(x, y, (-2.0, -3.0, 4.0, 2.0))))
-    lasso_s = best_of(lambda: lasso_mask(x, y, px, py))
-    lasso, lasso_cpu = fmt(lasso_s), best_of.cpu
+    lasso_t = best_of(lambda: lasso_mask(x, y, px, py))
+    lasso = fmt(lasso_t)
     to_idx = fmt(best_of(lambda: mask_to_indices(lasso_mask(x, y, px, py))))
     mask = lasso_mask(x, y, px, py)
     m = min(n, MPL_CAP)
     path = Path(np.column_stack([px, py]))
     pts = np.column_stack([x[:m], y[:m]])
-    mpl_s = best_of(lambda: path.contains_points(pts), repeat=1) * (n / m)
-    mpl, mpl_cpu = f"{mpl_s * 1e3:8.1f} ms  (cpu {best_of.cpu * (n / m) * 1e3:7.1f} ms)", best_of.cpu * (n / m)
+    mpl_t = best_of(lambda: path.contains_points(pts), repeat=1)
+    mpl = fmt(mpl_t, scale=n / m)
     # Agreement on a slice (the reference is O(N × V)); matplotlib differs only on boundary points.
     k = min(n, 200_000)
     exact = np.array_equal(mask[:k], ray_casting_mask_reference(x[:k], y[:k], px, py))
@@ -84,7 +74,8 @@ def bench_selection(n: int, n_vertices: int = 500) -> None:
     print(f"  lasso_mask ({n_vertices} vertices)     {lasso}")
     print(f"  lasso_mask + mask_to_indices  {to_idx}")
     print(f"  matplotlib contains_points    {mpl}{scaled}")
-    print(f"  speed-up vs matplotlib        {mpl_s / lasso_s:8.0f} × wall, {mpl_cpu / lasso_cpu:.0f} × cpu")
+    print(f"  speed-up vs matplotlib        {mpl_t.wall_min * (n / m) / lasso_t.wall_min:8.0f} × wall, "
+          f"{mpl_t.cpu_min * (n / m) / lasso_t.cpu_min:.0f} × cpu")  # fmt: skip
     print(f"  equals reference on {k:,} pts: {exact}; differs from matplotlib on {mpl_diff} points")
 
 
@@ -116,13 +107,13 @@ def bench_panes(n: int = 500_000) -> None:
     t0 = time.perf_counter()
     prepared = prepare_metrics(frame, tasks, predictions)
     prep = time.perf_counter() - t0
-    point = fmt(best_of(lambda: subgroup_metrics(frame, tasks, predictions, groups, prepared=prepared, bootstrap=False)))
-    boot = fmt(best_of(lambda: subgroup_metrics(frame, tasks, predictions, groups, prepared=prepared), repeat=1))
+    point = fmt(best_of(lambda: subgroup_metrics(frame, tasks, predictions, groups, prepared=prepared, intervals=False)))
+    boot = fmt(best_of(lambda: subgroup_metrics(frame, tasks, predictions, groups, prepared=prepared)))
     compare = fmt(best_of(lambda: compare_groups(frame, specs, selection)))
     print(f"panes at n={n:,}, selection {selection.size:,}: 3 groups × 3 latents × 14 phenotypes (4 binary)")
     print(f"  prepare_metrics (once per cohort)       {prep * 1e3:8.1f} ms")
     print(f"  subgroup_metrics, point estimates       {point}")
-    print(f"  subgroup_metrics, + bootstrap (200, 5k) {boot}")
+    print(f"  subgroup_metrics, + intervals           {boot}")
     print(f"  compare_groups (selection vs rest)      {compare}")
 
 def main() -> None:

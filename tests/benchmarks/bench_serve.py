@@ -33,12 +33,10 @@ from typing import Any
 
 import psutil
 
+from lse_panel.figures.app import CHROMIUM, CHROMIUM_ARGS
+from lse_panel.testing import free_port, tiny_cohort, write_cohort_bundle
+
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]
 MB = 1024 * 1024
 
 PAINTED_JS = """(title) => {
@@ -69,38 +67,6 @@ BASELINE_APP = textwrap.dedent('''
     fig.image(image=[np.random.default_rng(0).random((420, 460))], x=0, y=0, dw=1, dh=1)
     pn.Column(pn.pane.Markdown("baseline"), pn.pane.Bokeh(fig)).servable()
 ''')
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def build_bundle(n: int, out: Path) -> Path:
-    """A bundle of ``tiny_cohort(n)`` (latents, projections, predictions) written under ``out``."""
-    from lse_panel.cohort.bundle import update_bundle, write_bundle
-    from lse_panel.testing import tiny_cohort
-
-    cohort = tiny_cohort(n)
-    path = out / f"tiny_{n}"
-    write_bundle(
-        path, ids=cohort.ids, phenotypes=cohort.phenotypes, phenotype_specs=cohort.phenotype_specs,
-        modalities=cohort.modalities, provenance={"bench": "bench_serve"},
-    )
-    tasks = cohort.prediction_tasks()
-    with update_bundle(path) as update:
-        for kind, block in cohort.latents.items():
-            update.add_latent(kind, block, model="none")
-        for key, coords in cohort.projections.items():
-            latent, _, method = key.partition("/")
-            update.add_projection(latent, method, coords, params={})
-        for kind, per in cohort.predictions.items():
-            for name, values in per.items():
-                update.add_prediction(kind, name, values, task=tasks[name])
-    return path
 
 
 def serve(app: Path, port: int, extra: list[str], cwd: Path, timeout: float = 180.0) -> tuple[subprocess.Popen, float]:
@@ -226,7 +192,7 @@ def main() -> None:
         tmp_path = Path(tmp)
         if args.bundle is None:
             t0, c0 = time.perf_counter(), time.process_time()
-            bundle = build_bundle(args.n, tmp_path)
+            bundle = write_cohort_bundle(tiny_cohort(args.n), tmp_path / f"tiny_{args.n}")
             print(f"bundle: {args.n:,} subjects built in {time.perf_counter() - t0:.1f} s "
                   f"(cpu {time.process_time() - c0:.1f} s) at {bundle}")
         else:

@@ -20,24 +20,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
-import timeit
-from typing import Callable
 
 import numpy as np
+from _common import timed
 from scipy import stats
 
 from lse_panel.analysis.slice_stats import benjamini_hochberg, per_subject_loss, welch_greater
 from lse_panel.analysis.slice_sums import CLINICAL_BINS, encode_candidates, pair_sums, single_sums, slice_mask
 from lse_panel.analysis.slices import find_slices
 from lse_panel.synth.phenotypes import PHENOTYPES, generate_phenotypes
-
-
-def timed(fn: Callable[[], object], repeat: int) -> float:
-    """Median seconds of ``fn()`` over ``repeat`` calls after one untimed warm-up (``timeit`` does the timing)."""
-    fn()
-    return statistics.median(timeit.repeat(fn, number=1, repeat=repeat))
 
 
 def synthetic(n: int):
@@ -126,7 +118,7 @@ def main() -> None:
     excess = np.where(valid, loss - loss[valid].mean(), 0.0)
     sums_in = np.column_stack([valid.astype(np.float64), excess, excess * excess, np.maximum(excess, 0.0)])
 
-    t_encode = timed(lambda: encode_candidates(columns, specs, 5, CLINICAL_BINS), args.repeat)
+    t_encode = timed(lambda _: encode_candidates(columns, specs, 5, CLINICAL_BINS), args.repeat).wall
     features = encode_candidates(columns, specs, 5, CLINICAL_BINS)
 
     def score_all():
@@ -134,7 +126,7 @@ def main() -> None:
         two_keys, two = pair_sums(features, sums_in)
         return np.vstack([one_keys, two_keys]), np.vstack([one, two])
 
-    t_score = timed(score_all, args.repeat)
+    t_score = timed(lambda _: score_all(), args.repeat).wall
     keys, sums = score_all()
     totals = sums_in.sum(axis=0)
 
@@ -142,14 +134,14 @@ def main() -> None:
         p = welch_greater(*sums[:, :3].T, *(totals[None, :3] - sums[:, :3]).T)[3]
         return benjamini_hochberg(p)
 
-    t_test = timed(test_all, args.repeat)
-    t_search = timed(lambda: find_slices(truth, predictions, columns, specs, task=task, search=[kind], regions=False),
-                     args.repeat)
-    t_regions = timed(lambda: find_slices(truth, predictions, {}, {}, task=task, search=[kind], projections=maps),
-                      args.repeat) if maps else float("nan")
+    t_test = timed(lambda _: test_all(), args.repeat).wall
+    t_search = timed(lambda _: find_slices(truth, predictions, columns, specs, task=task, search=[kind], regions=False),
+                     args.repeat).wall
+    t_regions = timed(lambda _: find_slices(truth, predictions, {}, {}, task=task, search=[kind], projections=maps),
+                      args.repeat).wall if maps else float("nan")
     found = find_slices(truth, predictions, columns, specs, task=task, search=[kind], projections=maps)
-    t_triples = timed(lambda: find_slices(truth, predictions, columns, specs, task=task, search=[kind], regions=False,
-                                          max_conditions=3), 1)
+    t_triples = timed(lambda _: find_slices(truth, predictions, columns, specs, task=task, search=[kind], regions=False,
+                                          max_conditions=3), 1).wall
 
     testable = np.flatnonzero((sums[:, 0] >= 2) & (totals[0] - sums[:, 0] >= 2))
     sample = np.random.default_rng(0).choice(testable, min(args.sample, testable.size), replace=False)

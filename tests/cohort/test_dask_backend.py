@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lse_panel.analysis.accuracy import accuracy_by_group, selection_metrics
+from lse_panel.analysis.compare import compare_with_reference, distribution_frames
 from lse_panel.analysis.groups import GroupSet
 from lse_panel.analysis.privacy import PrivacyPolicy
 from lse_panel.cohort.backend import in_process
@@ -134,35 +136,43 @@ def test_map_queries_match(local, remote) -> None:
 
 @pytest.mark.parametrize("comparison", ["rest", "all", "subgroup"])
 def test_statistics_match(local, remote, comparison) -> None:
+    # Counts, decoded means' latent sums, comparisons, metrics and histograms: the same analysis
+    # functions over the same GroupSet sums, summed in one pass here and per partition there.
     rows = local.select_lasso("ecg/pca", LASSO[:, 0], LASSO[:, 1])
     other = np.arange(0, N, 3) if comparison == "subgroup" else None
     policy = PrivacyPolicy(min_group_size=5)
     kind = "subgroup" if comparison == "subgroup" else comparison
-    near = GroupSet(N, rows, kind, other, policy=policy, sums=local.latent_sums())
+    near = GroupSet(N, rows, kind, other, extra={"thirds": np.arange(1, N, 3)}, policy=policy,
+                    sums=local.latent_sums(), metric_sums=local.metric_sums())  # fmt: skip
     far = GroupSet(N, remote.from_rows(rows), kind, None if other is None else remote.from_rows(other),
-                   policy=policy, sums=remote.latent_sums())  # fmt: skip
+                   extra={"thirds": remote.from_rows(np.arange(1, N, 3))}, policy=policy,
+                   sums=remote.latent_sums(), metric_sums=remote.metric_sums())  # fmt: skip
     assert far.remote and far.sizes == near.sizes and far.hidden == near.hidden
     with pytest.raises(TypeError, match="kept on a cluster"):
         far.rows("comparison")
-    for label in ("selection", "comparison"):
+    for label in near.labels:
         np.testing.assert_allclose(far.mean_latent(label, "fused"), near.mean_latent(label, "fused"), rtol=1e-9)
     specs = local.cohort.phenotype_specs
-    tables = [
-        backend.compare_with_reference(specs, {"selection": g.members("selection")}, g.members("comparison"), policy=policy)
-        for backend, g in ((local, near), (remote, far))
-    ]
+    tables = []
+    for backend, groups in ((local, near), (remote, far)):
+        source = backend.phenotype_sums()
+        stats = {label: groups.sum_over(label, "phenotypes", source.total, source.rows_sum) for label in groups.labels}
+        tables.append(compare_with_reference({"selection": stats["selection"], "thirds": stats["thirds"]},
+                                             stats["comparison"], specs, policy=policy))  # fmt: skip
     pd.testing.assert_frame_equal(tables[1], tables[0], rtol=1e-9)
-    pd.testing.assert_frame_equal(remote.selection_metrics(far), local.selection_metrics(near), rtol=1e-12)
-    groups = {"a": near.members("selection"), "b": near.members("comparison")}
+    assert (tables[0]["n_a"] > 0).all()
+    pd.testing.assert_frame_equal(selection_metrics(far), selection_metrics(near), rtol=1e-9)
+    labels = {"selection": "a", "comparison": "b", "thirds": "c"}
     pd.testing.assert_frame_equal(
-        remote.accuracy_by_group({"a": far.members("selection"), "b": far.members("comparison")}, policy=policy),
-        local.accuracy_by_group(groups, policy=policy),
+        accuracy_by_group(far, labels, policy=policy), accuracy_by_group(near, labels, policy=policy), rtol=1e-9
     )
     for name in ("age", "sex"):
         np.testing.assert_array_equal(remote.bin_counts(name, far.selection), local.bin_counts(name, rows))
         np.testing.assert_array_equal(remote.binning(name).cohort_counts, local.binning(name).cohort_counts)
-        far_frame, far_hidden = remote.distribution_frames(name, {"s": far.selection}, policy=policy)
-        near_frame, near_hidden = local.distribution_frames(name, {"s": rows}, policy=policy)
+        counts = [{label: backend.binning(name).counts(groups.members(label)) for label in groups.labels}
+                  for backend, groups in ((local, near), (remote, far))]  # fmt: skip
+        far_frame, far_hidden = distribution_frames(remote.binning(name), counts[1], policy=policy)
+        near_frame, near_hidden = distribution_frames(local.binning(name), counts[0], policy=policy)
         pd.testing.assert_frame_equal(far_frame, near_frame)
         assert far_hidden == near_hidden
     assert remote.finite_range("lvef") == local.finite_range("lvef")

@@ -29,8 +29,10 @@ def test_values_go_with_their_cohort() -> None:
     derived.latent_total(cohort, "fused")
     sums = derived.latent_sums(cohort)
     np.testing.assert_allclose(sums.rows_sum("fused", np.arange(10)), cohort.latent("fused")[:10].sum(0), rtol=1e-6)
-    gc.collect()  # cohorts earlier tests left for the collector must not leave during the count
+    metric_sums = derived.metric_sums(cohort)
+    assert metric_sums.total() is derived.cohort_statistics(cohort)
+    gc.collect()  # other tests' cohorts that are already garbage
     before = len(derived._VALUES)
-    del cohort, sums
+    del cohort, sums, metric_sums
     gc.collect()
     assert len(derived._VALUES) == before - 1

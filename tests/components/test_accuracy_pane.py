@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
@@ -13,6 +14,7 @@ from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.derived import cohort_metrics, prepared_metrics
 from lse_panel.components.accuracy import AccuracyPane
 from lse_panel.components.state import ExplorerState
+from lse_panel.plotting.accuracy import forest_rows
 from lse_panel.testing import tiny_cohort
 
 N = 400
@@ -50,7 +52,7 @@ def test_empty_selection_shows_a_message(cohort: Cohort) -> None:
 @pytest.mark.parametrize("comparison", ["rest", "all"])
 def test_values_equal_scikit_learn_on_the_same_subjects(cohort: Cohort, comparison: str) -> None:
     state = ExplorerState(cohort, comparison=comparison)
-    pane = AccuracyPane(state, bootstrap=False)
+    pane = AccuracyPane(state, intervals=False)
     # A region of the latent space, holding cases and controls of every binary phenotype on both sides.
     selection = np.flatnonzero(cohort.latent("fused")[:, 2] > 0)
     state.select(selection)
@@ -69,12 +71,12 @@ def test_values_equal_scikit_learn_on_the_same_subjects(cohort: Cohort, comparis
                     got = _value(table, group=group, latent=latent, phenotype=phenotype, metric=metric)
                     assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), (group, latent, phenotype, metric)
     assert pane.message == ""
-    assert table["ci_low"].isna().all()  # bootstrap off: point estimates only
+    assert table["ci_low"].isna().all()  # intervals off: point estimates only
 
 
 def test_every_subject_selected_leaves_rest_empty_with_a_message(cohort: Cohort) -> None:
     state = ExplorerState(cohort)
-    pane = AccuracyPane(state, bootstrap=False)
+    pane = AccuracyPane(state, intervals=False)
     state.select(np.arange(N))
     assert "comparison group is empty" in pane.message
     comparison = pane.metrics[pane.metrics["group"] == "comparison"]
@@ -84,15 +86,17 @@ def test_every_subject_selected_leaves_rest_empty_with_a_message(cohort: Cohort)
     assert pane.message == ""
 
 
-def test_bootstrap_intervals_surround_the_estimates(cohort: Cohort) -> None:
+def test_intervals_surround_the_estimates(cohort: Cohort) -> None:
     state = ExplorerState(cohort)
-    pane = AccuracyPane(state, bootstrap=True, n_resamples=50)
+    pane = AccuracyPane(state)
     state.select(np.arange(0, N, 2))
     table = pane.metrics.dropna(subset=["value"])
     assert table["ci_low"].notna().all()
     assert (table["ci_low"] <= table["value"] + 1e-9).all() and (table["value"] <= table["ci_high"] + 1e-9).all()
+    assert pane._table.object is None  # the table view is drawn only once it is shown
+    pane._views.active = 2
     assert "[" in pane._table.object.iloc[0, 0]  # the table shows the interval
-    pane.bootstrap = False
+    pane.intervals = False
     assert pane.metrics["ci_low"].isna().all()
 
 
@@ -106,7 +110,7 @@ def test_cohort_metrics_are_computed_once_per_process(cohort: Cohort) -> None:
 
 def test_predicted_vs_true_follows_the_focus_phenotype(cohort: Cohort) -> None:
     state = ExplorerState(cohort)
-    pane = AccuracyPane(state, bootstrap=False, max_points=25)
+    pane = AccuracyPane(state, intervals=False, max_points=25)
     assert state.focus_phenotype in cohort.prediction_tasks()  # defaults to the first one
     selection = np.arange(0, N, 3)
     state.select(selection)
@@ -124,10 +128,35 @@ def test_predicted_vs_true_follows_the_focus_phenotype(cohort: Cohort) -> None:
     pn.panel(pane).get_root()
 
 
+def test_forest_plots_draw_every_interval_one_row_per_phenotype_and_latent(cohort: Cohort) -> None:
+    state = ExplorerState(cohort)
+    pane = AccuracyPane(state)
+    state.select(np.arange(0, N, 2))
+    tasks = cohort.prediction_tasks()
+    assert set(pane._forest_pipes) == {"r2", "auroc"}  # the first view, drawn with the point estimates
+    for metric, task in (("r2", "regression"), ("auroc", "classification")):
+        sent = pane._forest_pipes[metric].data
+        frame, labels = forest_rows(sent, metric)
+        n_phenotypes = sum(t == task for t in tasks.values())
+        assert len(labels) == n_phenotypes * 3 and labels[0].endswith(" · ecg")
+        assert set(frame["group"]) == {"selection", "comparison", "cohort"}
+        assert frame["ci_low"].notna().all() and (frame["ci_low"] <= frame["value"]).all()
+        overlay = pane._forests[list(pane._forest_pipes).index(metric)].object
+        figure = hv.render(overlay)
+        assert list(figure.yaxis[0].major_label_overrides.values()) == labels  # every row named
+    pipes = dict(pane._forest_pipes)
+    state.select(np.arange(0, N, 3))
+    assert pane._forest_pipes == pipes  # the same plots, new data
+    assert pane._forest_pipes["r2"].data is not sent
+
+
 def test_heatmap_and_table_show_every_latent(cohort: Cohort) -> None:
     state = ExplorerState(cohort)
-    pane = AccuracyPane(state, bootstrap=False)
+    pane = AccuracyPane(state, intervals=False)
     state.select(np.arange(100))
+    assert pane._heat_pipe is None  # not on show yet
+    pane._views.active = 1
+    pane._views.active = 2
     table = pane._table.object
     assert list(table.columns.get_level_values(0).unique()) == ["ecg", "mri", "fused"]
     assert {"selection", "comparison", "cohort"} == set(table.columns.get_level_values(1))
@@ -135,6 +164,9 @@ def test_heatmap_and_table_show_every_latent(cohort: Cohort) -> None:
     assert set(heat["group"]) == {"selection", "comparison", "cohort"}
     state.comparison = "all"  # comparison equals the cohort: not shown twice
     assert set(pane._table.object.columns.get_level_values(1)) == {"selection", "cohort"}
+    assert set(pane._heat_pipe.data["group"]) == {"selection", "comparison", "cohort"}  # hidden view: not redrawn
+    pane._views.active = 1
+    assert set(pane._heat_pipe.data["group"]) == {"selection", "cohort"}
 
 
 def test_a_saved_subgroup_as_comparison_equals_scikit_learn_on_its_rows() -> None:
@@ -146,7 +178,8 @@ def test_a_saved_subgroup_as_comparison_equals_scikit_learn_on_its_rows() -> Non
     members = np.flatnonzero(cohort.latent("fused")[:, 3] > 0)
     state.select(members)
     manager.save_selection("upper")
-    pane = AccuracyPane(state, bootstrap=False)
+    pane = AccuracyPane(state, intervals=False)
+    pane._views.active = 2
     selection = np.flatnonzero(cohort.latent("fused")[:, 2] > 0)
     state.select(selection)
     state.comparison = "upper"
@@ -167,7 +200,8 @@ def test_privacy_floor_masks_small_groups_and_says_why(cohort: Cohort) -> None:
     from lse_panel.analysis.privacy import PrivacyPolicy
 
     state = ExplorerState(cohort)
-    pane = AccuracyPane(state, bootstrap=False)
+    pane = AccuracyPane(state, intervals=False)
+    pane._views.active = 2
     state.select(np.arange(5))
     table = pane.metrics
     small = table[table["group"].isin(["selection", "comparison"])]
@@ -181,7 +215,7 @@ def test_privacy_floor_masks_small_groups_and_says_why(cohort: Cohort) -> None:
     assert (pane._table.object.filter(like="selection") == "–").all().all()
     for floor in (0, 1):
         open_state = ExplorerState(cohort, policy=PrivacyPolicy(min_group_size=floor))
-        open_pane = AccuracyPane(open_state, bootstrap=False)
+        open_pane = AccuracyPane(open_state, intervals=False)
         open_state.select(np.flatnonzero(cohort.phenotype("age") > -np.inf)[:5])
         selection = open_pane.metrics[open_pane.metrics["group"] == "selection"]
         assert selection["value"].notna().any() and open_pane.hidden == {}

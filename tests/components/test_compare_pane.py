@@ -80,7 +80,7 @@ def test_saved_subgroups_side_by_side(cohort: Cohort) -> None:
     # Accuracy per group equals subgroup_metrics on the same subjects.
     tasks = cohort.prediction_tasks()
     groups = {"rest": rest, "selection": state.selection, "older": manager.store.members("older")}
-    expected = subgroup_metrics(cohort.phenotypes, tasks, cohort.predictions, groups, bootstrap=False)
+    expected = subgroup_metrics(cohort.phenotypes, tasks, cohort.predictions, groups)
     got = pane.accuracy[pane.accuracy["group"].isin(list(groups))]
     keys = ["phenotype", "latent", "group", "metric"]
     merged = got.merge(expected, on=keys, suffixes=("", "_expected"))

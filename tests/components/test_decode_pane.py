@@ -8,7 +8,8 @@ import panel as pn
 import pytest
 from bokeh.models import ColumnDataSource
 
-from lse_panel.analysis.decode import decode_group_means, sample_indices
+from lse_panel.analysis.decode import decode_group_means
+from lse_panel.analysis.sampling import sample_rows
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.schema import SignalModality
 from lse_panel.components.decode import MAX_SAMPLES, DecodePane
@@ -123,7 +124,7 @@ def test_recomputes_only_on_its_inputs_and_sends_small_payloads(cohort: Cohort) 
     pane._samples.collapsed = False
     # Means and a capped sample only: never a batch the size of the selection.
     assert decoder.largest_batch <= max(2, MAX_SAMPLES)
-    for name, pipe in pane._mean_pipes.items():
+    for name, pipe in pane._cards.pipes.items():
         assert set(pipe.data) == {"selection", "comparison"}
         for item in pipe.data.values():
             assert item.shape == cohort.modalities[name].shape
@@ -155,7 +156,7 @@ def test_sample_shows_at_most_four_subjects_reconstructed(cohort: Cohort) -> Non
     rows = pane.sample_rows
     assert len(rows) == MAX_SAMPLES
     assert np.isin(rows, selection).all()
-    np.testing.assert_array_equal(rows, sample_indices(selection, MAX_SAMPLES))
+    np.testing.assert_array_equal(rows, sample_rows(selection, MAX_SAMPLES))
     recon = tiny_decoder(8)(cohort.latent(state.decode_from)[rows], state.decode_from)
     for i in range(len(rows)):
         for name, pipe in pane._sample_pipes[i].items():
@@ -195,13 +196,13 @@ def test_a_third_signal_modality_is_decoded_and_drawn() -> None:
     pane = DecodePane(state, decode=CountingDecoder(modalities))
     state.select(np.arange(20))
     assert pane.decoded["selection"]["resp"].shape == RESP.shape
-    assert pane._specs["resp"] is RESP
+    assert pane._cards.specs["resp"] is RESP
     pn.panel(pane).get_root()
     # A modality the cohort does not declare is drawn by the kind its shape implies.
     cohort.modalities = dict(TINY_MODALITIES)
     other = DecodePane(ExplorerState(cohort, selection=np.arange(12)), decode=CountingDecoder(modalities))
-    assert other._specs["resp"].kind == "signal"
-    assert other._specs["resp"].channel_names == ("ch0", "ch1")
+    assert other._cards.specs["resp"].kind == "signal"
+    assert other._cards.specs["resp"].channel_names == ("ch0", "ch1")
 
 
 def test_pure_helpers_agree(cohort: Cohort) -> None:

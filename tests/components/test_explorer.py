@@ -219,7 +219,7 @@ def test_decode_from_offers_only_the_kinds_the_decoder_decodes(cohort) -> None:
     explorer.state.decode_from = "ecg"
     explorer.select(indices=np.arange(200))
     pane = explorer.decode_pane
-    assert set(pane.decoded["selection"]) == {"ecg"} and list(pane._mean_pipes) == ["ecg"]  # no MRI card
+    assert set(pane.decoded["selection"]) == {"ecg"} and list(pane._cards.pipes) == ["ecg"]  # no MRI card
     explorer.state.decode_from = "fused"
     assert "no modality for the fused latent" in pane.message and not pane._means.visible
     assert Explorer(cohort, tiny_decoder(8, kinds=("pet",))).decode is None  # decodes none of these kinds

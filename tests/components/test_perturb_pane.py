@@ -146,10 +146,10 @@ def test_plots_receive_both_groups(cohort: Cohort) -> None:
     state.select(np.arange(100))
     pane.amount = 1.0
     pn.panel(pane).get_root()
-    assert set(pane._pipes) == set(TINY_MODALITIES)
-    for name, pipe in pane._pipes.items():
+    assert set(pane._cards.pipes) == set(TINY_MODALITIES)
+    for name, pipe in pane._cards.pipes.items():
         assert set(pipe.data) == {"perturbed", "original"}
         np.testing.assert_array_equal(pipe.data["perturbed"], pane.decoded["perturbed"][name])
     pane.amount = 0.0
-    for name, pipe in pane._pipes.items():
+    for name, pipe in pane._cards.pipes.items():
         np.testing.assert_allclose(pipe.data["perturbed"], pipe.data["original"], atol=1e-6)

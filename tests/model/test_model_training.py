@@ -10,7 +10,8 @@ import torch
 
 from lse_panel.model.checkpoint import ModelError, load_model
 from lse_panel.model.evaluation import cross_fit_scores, retrieval_accuracy
-from lse_panel.model.training import LAST, clip_loss, mixing_probabilities, train_model
+from lse_panel.model.losses import clip_loss, mixing_probabilities
+from lse_panel.model.training import LAST, train_model
 from model_fixtures import TINY_TRAIN, tiny_data
 
 

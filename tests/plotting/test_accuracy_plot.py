@@ -9,7 +9,9 @@ import pytest
 
 from lse_panel.plotting.accuracy import (
     CHANGE_CMAP,
+    create_forest_plot,
     create_metric_heatmap,
+    forest_rows,
     create_predicted_vs_true_plot,
     format_metric_table,
     metric_change,
@@ -115,3 +117,20 @@ def test_each_phenotype_gets_only_the_metrics_of_its_task() -> None:
     long = _long()
     long.loc[long["group"] == "selection", "value"] = np.nan
     assert len(metric_change(long)) == 8
+
+
+def test_forest_rows_put_each_group_in_its_row_and_hidden_groups_draw_nothing() -> None:
+    long = _long()
+    long.loc[long["group"] == "comparison", ["value", "ci_low", "ci_high"]] = np.nan  # hidden by the floor
+    frame, labels = forest_rows(long, "r2")
+    assert labels == ["age · ecg", "age · mri"]
+    by = frame.set_index(["latent", "group"])
+    assert by.loc[("ecg", "selection"), "y"] < by.loc[("ecg", "comparison"), "y"] < by.loc[("ecg", "cohort"), "y"] < 1
+    assert by.loc[("mri", "selection"), "value"] == pytest.approx(0.41) and by.loc[("mri", "selection"), "ci_high"] == pytest.approx(0.46)
+    overlay = create_forest_plot(long, metric="r2")
+    scatters = [el for el in overlay if isinstance(el, hv.Scatter)]
+    assert [el.label for el in scatters] == ["selection", "comparison", "cohort"]
+    assert np.isnan(scatters[1].dimension_values("value")).all()
+    figure = hv.render(overlay)
+    assert list(figure.yaxis[0].major_label_overrides.values()) == labels
+    assert forest_rows(long, "mae")[1] == ["age · ecg", "age · mri"] and forest_rows(long.iloc[:0], "r2")[1] == []

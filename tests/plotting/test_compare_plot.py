@@ -51,11 +51,26 @@ def test_effect_plot_orders_by_largest_effect_and_drops_missing() -> None:
         "q_value": [0.5] * 6,
     })
     bars = create_effect_plot(table, colours={"s": "#000000"})
-    assert bars.kdims[0].values == ["b", "a"]  # |−0.9| first, c (no effect) left out
+    # |−0.9| first, c (no effect) left out; one labelled row per phenotype and group.
+    assert bars.kdims[0].values == ["b · s", "b · g", "a · s", "a · g"]
     assert len(bars) == 4
     plot = hv.render(bars)
-    assert plot.y_range.factors[-1][0] == "b"  # drawn on top
+    assert list(plot.y_range.factors) == ["a · g", "a · s", "b · g", "b · s"]  # b · s drawn on top
+    one = create_effect_plot(table[table["group"] == "s"])
+    assert one.kdims[0].values == ["b", "a"]  # one group: the phenotype alone names its row
     hv.render(create_effect_plot(table.iloc[:0]))
+
+
+def test_effect_plot_gives_every_row_its_height_at_50_phenotypes() -> None:
+    names = [f"phenotype_{i:02d}" for i in range(50)]
+    table = pd.DataFrame({
+        "phenotype": names * 2, "group": ["selection"] * 50 + ["older"] * 50,
+        "effect": np.linspace(-1, 1, 100), "effect_kind": ["cohen_d"] * 100, "q_value": [0.01] * 100,
+    })
+    bars = create_effect_plot(table, row_height=18)
+    plot = hv.render(bars)
+    assert len(plot.y_range.factors) == 100 and len(set(plot.y_range.factors)) == 100
+    assert plot.height >= 100 * 18  # every label gets a row of its own
 
 
 def test_group_colours_keep_known_and_fill_the_rest() -> None:

@@ -77,8 +77,12 @@ def test_page_renders_every_tab_without_script_errors(page, served_explorer) -> 
     tabs = page.locator(".bk-tab")
     tabs.first.wait_for()
     names = [tabs.nth(i).inner_text().strip() for i in range(tabs.count())]
-    assert names == ["Decode", "Accuracy", "Compare", "Failures", "Perturb", "Interpolate", "Subgroups", "Subject"]
-    for i in range(len(names)):
+    # The Explorer's tabs, then the accuracy pane's own views (its forest plots, the change, the table),
+    # which stay hidden until there are results to show.
+    explorer_tabs = ["Decode", "Accuracy", "Compare", "Failures", "Perturb", "Interpolate", "Subgroups", "Subject"]
+    accuracy_views = ["Intervals", "Change vs cohort", "Table"]
+    assert names == explorer_tabs + accuracy_views
+    for i in range(len(explorer_tabs)):
         tabs.nth(i).click()
         time.sleep(0.5)
     assert errors == []  # one bad payload (an empty path) once blanked the whole page
