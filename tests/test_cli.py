@@ -130,3 +130,17 @@ def test_bench_sizes_runs_the_scale_table_with_its_options(monkeypatch, tmp_path
     assert command[2:] == ["--sizes", "500000", "2000000", "--data", "data", "--json", str(tmp_path / "t.json"),
                            "--base", str(base), "--make", "tile"]
     assert cli.main(["bench", "--sizes", "10"]) == 2  # below the smallest size: refused in one line
+
+
+def test_dask_option_is_checked_when_parsed(capsys) -> None:
+    parser = build_parser()
+    for command in (["build", "--out", "x"], ["serve"], ["import", "--out", "x"]):
+        assert parser.parse_args([*command, "--dask", "local"]).dask == "local"
+        assert parser.parse_args([*command, "--dask", "scheduler:8786"]).dask == "tcp://scheduler:8786"
+        assert parser.parse_args([*command, "--dask", "tls://10.0.0.5:8786"]).dask == "tls://10.0.0.5:8786"
+    for bad, problem in (("ftp://host:8786", "which Dask does not speak"), ("host", "is not HOST:PORT"),
+                         ("tcp://host:99999", "is not HOST:PORT"), ("tcp://bad_host!:8786", "not an IP address")):
+        assert main(["build", "--out", "x", "--dask", bad]) == 2
+        err = capsys.readouterr().err
+        assert problem in err and "--dask" in err and err.count("\n") == 1
+    assert main(["build", "--out", "x", "--partitions", "0"]) == 2
