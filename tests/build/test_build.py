@@ -40,6 +40,8 @@ def test_pipeline_produces_a_complete_bundle(built) -> None:
     assert manifest["raw"]["source"] == "synthetic"
     assert {"synth", "embed", "crossfit", "project:fused/umap"} <= set(manifest["build"]["steps"])
     assert all(step > 0 for step in timings.values())
+    # The primary latent's UMAP was computed beside the cross-fit (both single-threaded).
+    assert manifest["build"]["steps"]["project:fused/umap"]["overlapped_with"] == "crossfit"
 
 
 def test_rerun_on_finished_bundle_skips_every_step(built) -> None:
@@ -95,6 +97,29 @@ def test_corrupted_column_in_built_bundle_is_refused(built, tmp_path: Path) -> N
     (copy / "latents" / "fused.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(BundleError, match="fused.npy: unreadable"):
         open_bundle(copy)
+
+
+def test_a_map_that_fails_beside_the_cross_fit_runs_again_after_it(tmp_path: Path, built, monkeypatch) -> None:
+    import threading
+
+    from lse_panel import steps
+
+    real = steps._compute_projection
+    failed = []
+
+    def fail_in_background(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            failed.append(args[1])
+            raise MemoryError("simulated: no room for the map beside the cross-fit")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "_compute_projection", fail_in_background)
+    out = tmp_path / "cohort"
+    timings = build_cohort(out, n_subjects=N, seed=3, model=MODEL, until="servable", progress=False)
+    assert failed == ["fused/umap"] and timings["project:fused/umap"] > 0
+    step = json.loads((out / "manifest.json").read_text())["build"]["steps"]["project:fused/umap"]
+    assert "overlapped_with" not in step  # computed again, in the main thread
+    np.testing.assert_array_equal(open_bundle(out).projection("fused/umap"), open_bundle(built[0]).projection("fused/umap"))
 
 
 def test_servable_first_then_finished_while_the_app_runs(tmp_path: Path, built, monkeypatch) -> None:
