@@ -129,7 +129,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
         raise ValueError("nothing to import: give --spec FILE, or at least one --latent NAME=FILE (see `lse import --help`).")
     if args.allow_partial:
         spec = replace(spec, allow_partial=True)
-    import_cohort(spec, args.out, overwrite=args.overwrite, until=args.until, progress=True, dask=args.dask)
+    import_cohort(spec, args.out, overwrite=args.overwrite, until=args.until, progress=True, dask=args.dask,
+                  partitions=args.partitions)
     return 0
 
 
@@ -440,7 +441,7 @@ def add_import_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", choices=["servable", "complete"], default="complete",
                    help="stop once the app can serve the bundle, or compute every map (default: %(default)s)")
     p.add_argument("--finish", action="store_true", help="only finish an imported bundle's remaining maps (no inputs read)")
-    add_cluster_options(p, partitions=False)  # encoding raw records runs per partition there; see import_cohort
+    add_cluster_options(p, partitions=True)  # encoding raw records runs per partition there; see import_cohort
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("export", help="write a bundle as AnnData (.h5ad) for scanpy and friends")

@@ -65,6 +65,7 @@ def import_cohort(
     progress: bool = True,
     log: Callable[[str], None] = print,
     dask: Any = None,
+    partitions: int | None = None,
 ) -> dict[str, float]:
     """Import a cohort into a bundle at ``out``; returns each step's seconds (0 when skipped).
 
@@ -87,6 +88,10 @@ def import_cohort(
         spec's ``[encoders]``) runs as one task per partition there. Reading and joining the
         tables is one streaming pass in this process (disk-bound), and cross-fitting and mapping
         run here as in ``lse build``.
+    partitions
+        Lay the bundle out as this many Parquet parts per table (``lse import --partitions``), as
+        ``lse build --partitions`` does; latents are streamed to ``.npy`` first (their rows arrive
+        in the input's order) and then written part by part.
 
     Raises
     ------
@@ -100,7 +105,8 @@ def import_cohort(
     with build_lock(out, command="lse import"):
         run: dict[str, bool] = {"created": False}
         try:
-            return _import(spec, out, run, overwrite=overwrite, until=until, progress=progress, log=log, client=client)
+            return _import(spec, out, run, overwrite=overwrite, until=until, progress=progress, log=log, client=client,
+                           partitions=partitions)
         except Exception:
             # A failed import leaves no half bundle: what this run created goes unless already servable.
             # Ctrl-C is not a failure: the bundle stays (refused by the app) and a rerun resumes.
@@ -157,9 +163,9 @@ def _spec_record(spec: ImportSpec) -> dict[str, Any]:
 
 
 def _import(spec: ImportSpec, out: Path, run: dict[str, bool], *, overwrite: bool, until: str, progress: bool,
-            log: Callable[[str], None], client: Any = None) -> dict[str, float]:
+            log: Callable[[str], None], client: Any = None, partitions: int | None = None) -> dict[str, float]:
     steps = StepRunner(out, progress)
-    ingest_key = step_key("import", INGEST_VERSION, _spec_record(spec), _fingerprints(spec))
+    ingest_key = step_key("import", INGEST_VERSION, _spec_record(spec), _fingerprints(spec), partitions)
     if (out / "manifest.json").exists() and not steps.up_to_date("ingest", ingest_key) and not overwrite:
         raise BundleError(
             f"{out}: exists and was not imported from these inputs (or they changed since). Pass --overwrite to "
@@ -174,7 +180,7 @@ def _import(spec: ImportSpec, out: Path, run: dict[str, bool], *, overwrite: boo
         steps.skipped("ingest")
     else:
         start = time.perf_counter()
-        _ingest(spec, out, ingest_key=ingest_key, progress=progress, log=log)
+        _ingest(spec, out, ingest_key=ingest_key, progress=progress, log=log, partitions=partitions)
         run["created"] = True
         steps.record("ingest", ingest_key, time.perf_counter() - start)
     encode_keys = []
@@ -200,7 +206,8 @@ def _import(spec: ImportSpec, out: Path, run: dict[str, bool], *, overwrite: boo
 
 
 # -- ingest ---------------------------------------------------------------------------------------
-def _ingest(spec: ImportSpec, out: Path, *, ingest_key: str, progress: bool, log: Callable[[str], None]) -> None:
+def _ingest(spec: ImportSpec, out: Path, *, ingest_key: str, progress: bool, log: Callable[[str], None],
+            partitions: int | None = None) -> None:
     readers = {x.kind: EmbeddingReader(x, spec.id_column) for x in spec.latents}
     labels = {kind: f"latents.{kind} ({r.file.name})" for kind, r in readers.items()}
     inputs: dict[str, np.ndarray] = {}
@@ -229,11 +236,13 @@ def _ingest(spec: ImportSpec, out: Path, *, ingest_key: str, progress: bool, log
             phenotype_specs=phenotypes.specs, modalities=modalities, targets=phenotypes.targets,
             provenance={"producer": "lse import", "spec": str(spec.source) if spec.source else "flags",
                         "name": spec.name, "join": join.report(), "inputs": _fingerprints(spec)},
-            build_status="in_progress",
+            build_status="in_progress", partitions=partitions,
         )
         bundle = staging / "bundle"
         dims = {kind: _stream_latent(bundle, kind, reader, join.rows[labels[kind]], inputs[labels[kind]], progress)
                 for kind, reader in readers.items()}
+        for kind in readers:
+            _into_layout(bundle, kind)
         dims |= {e.kind: _check_encoder(e, modalities) for e in spec.encoders}
         raw_entries = {r.modality: _write_records(bundle, r, raw_tables[r.modality], matched[r.modality], modalities[r.modality], log)
                        for r in spec.raw}
@@ -314,6 +323,18 @@ def _stream_latent(bundle: Path, kind: str, reader: EmbeddingReader, rows: np.nd
     with update_bundle(bundle) as update:
         update.register_latent(kind, relative, reader.dim, source=str(reader.file), format=reader.source.format)
     return int(reader.dim)
+
+
+def _into_layout(bundle: Path, kind: str) -> None:
+    """A latent block streamed to ``.npy`` moved into the bundle's layout: Parquet parts when it has them."""
+    with update_bundle(bundle) as update:
+        if update.layout["format"] != "parquet":
+            return
+        meta = dict(update.manifest["latents"][kind])
+        file = bundle / meta.pop("file")
+        meta.pop("dim", None)
+        update.add_latent(kind, np.load(file, mmap_mode="r"), **meta)  # written part by part from the memory map
+    file.unlink()
 
 
 # -- raw records ----------------------------------------------------------------------------------
@@ -498,6 +519,7 @@ def _encode(out: Path, encoder: Any, spec: ImportSpec, *, progress: bool, client
     with update_bundle(out) as update:
         update.register_latent(encoder.kind, relative, latent_dim, encoder=str(encoder.file),
                                encoder_sha256=file_digest(encoder.file), modality=encoder.modality)
+    _into_layout(out, encoder.kind)
     return {"read_s": round(read_s, 2), "encode_s": round(encode_s, 2), "partitions": len(parts),
             "partitions_done_before": len(parts) - len(todo)}
 

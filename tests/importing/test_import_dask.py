@@ -1,4 +1,4 @@
-"""`lse import --dask`: raw records encoded one partition per task on a LocalCluster give the in-process latents."""
+"""`lse import --dask` and `--partitions` give the in-process bundle: records encoded per partition task, Parquet parts."""
 
 from __future__ import annotations
 
@@ -63,3 +63,21 @@ def test_a_rerun_encodes_only_the_partitions_not_done(example_dir: Path, tmp_pat
     import_cohort(_spec(example_dir), out, progress=False, log=lambda _: None)
     step = open_bundle(out).manifest["build"]["steps"]["encode:ecg"]
     assert step["partitions_done_before"] == 2
+
+
+def test_partitions_lay_an_import_out_as_parquet_with_the_same_arrays(example_dir: Path, tmp_path: Path, imported: Path) -> None:
+    out = tmp_path / "parts"
+    import_cohort(_spec(example_dir), out, progress=False, log=lambda _: None, partitions=3)
+    here = tmp_path / "npy"
+    import_cohort(_spec(example_dir), here, progress=False, log=lambda _: None)
+    far, near = open_bundle(out), open_bundle(here)
+    assert far.manifest["layout"]["format"] == "parquet" and len(far.manifest["layout"]["bounds"]) == 4
+    assert not list((out / "latents").glob("*.npy"))  # streamed, then moved into parts (the encoded one too)
+    assert all(meta["file"].startswith("parts/") for meta in far.manifest["latents"].values())
+    np.testing.assert_array_equal(np.asarray(far.ids), np.asarray(near.ids))
+    for kind in near.latents:
+        np.testing.assert_array_equal(far.latent(kind), near.latent(kind))
+    for name in near.phenotype_specs:
+        np.testing.assert_array_equal(far.phenotype(name), near.phenotype(name))
+    for key in near.projections:
+        np.testing.assert_allclose(far.projection(key), near.projection(key), rtol=1e-5, atol=1e-5)
