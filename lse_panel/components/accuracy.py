@@ -79,7 +79,7 @@ class AccuracyPane(Pane):
         self._forests = pn.Row()
         self._heatmap = pn.pane.HoloViews(None, sizing_mode="fixed")
         self._table = pn.pane.DataFrame(None, sizing_mode="stretch_width", escape=True, sparsify=True)
-        self._scatter = pn.pane.HoloViews(None, sizing_mode="fixed")
+        self._scatter = pn.Row()  # one plot per latent kind: see _update_scatter
         self._views = pn.Tabs(
             ("Intervals", pn.Column(pn.pane.HTML(forest_legend(), margin=(0, 10)), self._forests)),
             ("Change vs cohort", self._heatmap),
@@ -196,7 +196,7 @@ class AccuracyPane(Pane):
         state = self.state
         name = state.focus_phenotype
         if self._empty_message() or name not in self._tasks or state.groups.is_hidden(SELECTION):
-            self._scatter.object = None
+            self._scatter.objects = []
             self._scatter_key = None
             return
         rows = state.backend.sample(state.groups.selection, self.max_points)
@@ -212,7 +212,7 @@ class AccuracyPane(Pane):
         spec = state.cohort.phenotype_specs.get(name)
         self._scatter_key = key
         self._scatter_pipe = hv.streams.Pipe(data=data)
-        self._scatter.object = create_predicted_vs_true_plot(
+        plots = create_predicted_vs_true_plot(
             self._scatter_pipe,
             list(predictions),
             task=self._tasks[name],
@@ -220,3 +220,8 @@ class AccuracyPane(Pane):
             units=spec.units if spec else "",
             categories=spec.categories if spec else (),
         )
+        # One pane per latent kind in a Row, not the Layout in one pane: Panel draws a HoloViews
+        # Layout as a Bokeh GridPlot, a container without a layout of its own, which BokehJS never
+        # lays out this deep (see ComparePane's histograms): served, the plots' frames measured
+        # 0×0 px in 260×240 px elements. Panel links the panes' shared axes as the Layout did.
+        self._scatter.objects = [pn.pane.HoloViews(plot, sizing_mode="fixed") for plot in plots.values()]

@@ -110,7 +110,13 @@ class ComparePane(Pane):
         self._summary = pn.pane.Markdown("", margin=(0, 10))
         self._effects = pn.pane.HoloViews(None, sizing_mode="fixed")
         self._table = pn.pane.DataFrame(None, escape=True, sizing_mode="stretch_width", max_rows=200)
-        self._histograms = pn.FlexBox(sizing_mode="stretch_width")
+        # A Row that wraps, not a pn.FlexBox. BokehJS lays nested containers out top-down through
+        # their own layouts, and reaches a container without one only from the root, the root's
+        # children or another such container (LayoutDOMView._propagate_layout, bokeh 3.9). Panel's
+        # FlexBox (a ReactiveHTML) has none and sits deeper (Explorer tabs > pane > results), so
+        # the plots in it were never laid out: served, their frames measured 0×0 px in 340×240 px
+        # elements and only stray axis labels were drawn (tests/ui/test_pane_plots_ui.py).
+        self._histograms = pn.Row(sizing_mode="stretch_width", styles={"flex-wrap": "wrap"})
         self._accuracy = pn.pane.DataFrame(None, escape=True, sizing_mode="stretch_width", max_rows=500)
         self._accuracy_area = pn.Column(pn.pane.Markdown("#### Accuracy per group"), self._accuracy,
                                         sizing_mode="stretch_width")  # fmt: skip
@@ -336,7 +342,9 @@ class ComparePane(Pane):
                         ),
                         streams=[pipe],
                     ),
-                    sizing_mode="fixed",
+                    # Not linked: every histogram's y axis is "density", in its own phenotype's units
+                    # (per year, per kg); Panel would give them one range and flatten the narrow ones.
+                    sizing_mode="fixed", linked_axes=False,
                 )
                 note = pn.pane.Str("", styles={"color": "#a33"})
                 self._plots[name] = (key, pipe, pn.Column(plot, note))

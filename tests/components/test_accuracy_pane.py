@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import pytest
+from bokeh.models import Plot
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score, roc_auc_score
 
 from lse_panel.cohort.bundle import Cohort
@@ -117,15 +118,20 @@ def test_predicted_vs_true_follows_the_focus_phenotype(cohort: Cohort) -> None:
     data = pane._scatter_pipe.data
     assert len(data["truth"]) == 25
     assert set(data["predictions"]) == {"ecg", "mri", "fused"}
-    plot = pane._scatter.object
+    plots = [id(plot) for plot in pane._scatter.objects]
+    assert len(plots) == 3  # one plot per latent kind
     state.focus_phenotype = "af"
     assert pane._focus.value == "af"  # the widget follows the state, and back
-    assert pane._scatter.object is not plot
+    assert [id(plot) for plot in pane._scatter.objects] != plots
     pane._focus.value = "lvef"
     assert state.focus_phenotype == "lvef"
     state.select(selection[:10])
     np.testing.assert_array_equal(pane._scatter_pipe.data["truth"], cohort.phenotype("lvef")[selection[:10]])
-    pn.panel(pane).get_root()
+    root = pn.panel(pane).get_root()
+    # One pane per latent kind, their axes linked as one HoloViews Layout's were: same ranges.
+    figures = [m for m in root.select({"type": Plot}) if m.title is not None and ": n=" in str(m.title.text)]
+    assert len(figures) == 3
+    assert len({id(f.x_range) for f in figures}) == 1 and len({id(f.y_range) for f in figures}) == 1
 
 
 def test_forest_plots_draw_every_interval_one_row_per_phenotype_and_latent(cohort: Cohort) -> None:
@@ -211,7 +217,7 @@ def test_privacy_floor_masks_small_groups_and_says_why(cohort: Cohort) -> None:
     assert table.loc[table["group"] == "cohort", "value"].notna().any()
     assert set(pane.hidden) == {"selection", "comparison"}
     assert "fewer than 10 subjects (5)" in pane.message and pane._alert.visible
-    assert pane._scatter.object is None  # no predicted-vs-true points of five subjects
+    assert pane._scatter.objects == []  # no predicted-vs-true points of five subjects
     assert (pane._table.object.filter(like="selection") == "–").all().all()
     for floor in (0, 1):
         open_state = ExplorerState(cohort, policy=PrivacyPolicy(min_group_size=floor))
@@ -219,4 +225,4 @@ def test_privacy_floor_masks_small_groups_and_says_why(cohort: Cohort) -> None:
         open_state.select(np.flatnonzero(cohort.phenotype("age") > -np.inf)[:5])
         selection = open_pane.metrics[open_pane.metrics["group"] == "selection"]
         assert selection["value"].notna().any() and open_pane.hidden == {}
-        assert open_pane._scatter.object is not None
+        assert len(open_pane._scatter.objects) == 3

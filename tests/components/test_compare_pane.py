@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import pytest
+from bokeh.models import Plot
 
 from lse_panel.analysis.compare import COLUMNS, compare_groups
 from lse_panel.analysis.metrics import subgroup_metrics
@@ -116,6 +117,17 @@ def test_histograms_are_normalised_per_group(cohort: Cohort) -> None:
     bars, _ = pane.distributions["af"]
     assert np.isclose(bars[bars["group"] == "selection"]["proportion"].sum(), 1.0)
     assert len(pane._histograms.objects) == 2
+
+
+def test_continuous_histograms_keep_their_own_density_axes(cohort: Cohort) -> None:
+    state = ExplorerState(cohort)
+    pane = ComparePane(state, phenotypes=["age", "lv_mass", "lvef"], bins=10)
+    state.select(np.arange(150))
+    root = pn.panel(pane).get_root()
+    figures = [m for m in root.select({"type": Plot}) if m.title is not None and str(m.title.text) in pane.phenotypes]
+    assert len(figures) == 3
+    # Densities per year, per gram, per percent: one shared range would flatten the narrow ones.
+    assert len({id(f.y_range) for f in figures}) == 3
 
 
 def test_privacy_floor_hides_small_groups_everywhere(cohort: Cohort) -> None:

@@ -10,7 +10,7 @@ import panel as pn
 import pytest
 
 from lse_panel.components.explorer import Explorer
-from lse_panel.figures.app import CHROMIUM, CHROMIUM_ARGS
+from lse_panel.figures.app import CHROMIUM, CHROMIUM_ARGS, drag_box, frame_box, select_tool, to_screen, wait_for_count
 from lse_panel.testing import free_port, tiny_cohort, tiny_decoder, wait_until_listening
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -97,3 +97,25 @@ def serving_bundle(bundle: Path, *, own_decoder: bool = False) -> Iterator[tuple
 def serve_bundle():
     """:func:`serving_bundle`, for tests and fixtures that serve a bundle they wrote."""
     return serving_bundle
+
+
+def box_select_upper_right(page: Any) -> dict[str, Any]:
+    """Once both latent views are drawn, box-select the upper-right quarter of the ecg view; its frame box.
+
+    Waits for the selection to reach the page (a non-zero shown count).
+    """
+    box = frame_box(page, "ecg latent space")
+    frame_box(page, "mri latent space")
+    select_tool(page, 0, "box-select")
+    (x0, x1), (y0, y1) = box["x_range"], box["y_range"]
+    start = to_screen(box, x0 + 0.5 * (x1 - x0), y0 + 0.5 * (y1 - y0))
+    end = to_screen(box, x1 - 0.01 * (x1 - x0), y1 - 0.01 * (y1 - y0))
+    drag_box(page, start, end)
+    wait_for_count(page, lambda n: n > 0)
+    return box
+
+
+@pytest.fixture
+def box_select():
+    """:func:`box_select_upper_right`, for tests that need a selection drawn with the mouse."""
+    return box_select_upper_right

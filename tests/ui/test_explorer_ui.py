@@ -11,7 +11,6 @@ import pytest
 from lse_panel.analysis.selection import ray_casting_mask_reference
 from lse_panel.figures.app import (
     densest_point,
-    drag_box,
     frame_box,
     lasso,
     select_tool,
@@ -88,18 +87,12 @@ def test_page_renders_every_tab_without_script_errors(page, served_explorer) -> 
     assert errors == []  # one bad payload (an empty path) once blanked the whole page
 
 
-def test_ecg_selection_is_highlighted_in_mri_view(page, served_explorer, ui_cohort) -> None:
+def test_ecg_selection_is_highlighted_in_mri_view(page, served_explorer, ui_cohort, box_select) -> None:
     url, sessions = served_explorer
     page.goto(url)
-    ecg_box = frame_box(page, "ecg latent space")
-    frame_box(page, "mri latent space")
+    box_select(page)
     explorer = sessions[-1]
-    select_tool(page, 0, "box-select")
-    (x0, x1), (y0, y1) = ecg_box["x_range"], ecg_box["y_range"]
-    start = to_screen(ecg_box, x0 + 0.5 * (x1 - x0), y0 + 0.5 * (y1 - y0))
-    end = to_screen(ecg_box, x1 - 0.01 * (x1 - x0), y1 - 0.01 * (y1 - y0))
-    drag_box(page, start, end)
-    n = wait_for_count(page, lambda n: n > 0)
+    n = selection_count(page)
     assert n == explorer.state.n_selected
     page.mouse.move(2, 2)
     mri = explorer.latent_view.views["mri"]
