@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from lse_panel.cohort.bundle import open_bundle, read_manifest, remove_build_temporaries, update_bundle, write_bundle
+from lse_panel.cohort.bundle import open_bundle, read_manifest
+from lse_panel.cohort.bundle_writer import remove_build_temporaries, update_bundle, write_bundle
 from lse_panel.cohort.schema import BundleError
 from lse_panel.config import SETTINGS
 from lse_panel.digest import checkpoint_digest

@@ -11,7 +11,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from lse_panel.cohort.bundle import Cohort, update_bundle, write_bundle
+from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.bundle_writer import update_bundle, write_bundle
 from lse_panel.cohort.schema import ImageSequenceModality, PhenotypeSpec, SignalModality
 
 TINY_PHENOTYPES: dict[str, PhenotypeSpec] = {

@@ -77,7 +77,7 @@ def test_serve_builds_to_servable_then_finishes_in_the_background(tmp_path: Path
     import lse_panel.build
     import lse_panel.cli as cli
     from lse_panel.build import synthesise_bundle
-    from lse_panel.cohort.bundle import update_bundle
+    from lse_panel.cohort.bundle_writer import update_bundle
 
     bundle = tmp_path / "demo"
     calls: dict = {"started": []}

@@ -30,15 +30,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from lse_panel.cohort.bundle import (
-    file_stem,
-    open_bundle,
-    open_npy_for_writing,
-    read_manifest,
-    remove_build_temporaries,
-    update_bundle,
-    write_bundle,
-)
+from lse_panel.cohort.bundle import file_stem, open_bundle, read_manifest
+from lse_panel.cohort.bundle_writer import open_npy_for_writing, remove_build_temporaries, update_bundle, write_bundle
 from lse_panel.cohort.raw_files import FILES_SOURCE, FileRecordSource, write_records_table
 from lse_panel.cohort.records import RecordError, read_record
 from lse_panel.cohort.schema import BundleError, ImageSequenceModality, Modality, SignalModality

@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lse_panel.cohort.bundle import open_bundle, open_npy_for_writing, read_manifest, update_bundle
+from lse_panel.cohort.bundle import open_bundle, read_manifest
+from lse_panel.cohort.bundle_writer import open_npy_for_writing, update_bundle
 from lse_panel.cohort.partitions import latent_columns, layout_of, row_bounds, table_dir, write_part
 from lse_panel.digest import checkpoint_digest
 from lse_panel.model.checkpoint import ModelError, check_compatible, load_model
