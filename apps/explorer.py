@@ -5,7 +5,7 @@ from __future__ import annotations
 import panel as pn
 
 from lse_panel.components.explorer import Explorer
-from lse_panel.components.serving import bundle_from_argv, cached_cohort, cached_decoder
+from lse_panel.components.serving import bundle_from_argv, cached_backend, cached_decoder
 from lse_panel.palette import HIGHLIGHT
 from lse_panel.serve import privacy_from_env
 
@@ -32,8 +32,11 @@ def _load() -> None:
         ]
         main.loading = False
         return
-    cohort = cached_cohort(path)
-    explorer = Explorer(cohort, cached_decoder(path), title=TITLE, privacy=privacy_from_env(cohort.manifest))
+    backend = cached_backend(path)  # on the Dask cluster $LSE_DASK names (`lse serve --dask`), else in process
+    privacy = privacy_from_env(backend.cohort.manifest)  # `lse serve --privacy`, else the bundle's default
+    explorer = Explorer(
+        backend.cohort, cached_decoder(path, backend.cohort), backend=backend, title=TITLE, privacy=privacy
+    )
     sidebar[:] = [pn.pane.Markdown("### Filters"), explorer.filters]
     main[:] = explorer.main_panes()
     main.loading = False

@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from lse_panel.components.serving import bundle_from_argv, cached_cohort, cached_decoder, warm_up
+from lse_panel.components.serving import bundle_from_argv, cached_backend, cached_decoder, warm_up
 from lse_panel.serve import TIE_ENV, die_with_parent
 
 log = logging.getLogger("lse_panel.serve")
@@ -26,9 +26,10 @@ if path is None:
     log.warning("no bundle given (`--args BUNDLE` or LSE_BUNDLE): nothing to warm up")
 else:
     start = time.perf_counter()
-    cohort = cached_cohort(path)
-    cached_decoder(path)
-    timings = warm_up(cohort)
+    backend = cached_backend(path)  # on a Dask cluster when LSE_DASK names one
+    cohort = backend.cohort
+    cached_decoder(path, cohort)
+    timings = warm_up(cohort) if not os.environ.get("LSE_DASK") else {}
     log.warning(
         "lse-panel: %s (%s subjects) ready in %.1f s (%s)",
         path, f"{cohort.n_subjects:,}", time.perf_counter() - start,

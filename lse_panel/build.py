@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from lse_panel.cohort.bundle import open_bundle, read_manifest, remove_build_temporaries, update_bundle, write_bundle
+from lse_panel.cohort.bundle import open_bundle, read_manifest
+from lse_panel.cohort.bundle_writer import remove_build_temporaries, update_bundle, write_bundle
 from lse_panel.cohort.schema import BundleError
 from lse_panel.config import SETTINGS
 from lse_panel.digest import checkpoint_digest
@@ -41,8 +42,12 @@ def synthesise_bundle(
     progress: bool = True,
     build_status: str = "complete",
     chunk: int = 250_000,
+    partitions: int | None = None,
 ) -> Path:
-    """Write a phenotypes-only synthetic bundle; raw ECG/MRI are regenerated from (seed, id) on demand."""
+    """Write a phenotypes-only synthetic bundle; raw ECG/MRI are regenerated from (seed, id) on demand.
+
+    ``partitions=N`` lays it out as N-part Parquet tables (:mod:`lse_panel.cohort.partitions`).
+    """
     from lse_panel.synth import PHENOTYPES, SyntheticCohort
 
     if not 1 <= n_subjects <= SETTINGS.max_subjects:
@@ -68,6 +73,7 @@ def synthesise_bundle(
         provenance={"generator": "lse_panel.synth", "seed": seed, "n_subjects": n_subjects},
         overwrite=overwrite,
         build_status=build_status,
+        partitions=partitions,
     )
 
 
@@ -83,8 +89,14 @@ def build_cohort(
     batch_size: int = SETTINGS.embed_batch_size,
     until: str = "complete",
     progress: bool = True,
+    partitions: int | None = None,
+    dask: Any = None,
 ) -> dict[str, float]:
     """Build (or finish building) a bundle; returns each step's seconds (0 when skipped).
+
+    ``partitions=N`` writes the partitioned Parquet layout; ``dask`` (``"local"``, a scheduler
+    address or a ``distributed.Client``) encodes the subjects as one task per partition on that
+    cluster, resumable partition by partition (:func:`lse_panel.model.embedding.embed_partitions`).
 
     The steps the app needs (synthesis, embedding, cross-fitting, every PCA and the fused
     latent's other projections) run first; then the bundle is marked ``servable`` and lists the
@@ -98,8 +110,26 @@ def build_cohort(
         "n_subjects": n_subjects, "seed": seed, "model": str(model), "projections": list(projections),
         "crossfit_splits": crossfit_splits, "crossfit_max_train": crossfit_max_train,
     }
-    with build_lock(out):
-        return _build(out, settings, batch_size=batch_size, until=until, progress=progress)
+    client = None
+    if dask is not None:
+        from lse_panel.cohort.dask_backend import connect
+
+        client = connect(dask)
+    try:
+        with build_lock(out):
+            return _build(out, settings, batch_size=batch_size, until=until, progress=progress,
+                          partitions=partitions, client=client)  # fmt: skip
+    finally:
+        if client is not None and client is not dask:
+            _close_client(client)
+
+
+def _close_client(client: Any) -> None:
+    """Close a client this build started (and its local cluster)."""
+    cluster = client.cluster
+    client.close()
+    if cluster is not None:
+        cluster.close()
 
 
 def recorded_build_settings(out: str | Path) -> dict[str, Any]:
@@ -110,7 +140,8 @@ def recorded_build_settings(out: str | Path) -> dict[str, Any]:
     return dict(read_manifest(out).get("build", {}).get("settings", {}))
 
 
-def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, progress: bool) -> dict[str, float]:
+def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, progress: bool,
+           partitions: int | None = None, client: Any = None) -> dict[str, float]:  # fmt: skip
     n_subjects, seed = settings["n_subjects"], settings["seed"]
     projections = tuple(settings["projections"])
     crossfit_splits, crossfit_max_train = settings["crossfit_splits"], settings["crossfit_max_train"]
@@ -136,11 +167,17 @@ def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, 
                 f"{out}: exists but was built with other settings (subjects, seed or MRI shape). "
                 f"Choose another --out or delete {out} to rebuild."
             )
+        layout = manifest.get("layout", {}).get("format", "npy")
+        if partitions is not None and layout != "parquet":
+            raise BundleError(
+                f"{out}: exists with the .npy layout; --partitions {partitions} asks for Parquet. "
+                f"Choose another --out, or drop --partitions to finish this bundle as it is."
+            )
         steps.skipped("synth")
     else:
         start = time.perf_counter()
         synthesise_bundle(out, n_subjects=n_subjects, seed=seed, mri_shape=mri_shape, progress=progress,
-                          build_status="in_progress")
+                          build_status="in_progress", partitions=partitions)
         steps.record("synth", synth_key, time.perf_counter() - start)
     embed_key = step_key(synth_key, checkpoint_digest(model))
     with update_bundle(out) as update:
@@ -152,7 +189,7 @@ def _build(out: Path, settings: dict[str, Any], *, batch_size: int, until: str, 
     def embed() -> dict[str, Any]:
         from lse_panel.model.embedding import embed_bundle
 
-        figures = embed_bundle(out, model, batch_size=batch_size, progress=progress)
+        figures = embed_bundle(out, model, batch_size=batch_size, progress=progress, client=client)
         return {"figures": {k: v for k, v in (figures or {}).items() if isinstance(v, (int, float, str))}}
 
     steps.run("embed", embed_key, embed)

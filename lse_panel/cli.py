@@ -13,6 +13,7 @@ from lse_panel.cli_validation import (
     MriShapeAction,
     allowed_origin,
     cookie_secret,
+    dask_cluster,
     existing_directory,
     existing_file,
     export_file,
@@ -80,6 +81,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         projections=tuple(args.projections),
         until=args.until,
         progress=True,
+        partitions=args.partitions,
+        dask=args.dask,
     )
     return 0
 
@@ -126,7 +129,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
         raise ValueError("nothing to import: give --spec FILE, or at least one --latent NAME=FILE (see `lse import --help`).")
     if args.allow_partial:
         spec = replace(spec, allow_partial=True)
-    import_cohort(spec, args.out, overwrite=args.overwrite, until=args.until, progress=True)
+    import_cohort(spec, args.out, overwrite=args.overwrite, until=args.until, progress=True, dask=args.dask,
+                  partitions=args.partitions)
     return 0
 
 
@@ -234,7 +238,17 @@ def _cmd_slices(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    scripts = sorted((REPO_ROOT / "tests" / "benchmarks").glob("bench_*.py"))
+    if args.sizes:
+        command = [sys.executable, str(REPO_ROOT / "tests" / "benchmarks" / "bench_scale.py"), "--sizes",
+                   *map(str, args.sizes), "--data", str(args.data)]  # fmt: skip
+        if args.json is not None:
+            command += ["--json", str(args.json)]
+        if args.base is not None:
+            command += ["--base", str(args.base)]
+        command += ["--make", args.make]
+        return subprocess.call(command)
+    # The scale table builds cohorts of millions: it runs only when asked for (--sizes).
+    scripts = sorted(s for s in (REPO_ROOT / "tests" / "benchmarks").glob("bench_*.py") if s.name != "bench_scale.py")
     if args.only:
         scripts = [s for s in scripts if args.only in s.name]
     status = 0
@@ -242,6 +256,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"== {script.name}", flush=True)
         status |= subprocess.call([sys.executable, str(script)])
     return status
+
+
+def add_cluster_options(p: argparse.ArgumentParser, *, partitions: bool) -> None:
+    """``--dask`` (and ``--partitions``) for the commands that can run on a Dask cluster."""
+    p.add_argument(
+        "--dask", type=dask_cluster, metavar="local|ADDRESS",
+        help="run on a Dask cluster: 'local' starts one sized to this machine, an address "
+        "(tcp://host:8786) joins a running scheduler (default: everything in this process)",
+    )
+    if partitions:
+        p.add_argument(
+            "--partitions", type=integer(1, 100_000, example=40), metavar="N",
+            help="lay the bundle out as N-part Parquet tables, which a cluster reads part by part "
+            "(default: one memory-mapped .npy per column)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--until", choices=["servable", "complete"], default="complete",
         help="stop once the app can serve the bundle, or compute every projection (default: %(default)s)",
     )
+    add_cluster_options(p, partitions=True)
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("serve", help="serve the explorer on a bundle (wraps `panel serve`)")
@@ -324,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=existing_directory, default=SETTINGS.demo_model,
                    help="model if building (default: %(default)s)")
     p.add_argument("--show", action="store_true", help="open a browser")
+    add_cluster_options(p, partitions=False)
     access = p.add_argument_group("access (README.md, section Security)")
     access.add_argument("--allow-origin", action="append", type=allowed_origin, metavar="HOST[:PORT]",
                         help="a public name browsers use to reach the app (repeatable), e.g. behind a proxy")
@@ -375,8 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_import_parsers(sub)
 
-    p = sub.add_parser("bench", help="run the benchmark scripts and print their figures")
-    p.add_argument("--only", help="run only scripts whose name contains this")
+    p = sub.add_parser("bench", help="run the benchmark scripts, or the scale table (--sizes), and print their figures")
+    p.add_argument("--scripts", action="store_true", help="run every tests/benchmarks/bench_*.py (the default without --sizes)")
+    p.add_argument("--only", help="with --scripts: run only scripts whose name contains this")
+    p.add_argument("--sizes", type=integer(1_000, SETTINGS.max_subjects, example=500_000), nargs="+", metavar="N",
+                   help="the scale table (tests/benchmarks/bench_scale.py) at these cohort sizes, e.g. 500000 2000000 10000000")
+    p.add_argument("--data", type=Path, default=Path("data"), help="where --sizes builds or finds its bundles (default: %(default)s)")
+    p.add_argument("--json", type=output_file(".json"), default=None, help="also write the --sizes table as JSON here")
+    p.add_argument("--base", type=existing_directory, help="with --sizes: a built bundle, reused at its size and "
+                   "tiled for the sizes --data lacks (default: data/demo when it exists)")
+    p.add_argument("--make", choices=["tile", "build"], default="tile",
+                   help="with --sizes: how a missing size is made: tiled from --base, or built with `lse build` (hours at 10M)")
     p.set_defaults(func=_cmd_bench)
     return parser
 
@@ -401,6 +441,7 @@ def add_import_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", choices=["servable", "complete"], default="complete",
                    help="stop once the app can serve the bundle, or compute every map (default: %(default)s)")
     p.add_argument("--finish", action="store_true", help="only finish an imported bundle's remaining maps (no inputs read)")
+    add_cluster_options(p, partitions=True)  # encoding raw records runs per partition there; see import_cohort
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("export", help="write a bundle as AnnData (.h5ad) for scanpy and friends")

@@ -23,6 +23,7 @@ __all__ = [
     "MriShapeAction",
     "allowed_origin",
     "cookie_secret",
+    "dask_cluster",
     "existing_directory",
     "existing_file",
     "export_file",
@@ -243,6 +244,31 @@ def output_directory(text: str) -> Path:
                 raise _error(text, f"cannot be a directory: {str(candidate)[:80]!r} is a {kind}", "pick another path")
             break
     return path
+
+
+def dask_cluster(text: str) -> str:
+    """``--dask local|ADDRESS``: ``local``, or a scheduler address (``tcp://host:8786``, ``tls://...``, ``host:port``).
+
+    Only the form is checked here; whether a scheduler answers is checked on connecting.
+    """
+    if text == "local":
+        return text
+    fix = "pass 'local' to start a cluster on this machine, or a scheduler address such as tcp://host:8786"
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    if scheme not in ("tcp", "tls", "inproc", "ucx", "ws", "wss"):
+        raise _error(text, f"has scheme {scheme[:20]!r}, which Dask does not speak", fix)
+    host, _, port_text = rest.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise _error(text, "is not HOST:PORT", fix)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _is_host_name(host):
+            raise _error(text, f"has host {host[:40]!r}, not an IP address or host name", fix) from None
+    return text if sep else f"tcp://{text}"
 
 
 def redirect_uri(text: str) -> str:

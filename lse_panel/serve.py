@@ -347,13 +347,36 @@ def _build_status(bundle: Path) -> str | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """``lse serve``: check access, build the bundle if asked, run ``panel serve`` until it stops."""
-    from lse_panel.cohort.bundle import read_manifest
+    """``lse serve``: check access, build the bundle if asked, run ``panel serve`` until it stops.
 
+    With ``--dask`` one cluster serves every ``panel serve`` process (``$LSE_DASK``): started here
+    for ``local`` (and closed with the server), joined for an address.
+    """
     warnings = check_access(args)  # before any build: a refused address costs nothing
     check_port_free(args.address, args.port)
     bundle = Path(args.bundle)
     status = _build_status(bundle)
+    client = _connect_cluster(args.dask) if getattr(args, "dask", None) else None
+    try:
+        return _serve(args, bundle, status, warnings, client)
+    finally:
+        if client is not None and args.dask == "local":
+            client.cluster.close()
+            client.close()
+
+
+def _connect_cluster(dask: str) -> Any:
+    """One cluster for every `panel serve` process: started here for 'local', joined otherwise."""
+    from lse_panel.cohort.dask_backend import connect
+
+    client = connect(dask)
+    print(f"data on the Dask cluster at {client.scheduler.address} ({len(client.scheduler_info()['workers'])} workers)")
+    return client
+
+
+def _serve(args: argparse.Namespace, bundle: Path, status: str | None, warnings: list[str], client: Any) -> int:
+    from lse_panel.cohort.bundle import read_manifest
+
     if status in (None, "in_progress"):
         if not args.build_if_missing:
             what = "is not a built bundle" if status is None else "is half-built"
@@ -362,10 +385,13 @@ def run_serve(args: argparse.Namespace) -> int:
               f"({args.subjects:,} subjects) up to what the app needs first.")
         from lse_panel.build import build_cohort
 
-        build_cohort(bundle, n_subjects=args.subjects, seed=args.seed, model=args.model, until="servable", progress=True)
+        build_cohort(bundle, n_subjects=args.subjects, seed=args.seed, model=args.model, until="servable", progress=True,
+                     dask=client)
         status = _build_status(bundle)
     privacy = privacy_mode(read_manifest(bundle), args.privacy)
     env, notes = serve_environment(args, bundle, privacy)
+    if client is not None:
+        env["LSE_DASK"] = client.scheduler.address  # every server process's backend joins this cluster
     # The remaining projections are computed while the app runs; it shows them when they land.
     finisher = _start_finisher(bundle) if status == "servable" and args.build_if_missing else None
     command = serve_command(args)

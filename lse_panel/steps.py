@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from lse_panel.cohort.bundle import open_bundle, read_manifest, update_bundle
+from lse_panel.cohort.bundle import open_bundle, read_manifest
+from lse_panel.cohort.bundle_writer import update_bundle
 from lse_panel.cohort.schema import BundleError
 
 

@@ -11,7 +11,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from lse_panel.cohort.bundle import Cohort, update_bundle, write_bundle
+from lse_panel.cohort.bundle import Cohort
+from lse_panel.cohort.bundle_writer import update_bundle, write_bundle
 from lse_panel.cohort.schema import ImageSequenceModality, PhenotypeSpec, SignalModality
 
 TINY_PHENOTYPES: dict[str, PhenotypeSpec] = {
@@ -136,11 +137,16 @@ def tiny_cohort(n: int = 2_000, *, latent_dim: int = 8, seed: int = 0) -> Cohort
     )
 
 
-def write_cohort_bundle(cohort: Cohort, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write an in-memory cohort (e.g. ``tiny_cohort``) as a bundle on disk, with every block it has."""
+def write_cohort_bundle(
+    cohort: Cohort, path: str | os.PathLike[str], *, overwrite: bool = False, partitions: int | None = None
+) -> Path:
+    """Write an in-memory cohort (e.g. ``tiny_cohort``) as a bundle on disk, with every block it has.
+
+    ``partitions=N`` writes the partitioned Parquet layout instead of ``.npy`` columns.
+    """
     path = write_bundle(
         path, ids=cohort.ids, phenotypes=cohort.phenotypes, phenotype_specs=cohort.phenotype_specs,
-        modalities=cohort.modalities, overwrite=overwrite,
+        modalities=cohort.modalities, overwrite=overwrite, partitions=partitions,
     )
     tasks = cohort.prediction_tasks()
     with update_bundle(path) as update:

@@ -77,7 +77,7 @@ def test_serve_builds_to_servable_then_finishes_in_the_background(tmp_path: Path
     import lse_panel.build
     import lse_panel.cli as cli
     from lse_panel.build import synthesise_bundle
-    from lse_panel.cohort.bundle import update_bundle
+    from lse_panel.cohort.bundle_writer import update_bundle
 
     bundle = tmp_path / "demo"
     calls: dict = {"started": []}
@@ -115,3 +115,32 @@ def test_serve_builds_to_servable_then_finishes_in_the_background(tmp_path: Path
     assert server.command[-1] == str(bundle.resolve())
     assert finisher.terminated and server.terminated  # nothing is left running once serve returns
     assert (bundle / "build.log").exists()
+
+
+def test_bench_sizes_runs_the_scale_table_with_its_options(monkeypatch, tmp_path) -> None:
+    import lse_panel.cli as cli
+
+    ran = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda command: ran.append(command) or 0)
+    base = tmp_path / "demo"
+    base.mkdir()
+    assert cli.main(["bench", "--sizes", "500000", "2000000", "--base", str(base), "--json", str(tmp_path / "t.json")]) == 0
+    (command,) = ran
+    assert command[1].endswith("tests/benchmarks/bench_scale.py")
+    assert command[2:] == ["--sizes", "500000", "2000000", "--data", "data", "--json", str(tmp_path / "t.json"),
+                           "--base", str(base), "--make", "tile"]
+    assert cli.main(["bench", "--sizes", "10"]) == 2  # below the smallest size: refused in one line
+
+
+def test_dask_option_is_checked_when_parsed(capsys) -> None:
+    parser = build_parser()
+    for command in (["build", "--out", "x"], ["serve"], ["import", "--out", "x"]):
+        assert parser.parse_args([*command, "--dask", "local"]).dask == "local"
+        assert parser.parse_args([*command, "--dask", "scheduler:8786"]).dask == "tcp://scheduler:8786"
+        assert parser.parse_args([*command, "--dask", "tls://10.0.0.5:8786"]).dask == "tls://10.0.0.5:8786"
+    for bad, problem in (("ftp://host:8786", "which Dask does not speak"), ("host", "is not HOST:PORT"),
+                         ("tcp://host:99999", "is not HOST:PORT"), ("tcp://bad_host!:8786", "not an IP address")):
+        assert main(["build", "--out", "x", "--dask", bad]) == 2
+        err = capsys.readouterr().err
+        assert problem in err and "--dask" in err and err.count("\n") == 1
+    assert main(["build", "--out", "x", "--partitions", "0"]) == 2

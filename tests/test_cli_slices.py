@@ -11,7 +11,7 @@ import pytest
 from lse_panel.analysis.conditions import parse_condition
 from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.cli import main
-from lse_panel.cohort.bundle import update_bundle, write_bundle
+from lse_panel.cohort.bundle_writer import update_bundle, write_bundle
 from lse_panel.testing import tiny_cohort
 
 RULE = 'age >= 70 and sex == "female"'

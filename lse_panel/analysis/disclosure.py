@@ -33,7 +33,8 @@ class DisclosureGuard:
     ``A ∪ B ∪ {t}``, in any order). Longer chains of sums and differences are not searched, so this
     is a guard against the easy attacks, not a proof of safety; keep the floor well above 1.
 
-    One guard serves one session, or every session of one user (:meth:`for_user`), as a
+    Groups kept on a Dask cluster (``lse serve --dask``) are not compared: their masks stay on the
+    workers. One guard serves one session, or every session of one user (:meth:`for_user`), as a
     :class:`~lse_panel.analysis.privacy.GroupCheck` in the policy's ``checks``: it records each
     group it lets through. Thread-safe.
     """
@@ -64,7 +65,11 @@ class DisclosureGuard:
     def __call__(self, groups: Groups, label: str, policy: PrivacyPolicy) -> str | None:
         """``None`` (and ``label`` remembered as shown) if group ``label`` may be shown, else the reason."""
         k = policy.min_group_size
-        mask = np.asarray(groups.mask(label), dtype=bool)
+        try:
+            mask = np.asarray(groups.mask(label), dtype=bool)
+        except TypeError:
+            # Groups kept on a Dask cluster have no mask here: not guarded (README, Security).
+            return None
         if k <= 1 or not mask.any():
             return None
         packed = np.packbits(mask)

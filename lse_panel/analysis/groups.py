@@ -34,6 +34,7 @@ __all__ = [
     "COMPARISON",
     "SELECTION",
     "BlockSums",
+    "GroupHandle",
     "GroupSet",
     "LatentSums",
     "MetricSums",
@@ -56,6 +57,30 @@ _EMPTY = np.empty(0, dtype=np.int64)
 _EMPTY.flags.writeable = False
 
 
+class GroupHandle(Protocol):
+    """A group kept where the data lives (a cluster's per-partition masks): its size here, its members there.
+
+    A :class:`GroupSet` holds one in place of rows when its backend keeps groups remotely
+    (:class:`~lse_panel.cohort.dask_backend.DaskGroup`); :meth:`GroupSet.members` then hands out
+    handles, and :meth:`GroupSet.sum_over` passes them to the sum sources (which sum per partition
+    on the workers), never gathering rows.
+    """
+
+    size: int
+
+    def complement(self) -> GroupHandle:
+        """Everyone not in the group."""
+        ...
+
+    def everyone(self) -> GroupHandle:
+        """The whole cohort."""
+        ...
+
+
+def _is_handle(group: object) -> bool:
+    return not isinstance(group, np.ndarray) and hasattr(group, "complement")
+
+
 class LatentSums(Protocol):
     """Column sums of a latent block: over every subject (cached, it never changes) and over given rows.
 
@@ -67,7 +92,7 @@ class LatentSums(Protocol):
         ...
 
     def rows_sum(self, kind: str, rows: np.ndarray) -> np.ndarray:
-        """``(d,)`` float64 sum of latent kind ``kind`` over the subjects at ``rows`` (sorted int64)."""
+        """``(d,)`` float64 sum of latent kind ``kind`` over the subjects at ``rows`` (sorted int64, or a :class:`GroupHandle`)."""
         ...
 
 
@@ -105,7 +130,7 @@ class MetricSums(Protocol):
         ...
 
     def rows_statistics(self, rows: np.ndarray) -> GroupStatistics:
-        """The statistics of the subjects at ``rows`` (sorted int64)."""
+        """The statistics of the subjects at ``rows`` (sorted int64, or a :class:`GroupHandle`)."""
         ...
 
 
@@ -146,7 +171,9 @@ class GroupSet:
     n_total
         Subjects in the cohort.
     selection
-        Sorted, unique int64 row indices of the selected subjects.
+        Sorted, unique int64 row indices of the selected subjects, or a :class:`GroupHandle` when
+        the backend keeps groups on a cluster (then ``comparison_rows`` and ``extra`` are handles
+        too, :meth:`members` hands out handles and :meth:`rows`/:meth:`mask` refuse).
     comparison
         ``"rest"`` (everyone not selected), ``"all"`` (the whole cohort) or a saved subgroup's name.
     comparison_rows
@@ -197,28 +224,33 @@ class GroupSet:
     _base: GroupSet | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        selection = np.asarray(self.selection, dtype=np.int64)
         set_ = object.__setattr__
-        set_(self, "selection", _read_only(selection))
+        selection = _group(self.selection)
+        set_(self, "selection", selection)
         if self.comparison not in BUILTIN_COMPARISONS:
             if self.comparison_rows is None:
                 raise ValueError(f"comparison {self.comparison!r} is a saved subgroup: pass its comparison_rows.")
-            set_(self, "comparison_rows", _read_only(np.asarray(self.comparison_rows, dtype=np.int64)))
+            set_(self, "comparison_rows", _group(self.comparison_rows))
         clash = {SELECTION, COMPARISON} & set(self.extra)
         if clash:
             raise ValueError(f"extra groups may not be called {sorted(clash)}; those labels are taken.")
-        set_(self, "extra", {label: _read_only(np.asarray(rows, dtype=np.int64)) for label, rows in self.extra.items()})
+        set_(self, "extra", {label: _group(rows) for label, rows in self.extra.items()})
         set_(self, "labels", (SELECTION, COMPARISON, *self.extra))
-        k, n = int(selection.size), int(self.n_total)
+        k, n = _size(selection), int(self.n_total)
         sizes = {SELECTION: k, COMPARISON: {"rest": n - k, "all": n}.get(self.comparison, 0)}
         if self.comparison_kind == "subgroup":
-            sizes[COMPARISON] = int(self.comparison_rows.size)
-        sizes.update({label: int(rows.size) for label, rows in self.extra.items()})
+            sizes[COMPARISON] = _size(self.comparison_rows)
+        sizes.update({label: _size(rows) for label, rows in self.extra.items()})
         set_(self, "sizes", sizes)
         set_(self, "_masks", {})
         set_(self, "_sums", {})
         set_(self, "_base", None)
         set_(self, "hidden", self.policy.verdicts(self))
+
+    @property
+    def remote(self) -> bool:
+        """Whether the groups are handles kept on a cluster rather than rows here."""
+        return _is_handle(self.selection)
 
     # -- what the groups are ------------------------------------------------------------
     @property
@@ -260,8 +292,19 @@ class GroupSet:
         """Group ``label`` as the analysis functions take it: sorted rows, or a boolean mask for the rest and the cohort.
 
         The cheaper form of each group: the selection and subgroups as their rows, the rest of
-        the cohort and the whole cohort as a mask (never gathered as indices).
+        the cohort and the whole cohort as a mask (never gathered as indices). With remote
+        groups, a :class:`GroupHandle` (the rest is the selection's complement).
         """
+        if self.remote:
+            self._check(label)
+            if label == SELECTION:
+                return self.selection
+            if label == COMPARISON:
+                kind = self.comparison_kind
+                return {"rest": self.selection.complement, "all": self.selection.everyone}.get(
+                    kind, lambda: self.comparison_rows
+                )()
+            return self.extra[label]
         if label == COMPARISON and self.comparison_kind != "subgroup":
             return self.mask(label)
         return self.rows(label)
@@ -269,6 +312,7 @@ class GroupSet:
     def rows(self, label: str) -> np.ndarray:
         """Sorted int64 row indices of group ``label`` (for the rest or the cohort an O(n) gather: prefer :meth:`members`)."""
         self._check(label)
+        self._refuse_remote("rows")
         if label == SELECTION:
             return self.selection
         if label == COMPARISON:
@@ -280,6 +324,7 @@ class GroupSet:
     def mask(self, label: str) -> np.ndarray:
         """Boolean mask over the cohort of group ``label`` (read-only, built once)."""
         self._check(label)
+        self._refuse_remote("mask")
         if self._base is not None and label in (SELECTION, COMPARISON):
             return self._base.mask(label)
         found = self._masks.get(label)
@@ -313,7 +358,8 @@ class GroupSet:
         total
             Returns the sum over every subject (cache it: it never changes).
         rows_sum
-            Returns the sum over sorted int64 rows. Sums must support ``-`` (arrays, or
+            Returns the sum over sorted int64 rows (over a :class:`GroupHandle` when the groups are
+            remote). Sums must support ``-`` (arrays, or
             :class:`~lse_panel.analysis.metric_statistics.GroupStatistics`).
         """
         self._check(label)
@@ -326,7 +372,7 @@ class GroupSet:
             elif label == COMPARISON and self.comparison == "rest":
                 found = total() - self.sum_over(SELECTION, key, total, rows_sum)
             else:
-                found = rows_sum(self.rows(label))
+                found = rows_sum(self.members(label) if self.remote else self.rows(label))
             if isinstance(found, np.ndarray):
                 found = _read_only(found)
             self._sums[(label, key)] = found
@@ -376,9 +422,23 @@ class GroupSet:
         object.__setattr__(out, "_base", self._base or self)
         return out
 
+    def _refuse_remote(self, what: str) -> None:
+        if self.remote:
+            raise TypeError(
+                f"GroupSet.{what}(): these groups are kept on a cluster; pass GroupSet.members() to the backend instead."
+            )
+
     def _check(self, label: str) -> None:
         if label not in self.sizes:
             raise KeyError(f"no group {label!r}; this GroupSet has {', '.join(self.labels)}.")
+
+
+def _group(rows: object) -> object:
+    return rows if _is_handle(rows) else _read_only(np.asarray(rows, dtype=np.int64))
+
+
+def _size(rows: object) -> int:
+    return int(rows.size) if _is_handle(rows) else int(np.asarray(rows).size)
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:

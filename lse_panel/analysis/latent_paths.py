@@ -46,8 +46,9 @@ _CANDIDATES = 8
 
 # -- sampling ------------------------------------------------------------------------------------
 def _gather(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    # Indexed, never converted whole: a cluster's block (a RemoteColumn) fetches what is indexed.
     if len(rows) == block.shape[0]:
-        return np.asarray(block, dtype=np.float64)
+        return np.asarray(block[:], dtype=np.float64)
     return np.asarray(block[rows], dtype=np.float64)
 
 

@@ -1,4 +1,4 @@
-"""Read, write and validate cohort bundles: a manifest plus memory-mappable ``.npy`` columns.
+"""Read and validate cohort bundles: a manifest plus memory-mappable ``.npy`` columns.
 
 Layout of a bundle directory::
 
@@ -13,7 +13,8 @@ Layout of a bundle directory::
 Every column is an uncompressed ``.npy`` so ``np.load(mmap_mode="r")`` shares one physical
 copy between all ``panel serve`` processes on a host. The manifest is always written last and
 atomically (temporary name, then ``os.replace``): a file the manifest does not name is
-invisible, so an interrupted step never leaves a bundle that looks complete.
+invisible, so an interrupted step never leaves a bundle that looks complete. Writing new bundles and
+adding blocks to them is :mod:`lse_panel.cohort.bundle_writer`.
 """
 
 from __future__ import annotations
@@ -22,21 +23,17 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from lse_panel.cohort.manifest import check_manifest
+from lse_panel.cohort.partitions import ColumnRef, read_columns
 from lse_panel.cohort.schema import (
-    BUILD_STATUSES,
-    SCHEMA_VERSION,
     BundleError,
     Modality,
     PhenotypeSpec,
@@ -339,7 +336,7 @@ class Cohort:
         new = [key for key in manifest.get("projections", {}) if key not in self.projections]
         for key in new:
             meta = manifest["projections"][key]
-            coords = _load_column(self.path, meta["file"], f"projections.{key}", mmap=True)
+            coords = _load_column(self.path, meta, f"projections.{key}", mmap=True)
             self._check_projection(key, coords)
             self.projections[key] = coords
             self.manifest.setdefault("projections", {})[key] = meta
@@ -388,16 +385,14 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return check_manifest(manifest, str(manifest_path), _fix_hint(path))
 
 
-def _load_column(path: Path, relative: str, field_name: str, *, mmap: bool) -> np.ndarray:
-    file = path / relative
-    if not file.exists():
+def _load_column(path: Path, meta: Mapping[str, Any], field_name: str, *, mmap: bool) -> np.ndarray:
+    """The column (or block) a manifest entry names, in either layout (see :mod:`lse_panel.cohort.partitions`)."""
+    ref = ColumnRef.of(meta)
+    if ref.table is None and not (path / ref.file).exists():
         raise BundleError(
-            f"{file}: missing, though manifest field {field_name!r} names it. {_fix_hint(path)}"
+            f"{path / ref.file}: missing, though manifest field {field_name!r} names it. {_fix_hint(path)}"
         )
-    try:
-        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise BundleError(f"{file}: unreadable as .npy ({exc}). {_fix_hint(path)}") from None
+    return read_columns(path, ref, mmap=mmap)
 
 
 def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True, allow_incomplete: bool = False) -> Cohort:
@@ -420,7 +415,7 @@ def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True, allow_incomp
             f"this is a half-built bundle. Re-run `lse build --out {path}`; finished steps are reused."
         )
     n = manifest["n_subjects"]
-    ids = _load_column(path, manifest["ids"]["file"], "ids", mmap=mmap)
+    ids = _load_column(path, manifest["ids"], "ids", mmap=mmap)
     if len(ids) != n:
         raise BundleError(
             f"{path / manifest['ids']['file']}: holds {len(ids)} ids but manifest field "
@@ -428,20 +423,20 @@ def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True, allow_incomp
         )
     specs = {name: PhenotypeSpec.from_json(meta) for name, meta in manifest["phenotypes"].items()}
     phenotypes = {
-        name: _load_column(path, meta["file"], f"phenotypes.{name}", mmap=mmap)
+        name: _load_column(path, meta, f"phenotypes.{name}", mmap=mmap)
         for name, meta in manifest["phenotypes"].items()
     }
     latents = {
-        kind: _load_column(path, meta["file"], f"latents.{kind}", mmap=mmap)
+        kind: _load_column(path, meta, f"latents.{kind}", mmap=mmap)
         for kind, meta in manifest.get("latents", {}).items()
     }
     projections = {
-        key: _load_column(path, meta["file"], f"projections.{key}", mmap=mmap)
+        key: _load_column(path, meta, f"projections.{key}", mmap=mmap)
         for key, meta in manifest.get("projections", {}).items()
     }
     predictions = {
         kind: {
-            name: _load_column(path, meta["file"], f"predictions.{kind}.{name}", mmap=mmap)
+            name: _load_column(path, meta, f"predictions.{kind}.{name}", mmap=mmap)
             for name, meta in per_kind.items()
         }
         for kind, per_kind in manifest.get("predictions", {}).items()
@@ -460,177 +455,3 @@ def open_bundle(path: str | os.PathLike[str], *, mmap: bool = True, allow_incomp
     )
     cohort.validate()
     return cohort
-
-
-# -- writing ------------------------------------------------------------------------------
-def write_bundle(
-    path: str | os.PathLike[str],
-    *,
-    ids: np.ndarray,
-    phenotypes: pd.DataFrame,
-    phenotype_specs: dict[str, PhenotypeSpec],
-    modalities: dict[str, Modality] | None = None,
-    raw: dict[str, Any] | None = None,
-    targets: dict[str, str] | None = None,
-    provenance: dict[str, Any] | None = None,
-    overwrite: bool = False,
-    build_status: str = "complete",
-) -> Path:
-    """Write a new bundle (ids, phenotypes, modality declarations, downstream targets) atomically.
-
-    Everything goes into a hidden sibling directory first, which is renamed onto ``path``
-    only once complete; an interrupted write leaves at most a ``.partial`` directory that
-    no loader mistakes for a bundle.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise BundleError(f"{path}: already exists. Pass overwrite=True (`--overwrite`) or pick another --out.")
-    # Validate before touching the disk so bad input never costs the user a half-written bundle.
-    targets = default_targets(phenotype_specs) if targets is None else dict(targets)
-    Cohort.from_arrays(ids, phenotypes, phenotype_specs, manifest={"targets": targets})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    staging.mkdir()
-    try:
-        ids = np.asarray(ids)
-        np.save(staging / "ids.npy", ids if ids.dtype.kind == "U" else ids.astype(np.int64))
-        pheno_meta = {}
-        for name, spec in phenotype_specs.items():
-            relative = f"phenotypes/{file_stem(name)}.npy"
-            (staging / "phenotypes").mkdir(exist_ok=True)
-            np.save(staging / relative, np.asarray(phenotypes[name], dtype=spec.dtype))
-            pheno_meta[name] = {**spec.to_json(), "file": relative}
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "n_subjects": int(len(ids)),
-            "ids": {"file": "ids.npy", "dtype": str(np.load(staging / "ids.npy", mmap_mode="r").dtype)},
-            "modalities": {name: m.to_json() for name, m in (modalities or {}).items()},
-            "phenotypes": pheno_meta,
-            "targets": targets,
-            "latents": {},
-            "projections": {},
-            "predictions": {},
-            "raw": raw or {},
-            "provenance": {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(provenance or {})},
-            "build": {"status": build_status, "steps": {}},
-        }
-        atomic_write_json(staging / MANIFEST, manifest)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return path
-
-
-class BundleUpdate:
-    """Adds blocks (latents, projections, predictions, build records) to an existing bundle.
-
-    Files land under their final names as they are written (each atomically), but the
-    manifest that makes them visible is replaced once, at the end of the ``with`` block.
-    """
-
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
-        self.path = path
-        self.manifest = manifest
-
-    def add_latent(self, kind: str, block: np.ndarray, **meta: Any) -> None:
-        block = np.asarray(block, dtype=np.float32)
-        self._check_rows(block, f"latents/{kind}")
-        relative = f"latents/{file_stem(kind)}.npy"
-        atomic_save_npy(self.path / relative, block)
-        self.manifest.setdefault("latents", {})[kind] = {"file": relative, "dim": int(block.shape[1]), **meta}
-
-    def register_latent(self, kind: str, relative: str, dim: int, **meta: Any) -> None:
-        """Record a latent block already streamed to ``relative`` (see :func:`open_npy_for_writing`)."""
-        self.manifest.setdefault("latents", {})[kind] = {"file": relative, "dim": int(dim), **meta}
-
-    def add_projection(self, latent: str, method: str, coords: np.ndarray, **meta: Any) -> None:
-        coords = np.asarray(coords, dtype=np.float32)
-        self._check_rows(coords, f"projections/{latent}/{method}")
-        if np.isnan(coords).any():
-            raise BundleError(f"projection {latent}/{method}: NaN coordinates; refusing to store them.")
-        relative = f"projections/{file_stem(latent)}__{file_stem(method)}.npy"
-        atomic_save_npy(self.path / relative, coords)
-        self.manifest.setdefault("projections", {})[f"{latent}/{method}"] = {
-            "file": relative,
-            "latent": latent,
-            "method": method,
-            **meta,
-        }
-
-    def add_prediction(self, latent: str, phenotype: str, values: np.ndarray, *, task: str, **meta: Any) -> None:
-        values = np.asarray(values, dtype=np.float32)
-        self._check_rows(values, f"predictions/{latent}/{phenotype}")
-        relative = f"predictions/{file_stem(latent)}/{file_stem(phenotype)}.npy"
-        atomic_save_npy(self.path / relative, values)
-        self.manifest.setdefault("predictions", {}).setdefault(latent, {})[phenotype] = {
-            "file": relative,
-            "task": task,
-            **meta,
-        }
-
-    def record_step(self, step: str, **info: Any) -> None:
-        """Note a finished build step (its input key and timing) so a rerun can skip it."""
-        self.manifest.setdefault("build", {}).setdefault("steps", {})[step] = info
-
-    def set_build_status(self, status: str, pending: list[str] | None = None) -> None:
-        """``"in_progress"`` hides the bundle from :func:`open_bundle`; ``"servable"`` (with the
-        projection keys still ``pending``) and ``"complete"`` show it."""
-        if status not in BUILD_STATUSES:
-            raise ValueError(f"build status must be one of {BUILD_STATUSES}, got {status!r}.")
-        build = self.manifest.setdefault("build", {})
-        build["status"] = status
-        if status == "servable":
-            build["pending"] = list(pending or [])
-        else:
-            build.pop("pending", None)
-
-    def _check_rows(self, array: np.ndarray, what: str) -> None:
-        n = self.manifest["n_subjects"]
-        if array.shape[0] != n:
-            raise BundleError(
-                f"{what}: {array.shape[0]} rows for a bundle of {n} subjects. "
-                "The array was computed for another cohort; recompute it for this bundle."
-            )
-
-
-@contextmanager
-def update_bundle(path: str | os.PathLike[str]) -> Iterator[BundleUpdate]:
-    """Open a bundle for adding blocks; the new manifest is written only if the block succeeds."""
-    path = Path(path)
-    update = BundleUpdate(path, read_manifest(path))
-    yield update
-    atomic_write_json(path / MANIFEST, update.manifest)
-
-
-BUILD_DIRECTORIES = ("phenotypes", "latents", "projections", "predictions")
-"""Where builders write columns; hidden files in them are a writer's temporaries."""
-
-
-def remove_build_temporaries(path: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporaries a killed writer left in a bundle's columns (and of its manifest).
-
-    A SIGKILL skips every ``finally``: a streamed latent block (``latents/.<kind>.<tag>.npy``) or an
-    atomic write's temporary stays behind. Call this only while holding the build lock (as
-    ``lse build`` does): only builders write there. The subgroup store's own temporaries, beside
-    ``subgroups.json``, are left alone: a served app may be saving one.
-    """
-    path = Path(path)
-    stale = list(path.glob(f".{MANIFEST}.*.tmp"))
-    for directory in BUILD_DIRECTORIES:
-        stale += [p for p in (path / directory).rglob(".*") if p.is_file()]
-    for file in stale:
-        file.unlink(missing_ok=True)
-    return stale
-
-
-def open_npy_for_writing(path: Path, shape: tuple[int, ...], dtype: str = "float32") -> np.memmap:
-    """A writable memory-mapped ``.npy`` of ``shape``, for streaming blocks larger than memory.
-
-    Write into it chunk by chunk, ``flush()``, then register it; until the manifest names it,
-    readers ignore it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)

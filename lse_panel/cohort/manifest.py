@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import PurePosixPath
 from typing import Any, Callable, get_args
 
+from lse_panel.cohort.partitions import LAYOUTS
 from lse_panel.cohort.schema import (
     BUILD_STATUSES,
     SCHEMA_VERSION,
@@ -62,14 +63,19 @@ class _Checker:
         return value
 
     def file(self, entry: Any, field: str) -> None:
-        """``entry["file"]``: a relative path inside the bundle, to a ``.npy``."""
+        """``entry["file"]``: a relative path inside the bundle, to a ``.npy`` or a Parquet table ``parts/<table>``.
+
+        A table entry also names its ``columns`` (:mod:`lse_panel.cohort.partitions`).
+        """
         entry = self.object(entry, field)
         path = self.text(entry.get("file"), f"{field}.file")
         parts = PurePosixPath(path).parts
         if not path or path.startswith(("/", "\\")) or ".." in parts or "\\" in path or "\x00" in path:
             self.fail(f"{field}.file", f"names {path!r}, outside the bundle; files must lie inside the bundle directory")
-        if not path.endswith(".npy"):
-            self.fail(f"{field}.file", f"names {path!r}, which is not a .npy column")
+        if len(parts) == 2 and parts[0] == "parts" and "columns" in entry:
+            self.text_list(entry["columns"], f"{field}.columns", min_size=1)
+        elif not path.endswith(".npy"):
+            self.fail(f"{field}.file", f"names {path!r}, which is neither a .npy column nor a parts/<table> table")
 
     def entries(self, manifest: dict[str, Any], field: str, check: Callable[[str, Any, str], None]) -> None:
         for key, entry in self.object(manifest.get(field, {}), field).items():
@@ -80,6 +86,18 @@ def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null"}.get(
         type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
     )
+
+
+def _check_layout(check: _Checker, manifest: dict[str, Any]) -> None:
+    """``layout``: absent (``.npy`` columns), or ``{"format": "npy"}``, or Parquet parts with their row bounds."""
+    layout = check.object(manifest.get("layout", {"format": "npy"}), "layout")
+    if layout.get("format") not in LAYOUTS:
+        check.fail("layout.format", f"is {layout.get('format')!r}"[:80] + f"; this lse-panel reads {', '.join(LAYOUTS)}")
+    if layout["format"] == "parquet":
+        bounds, n = layout.get("bounds"), manifest["n_subjects"]
+        whole = isinstance(bounds, list) and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+        if not whole or len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != n or bounds != sorted(bounds):
+            check.fail("layout.bounds", f"must be whole numbers rising from 0 to n_subjects ({n}), not {bounds!r}"[:200])
 
 
 def check_manifest(manifest: Any, where: str, hint: str) -> dict[str, Any]:
@@ -116,6 +134,7 @@ def check_manifest(manifest: Any, where: str, hint: str) -> dict[str, Any]:
         if required not in manifest:
             check.fail(required, "is missing")
     check.integer(manifest["n_subjects"], "n_subjects", low=1)
+    _check_layout(check, manifest)
     check.file(manifest["ids"], "ids")
 
     def phenotype(name: str, entry: Any, field: str) -> None:

@@ -15,7 +15,7 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Iterator, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,13 +25,8 @@ from lse_panel.cohort.bundle import Cohort, atomic_write_table
 from lse_panel.cohort.ids import locate_ids
 from lse_panel.cohort.names import name_key, stored_colour, validate_colour, validate_name
 from lse_panel.cohort.store_limits import check_owner, check_room, check_rule_size
-from lse_panel.cohort.store_files import (
-    durable_save_npy,
-    named_files,
-    read_listing,
-    remove_stale_temporaries,
-    write_listing,
-)
+from lse_panel.cohort.store_files import durable_save_npy, named_files, read_listing, remove_stale_temporaries
+from lse_panel.cohort.store_files import write_listing
 from lse_panel.cohort.rules import (
     FilterStep,
     IdsStep,
@@ -304,7 +299,7 @@ class SubgroupStore:
         rows = self._indices(indices)
         steps = labelled_rule(rule_from_json(list(rule)), self.cohort)
         check_rule_size(name, steps, inline_ids=INLINE_IDS)
-        ids = np.asarray(self.cohort.ids)[rows]
+        ids = np.asarray(self.cohort.ids[rows])
         with self._lock(exclusive=True):
             entries = self._read()
             existing = self._find(entries, name)
@@ -331,12 +326,14 @@ class SubgroupStore:
             return self._load(entry)
 
     def save_condition(
-        self, name: str, text: str, *, colour: str | None = None, overwrite: bool = False, owner: str | None = None
+        self, name: str, text: str, *, colour: str | None = None, overwrite: bool = False, owner: str | None = None,
+        rows_of: Callable[[list[Step]], np.ndarray] | None = None,
     ) -> Subgroup:
         """Save the subjects matching a condition (e.g. ``'age >= 60 and sex == "female"'``) as ``name``.
 
         The condition is parsed by :func:`lse_panel.analysis.conditions.parse_condition` (never
-        evaluated as Python) and stored as the subgroup's rule.
+        evaluated as Python) and stored as the subgroup's rule. ``rows_of`` finds the rule's rows
+        (default :func:`~lse_panel.cohort.rules.apply_rule` here; a session passes its backend's).
 
         Raises
         ------
@@ -344,7 +341,8 @@ class SubgroupStore:
             When the condition does not parse or does not fit the cohort's phenotypes.
         """
         step = FilterStep.from_text(text, self.cohort)
-        return self.save(name, apply_rule([step], self.cohort), [step], colour, overwrite=overwrite, owner=owner)
+        rows = rows_of([step]) if rows_of is not None else apply_rule([step], self.cohort)
+        return self.save(name, rows, [step], colour, overwrite=overwrite, owner=owner)
 
     def rename(self, old: str, new: str, *, user: str | None = None) -> Subgroup:
         """Rename subgroup ``old`` to ``new`` (validated like a new name); only its owner (``user``) may."""
@@ -428,7 +426,7 @@ class SubgroupStore:
         """A subgroup's members as a DataFrame: ``id`` then phenotype columns (categories as labels)."""
         rows = self.members(name)
         names = list(self.cohort.phenotype_specs) if phenotypes is None else list(phenotypes)
-        columns: dict[str, Any] = {"id": np.asarray(self.cohort.ids)[rows]}
+        columns: dict[str, Any] = {"id": np.asarray(self.cohort.ids[rows])}
         for pheno in names:
             spec = self.cohort.phenotype_specs.get(pheno)
             if spec is None:

@@ -11,7 +11,6 @@ import panel as pn
 import param
 
 from lse_panel.analysis.accuracy import mask_hidden_groups, selection_metrics
-from lse_panel.analysis.sampling import sample_rows
 from lse_panel.analysis.groups import COMPARISON, SELECTION
 from lse_panel.components.pane import Pane
 from lse_panel.components.state import ExplorerState
@@ -212,11 +211,11 @@ class AccuracyPane(Pane):
             self._scatter.objects = []
             self._scatter_key = None
             return
-        rows = sample_rows(state.groups.selection, self.max_points)
+        rows = state.backend.sample(state.groups.selection, self.max_points)
         predictions = {
-            kind: np.asarray(per[name])[rows] for kind, per in state.cohort.predictions.items() if name in per
+            kind: np.asarray(per[name][rows]) for kind, per in state.cohort.predictions.items() if name in per
         }
-        data = {"truth": np.asarray(state.cohort.phenotype(name))[rows], "predictions": predictions}
+        data = {"truth": np.asarray(state.cohort.phenotype(name)[rows]), "predictions": predictions}
         key = (name, tuple(predictions))
         if self._scatter_key == key and self._scatter_pipe is not None:
             self._scatter_pipe.send(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable, Hashable
 
 import holoviews as hv
@@ -13,7 +12,6 @@ import param
 from lse_panel.analysis.accuracy import accuracy_by_group, mask_hidden_groups
 from lse_panel.analysis.compare import compare_with_reference, distribution_frames
 from lse_panel.analysis.groups import COMPARISON, SELECTION, GroupSet
-from lse_panel.cohort.derived import phenotype_binning, phenotype_sums, phenotype_total
 from lse_panel.components.pane import Pane
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.text import alert, escape_markdown, escaped_options, markdown
@@ -219,7 +217,7 @@ class ComparePane(Pane):
         reference, reference_colour = self._reference()
         saved = self._saved(reference)
         # The session's groups with the chosen subgroups added: one set of verdicts for all of them.
-        groups = state.groups.including({label: self.store.members(name) for label, (name, _) in saved.items()})
+        groups = state.groups.including({label: state.backend.subgroup(self.store, name) for label, (name, _) in saved.items()})
         colours = {label: colour for label, (_, colour) in saved.items()}
         compared = [label for label in saved]
         if groups.size(SELECTION):
@@ -269,12 +267,13 @@ class ComparePane(Pane):
     def _compute(self, groups: GroupSet, compared: list[str], reference: str, hidden: dict[str, str]) -> None:
         """The table, accuracy and distributions of ``compared`` against the comparison group, hidden ones masked."""
         state, policy = self.state, self.state.policy
-        cohort = state.cohort
+        cohort, backend = state.cohort, state.backend
         shown_as = {COMPARISON: reference, **{label: label for label in compared}}
         # Every sum is the group's own (the rest's is the cohort's minus the selection's), cached
-        # in the session's groups: a new histogram or subgroup adds only its own pass.
-        sums, total = phenotype_sums(cohort), partial(phenotype_total, cohort)
-        statistics = {label: groups.sum_over(label, "phenotypes", total, sums.rows_sum) for label in shown_as}
+        # in the session's groups: a new histogram or subgroup adds only its own pass. On a
+        # cluster the backend's sources sum per partition on the workers.
+        source = backend.phenotype_sums()
+        statistics = {label: groups.sum_over(label, "phenotypes", source.total, source.rows_sum) for label in shown_as}
         table = compare_with_reference(
             {label: statistics[label] for label in compared}, statistics[COMPARISON], cohort.phenotype_specs,
             reference_label=reference, policy=policy,
@@ -287,7 +286,7 @@ class ComparePane(Pane):
             accuracy = _mask_rows(accuracy, hidden, policy, ["n"])
         distributions = {}
         for name in self.phenotypes:
-            binning = phenotype_binning(cohort, name, self.bins)
+            binning = backend.binning(name, self.bins)
             counts = {
                 shown: groups.sum_over(label, ("bins", name, binning.n_bins), lambda b=binning: b.cohort_counts,
                                        binning.counts)  # fmt: skip

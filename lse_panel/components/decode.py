@@ -11,7 +11,6 @@ import panel as pn
 import param
 
 from lse_panel.analysis.decode import Decoder, decode_means, decode_subjects
-from lse_panel.analysis.sampling import sample_rows
 from lse_panel.analysis.groups import COMPARISON, SELECTION
 from lse_panel.cohort.schema import Modality
 from lse_panel.components.modality_cards import ModalityCards
@@ -188,7 +187,7 @@ class DecodePane(Pane):
                 self.sample_rows = np.empty(0, dtype=np.int64)
             self._samples.visible = self.show_subjects and state.n_selected > 0
             return
-        rows = sample_rows(state.groups.selection, self.n_samples)
+        rows = state.backend.sample(state.groups.selection, self.n_samples)
         block = state.cohort.latent(state.decode_from)
         recon = decode_subjects(block, rows, self._decode, state.decode_from)
         self._cards.ensure({name: values[0] for name, values in recon.items()})
@@ -217,7 +216,7 @@ class DecodePane(Pane):
             reason = "this cohort names no raw source"
             return None, f"Original records are not shown: {reason}. Reconstructions only."
         try:
-            raw = self._raw_source.raw(self.state.cohort.ids[rows])
+            raw = self._raw_source.raw(np.asarray(self.state.cohort.ids[rows]))
         except Exception as exc:  # reading raw files can fail per subject; the pane stays up
             return None, f"Original records could not be read ({exc}). Reconstructions only."
         return {name: np.asarray(values) for name, values in dict(raw).items()}, ""

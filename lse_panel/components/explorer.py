@@ -15,11 +15,9 @@ from lse_panel.analysis.decode import Decoder, decodable_kinds
 from lse_panel.analysis.disclosure import DisclosureGuard
 from lse_panel.analysis.privacy import PrivacyPolicy, default_mode
 from lse_panel.analysis.projection import Projector
-from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
+from lse_panel.cohort.backend import DataBackend
 from lse_panel.cohort.bundle import Cohort, open_bundle
-from lse_panel.cohort.ids import rows_of_ids
 from lse_panel.cohort.rules import BoxStep, LassoStep
-from lse_panel.cohort.slices import find_failures
 from lse_panel.cohort.subgroups import Subgroup
 from lse_panel.components.accuracy import AccuracyPane
 from lse_panel.components.build_progress import BuildProgress
@@ -80,6 +78,9 @@ class Explorer(pn.viewable.Viewer):
         ``SETTINGS.min_group_size``; ``0`` or ``1`` turns it off).
     projectors
         Projection key → fitted projector with ``transform``, used to draw interpolation paths.
+    backend
+        Where the cohort's data lives and statistics run (:mod:`lse_panel.cohort.backend`);
+        default: in this process. :meth:`from_bundle` with ``dask=`` makes a cluster one.
 
     Attributes
     ----------
@@ -109,13 +110,15 @@ class Explorer(pn.viewable.Viewer):
         filters: Sequence[str] | None = None,
         min_group_size: int | None = None,
         projectors: Mapping[str, Projector] | None = None,
+        backend: DataBackend | None = None,
         **params: Any,
     ) -> None:
         super().__init__(**params)
         self.cohort = cohort
         self.policy = _policy(cohort, privacy, individual_level, min_group_size)
         self.individual_level = individual_level = self.policy.individual_views
-        self.state = ExplorerState(cohort, policy=self.policy)
+        self.state = ExplorerState(cohort, policy=self.policy, backend=backend)
+        self.backend = self.state.backend
         self.store = self.state.store
         if decode is not None:
             kinds = decodable_kinds(decode, cohort.latents)
@@ -147,15 +150,32 @@ class Explorer(pn.viewable.Viewer):
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
-    def from_bundle(cls, path: str | os.PathLike[str], decode: Decoder | None = None, **kwargs: Any) -> Explorer:
+    def from_bundle(
+        cls, path: str | os.PathLike[str], decode: Decoder | None = None, *, dask: Any = None, **kwargs: Any
+    ) -> Explorer:
         """Open (memory-map) the bundle at ``path`` and build an explorer on it.
 
         Without ``decode``, the decoder named in the bundle's manifest is loaded if possible.
+
+        Parameters
+        ----------
+        dask
+            ``None``: the data stays in this process. ``"local"`` (a ``LocalCluster`` sized to this
+            machine), a scheduler address or a ``distributed.Client``: the cohort is persisted on
+            that cluster and every pane's statistics run there
+            (:class:`~lse_panel.cohort.dask_backend.DaskBackend`).
         """
-        cohort = open_bundle(path)
+        backend = None
+        if dask is not None:
+            from lse_panel.cohort.dask_backend import DaskBackend, connect
+
+            backend = DaskBackend(path, connect(dask))
+            cohort = backend.cohort
+        else:
+            cohort = open_bundle(path)
         if decode is None:
             decode = load_decoder(cohort)
-        return cls(cohort, decode, **kwargs)
+        return cls(cohort, decode, backend=backend, **kwargs)
 
     def _make_decode_pane(self) -> pn.viewable.Viewable:
         if self.decode is None:
@@ -206,8 +226,11 @@ class Explorer(pn.viewable.Viewer):
         return self.compare_pane.compare(list(names))
 
     def find_failures(self, target: str, latent: str = "fused", **options: Any) -> pd.DataFrame:
-        """Where the embedding predicts ``target`` worst: see :func:`lse_panel.cohort.slices.find_failures`."""
-        return find_failures(self.cohort, target, latent=latent, policy=self.policy, **options)
+        """Where the embedding predicts ``target`` worst: see :func:`lse_panel.cohort.slices.find_failures`.
+
+        Searched by the session's backend (on one worker of a cluster).
+        """
+        return self.backend.find_failures(target, latent, policy=self.policy, **options)
 
     def _on_region_outlined(self, event: param.parameterized.Event) -> None:
         # A failing region is outlined on the map it was found on: show that projection where its kind is shown.
@@ -225,15 +248,15 @@ class Explorer(pn.viewable.Viewer):
     # -- selection from Python --------------------------------------------------------------
     @property
     def selected_indices(self) -> np.ndarray:
-        """Row indices of the current selection (sorted int64)."""
-        return self.state.selection
+        """Row indices of the current selection (sorted int64; on a cluster, gathered from the workers)."""
+        return self.backend.rows(self.state.selection)
 
     @property
     def selected_ids(self) -> np.ndarray:
         """Subject ids of the current selection, in row order."""
         if not self.individual_level:
             raise PermissionError("individual-level access is off for this explorer: ids cannot be exported.")
-        return np.asarray(self.cohort.ids)[self.state.selection]
+        return self.backend.ids_at(self.selected_indices)
 
     @property
     def selected_phenotypes(self) -> pd.DataFrame:
@@ -243,8 +266,9 @@ class Explorer(pn.viewable.Viewer):
                 "individual-level access is off for this explorer: per-subject phenotypes cannot be exported; "
                 "use compare() for group summaries."
             )
-        frame = self.cohort.phenotypes.iloc[self.state.selection]
-        frame.index = pd.Index(np.asarray(self.cohort.ids)[self.state.selection], name="id")
+        rows = self.selected_indices
+        frame = pd.DataFrame({name: np.asarray(column[rows]) for name, column in self.cohort.phenotype_columns.items()})
+        frame.index = pd.Index(self.backend.ids_at(rows), name="id")
         return frame
 
     def select(
@@ -283,19 +307,20 @@ class Explorer(pn.viewable.Viewer):
         if sum(given) != 1:
             raise ValueError("select() takes exactly one of ids=, indices=, bounds=, lasso=")
         if ids is not None:
-            rows = rows_of_ids(self.cohort, ids)
+            rows = self.backend.select_ids(ids)
         elif indices is not None:
             rows = np.asarray(indices, dtype=np.int64)
         else:
-            coords = self.cohort.projection(on)
+            if on not in self.cohort.projections:
+                self.cohort.projection(on)  # raises, naming the projections there are
             if bounds is not None:
-                mask = box_mask(coords[:, 0], coords[:, 1], bounds, on_nan="exclude")
+                members = self.backend.select_box(on, bounds)
                 step = BoxStep(on, tuple(float(b) for b in bounds), mode)
             else:
                 poly = np.asarray(lasso, dtype=np.float64)
-                mask = lasso_mask(coords[:, 0], coords[:, 1], poly[:, 0], poly[:, 1], on_nan="exclude")
+                members = self.backend.select_lasso(on, poly[:, 0], poly[:, 1])
                 step = LassoStep(on, tuple(poly[:, 0].tolist()), tuple(poly[:, 1].tolist()), mode)
-            self.state.select(mask_to_indices(mask), mode, step=step)
+            self.state.select(members, mode, step=step)
             return self.state.selection
         self.state.select(rows, mode)
         return self.state.selection

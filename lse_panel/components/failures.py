@@ -20,8 +20,7 @@ from panel.io.state import set_curdoc
 
 from lse_panel.analysis.conditions import ConditionError
 from lse_panel.analysis.privacy import PrivacyError
-from lse_panel.cohort.derived import failures
-from lse_panel.cohort.rules import SubgroupError, apply_rule
+from lse_panel.cohort.rules import SubgroupError
 from lse_panel.cohort.slices import combine_failures, slice_rule
 from lse_panel.cohort.subgroups import Subgroup
 from lse_panel.components.scheduling import Scheduler, served
@@ -211,7 +210,7 @@ class FailuresPane(pn.viewable.Viewer):
             if progress is not None:
                 progress(i, kind)
             frames.append(
-                failures(self.state.cohort, request.target, kind, policy=self.state.policy, **dict(request.options))
+                self.state.backend.failures(request.target, kind, policy=self.state.policy, **dict(request.options))
             )
         return combine_failures(frames)
 
@@ -333,7 +332,7 @@ class FailuresPane(pn.viewable.Viewer):
             raise IndexError(f"no slice {index!r}: search first, then choose a row of the table.")
         row = self.slices.iloc[int(index)]
         step = slice_rule(row)
-        members = apply_rule([step], self.state.cohort)
+        members = self.state.backend.apply_rule([step])
         self._members = members
         with param.edit_constant(self):
             self.param.update(chosen=int(index), outlined=str(row["projection"]) if row["kind"] == "region" else "")
@@ -365,7 +364,7 @@ class FailuresPane(pn.viewable.Viewer):
 
     def _sync_chosen(self) -> None:
         """A selection made elsewhere (a lasso, a filter) is no longer the chosen slice: let it go."""
-        if self._members is not None and not np.array_equal(self.state.selection, self._members):
+        if self._members is not None and not self.state.backend.same(self.state.selection, self._members):
             self._unchoose()
             self._table.selection = []
 

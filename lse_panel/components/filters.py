@@ -10,7 +10,6 @@ import panel as pn
 import param
 
 from lse_panel.analysis.groups import SELECTION
-from lse_panel.cohort.derived import phenotype_binning
 from lse_panel.components.sessions import on_session_end, release_js_links
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.text import alert, escape_html, escape_markdown, escaped_options
@@ -18,15 +17,6 @@ from lse_panel.plotting.latent import create_distribution_plot
 
 DEFAULT_SHOWN = 6
 """Phenotypes shown with a filter when the caller names none (the first ones of the bundle)."""
-
-
-def finite_range(values: np.ndarray) -> tuple[float, float]:
-    """``(min, max)`` over the finite values (``(0, 1)`` when there are none)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return 0.0, 1.0
-    lo, hi = float(finite.min()), float(finite.max())
-    return (lo, hi if hi > lo else lo + 1.0)
 
 
 class PhenotypeFilters(pn.viewable.Viewer):
@@ -74,7 +64,8 @@ class PhenotypeFilters(pn.viewable.Viewer):
     def _widget(self, name: str) -> pn.widgets.Widget:
         spec = self.cohort.phenotype_specs[name]
         if spec.type == "continuous":
-            lo, hi = finite_range(np.asarray(self.cohort.phenotype(name)))
+            lo, hi = self.state.backend.finite_range(name)
+            hi = hi if hi > lo else lo + 1.0
             rule = self.state.filters.get(name, (lo, hi))
             widget = pn.widgets.EditableRangeSlider(
                 # The slider's title is a Bokeh Div, rendered as HTML: units come from the bundle.
@@ -95,7 +86,7 @@ class PhenotypeFilters(pn.viewable.Viewer):
 
     def _plot(self, name: str) -> pn.pane.HoloViews:
         spec = self.cohort.phenotype_specs[name]
-        binning = phenotype_binning(self.cohort, name)
+        binning = self.state.backend.binning(name)
         edges = binning.edges if binning.continuous else binning.categories
         pipe = hv.streams.Pipe(data=self._selection_counts(name))
         self._pipes[name] = pipe
@@ -171,10 +162,10 @@ class PhenotypeFilters(pn.viewable.Viewer):
 
     def _selection_counts(self, name: str) -> np.ndarray:
         """The selection's counts per bin, or zeros (nothing drawn) when the privacy policy hides them."""
-        binning = phenotype_binning(self.cohort, name)
+        backend = self.state.backend
         if self.hidden:
-            return np.zeros(binning.n_bins, dtype=np.int64)
-        return self.state.policy.suppress_small_cells(binning.counts(self.state.groups.selection))
+            return np.zeros(backend.binning(name).n_bins, dtype=np.int64)
+        return self.state.policy.suppress_small_cells(backend.bin_counts(name, self.state.groups.selection))
 
     def _on_groups(self, *_: Any) -> None:
         self._check_privacy()

@@ -186,7 +186,7 @@ class InterpolatePane(_LivePane):
         return groups.size(start), groups.size(end)
 
     def _members(self, name: str | None) -> np.ndarray:
-        return np.empty(0, np.int64) if name is None else self.store.members(name)
+        return np.empty(0, np.int64) if name is None else self.state.backend.subgroup(self.store, name)
 
     def endpoint_means(self, kind: str | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Mean latents of the start and end groups in latent ``kind`` (default ``decode_from``); ``None`` if empty."""

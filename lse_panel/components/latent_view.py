@@ -2,70 +2,19 @@
 
 from __future__ import annotations
 
-import weakref
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, Sequence
 
 import holoviews as hv
 import numpy as np
-import pandas as pd
 import panel as pn
 import param
 from panel.io.document import hold
 
-from lse_panel.analysis.selection import box_mask, lasso_mask, mask_to_indices
 from lse_panel.cohort.bundle import Cohort
 from lse_panel.cohort.rules import BoxStep, LassoStep
 from lse_panel.components.state import ExplorerState
 from lse_panel.components.text import markdown
-from lse_panel.plotting.latent import (
-    DENSITY,
-    create_latent_plot,
-    data_extent,
-    points_frame,
-    selection_frame,
-)
-
-
-class LatentFrames:
-    """Process-wide, read-only point frames and extents of one cohort's projections.
-
-    Every session's views read the same frames (columns share the cohort's possibly
-    memory-mapped arrays), so an extra session costs a few small objects, not a copy.
-    """
-
-    _instances: ClassVar[weakref.WeakKeyDictionary[Cohort, LatentFrames]] = weakref.WeakKeyDictionary()
-
-    def __init__(self, cohort: Cohort) -> None:
-        self.cohort = cohort
-        self._frames: dict[tuple[str, str | None], pd.DataFrame] = {}
-        self._extents: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {}
-
-    @classmethod
-    def of(cls, cohort: Cohort) -> LatentFrames:
-        """The shared instance for ``cohort`` (created on first use)."""
-        frames = cls._instances.get(cohort)
-        if frames is None:
-            frames = cls._instances[cohort] = cls(cohort)
-        return frames
-
-    def coords(self, key: str) -> np.ndarray:
-        return self.cohort.projection(key)
-
-    def frame(self, key: str, color_by: str | None = None) -> pd.DataFrame:
-        """``x``, ``y`` (and the colour column) of projection ``key``, sharing the cohort's memory."""
-        color_by = None if color_by in (None, DENSITY) else color_by
-        cached = self._frames.get((key, color_by))
-        if cached is None:
-            values = self.cohort.phenotype(color_by) if color_by else None
-            spec = self.cohort.phenotype_specs.get(color_by) if color_by else None
-            cached = points_frame(self.coords(key), values, name=color_by, spec=spec)
-            self._frames[(key, color_by)] = cached
-        return cached
-
-    def extent(self, key: str) -> tuple[tuple[float, float], tuple[float, float]]:
-        if key not in self._extents:
-            self._extents[key] = data_extent(np.asarray(self.coords(key)))
-        return self._extents[key]
+from lse_panel.plotting.latent import DENSITY, create_latent_plot
 
 
 def projection_options(cohort: Cohort) -> dict[str, list[str]]:
@@ -84,19 +33,13 @@ def default_pair(cohort: Cohort) -> list[str]:
     return kinds[:2]
 
 
-def nearest_index(coords: np.ndarray, x: float, y: float) -> int:
-    """Row of the point nearest ``(x, y)``.
-
-    A brute-force scan: about 2 ms at 500k float32 points, faster than building a KD-tree per
-    projection and process, and nothing to keep in memory.
-    """
-    dx = coords[:, 0] - np.float32(x)
-    dy = coords[:, 1] - np.float32(y)
-    return int(np.argmin(dx * dx + dy * dy))
-
-
 class LatentView(pn.viewable.Viewer):
-    """One latent space of the cohort, rasterised; box, lasso and click write to the shared state."""
+    """One latent space of the cohort, rasterised; box, lasso and click write to the shared state.
+
+    Its points, extent, selections and highlight come from the session's backend
+    (``state.backend``): in process, frames over the cohort's memory-mapped arrays shared by every
+    session; on a cluster, dask frames whose aggregation runs on the workers.
+    """
 
     kind = param.Selector(default=None, objects=[], doc="Latent kind whose projection is shown (ecg, mri, fused...).")
     method = param.Selector(default=None, objects=[], doc="Projection method (umap, pca...).")
@@ -108,7 +51,7 @@ class LatentView(pn.viewable.Viewer):
     def __init__(self, state: ExplorerState, kind: str | None = None, **params: Any) -> None:
         self.state = state
         self.cohort = state.cohort
-        self.frames = LatentFrames.of(state.cohort)
+        self.backend = state.backend
         options = projection_options(state.cohort)
         if not options:
             raise ValueError(
@@ -146,16 +89,16 @@ class LatentView(pn.viewable.Viewer):
 
     @property
     def coords(self) -> np.ndarray:
-        return self.frames.coords(self.key)
+        return self.cohort.projection(self.key)
 
     def _build_plot(self) -> hv.DynamicMap:
         color_by = None if self.color_by == DENSITY else self.color_by
         plot = create_latent_plot(
-            self.frames.frame(self.key, color_by),
+            self.backend.points(self.key, color_by),
             color_by=color_by,
             spec=self.cohort.phenotype_specs.get(color_by) if color_by else None,
             selection=self.pipe,
-            extent=self.frames.extent(self.key),
+            extent=self.backend.extent(self.key),
             title=f"{self.kind} latent space · {self.method}",
             width=self.width,
             height=self.height,
@@ -218,11 +161,10 @@ class LatentView(pn.viewable.Viewer):
     def _on_box(self, bounds: tuple[float, float, float, float] | None = None, **_: Any) -> None:
         if bounds is None:
             return
-        coords = self.coords
-        mask = box_mask(coords[:, 0], coords[:, 1], bounds, on_nan="exclude")
         step = BoxStep(self.key, tuple(float(b) for b in bounds), self.state.mode)
+        indices = self.backend.select_box(self.key, bounds)
         with hold(freeze=True):
-            self.state.select_drawn(mask_to_indices(mask), step=step)
+            self.state.select_drawn(indices, step=step)
 
     def _on_lasso(self, geometry: np.ndarray | None = None, **_: Any) -> None:
         if geometry is None:
@@ -230,20 +172,19 @@ class LatentView(pn.viewable.Viewer):
         geometry = np.asarray(geometry, dtype=np.float64)
         if geometry.ndim != 2 or len(geometry) < 3:
             return
-        coords = self.coords
-        mask = lasso_mask(coords[:, 0], coords[:, 1], geometry[:, 0], geometry[:, 1], on_nan="exclude")
         step = LassoStep(self.key, tuple(geometry[:, 0].tolist()), tuple(geometry[:, 1].tolist()), self.state.mode)
+        indices = self.backend.select_lasso(self.key, geometry[:, 0], geometry[:, 1])
         with hold(freeze=True):
-            self.state.select_drawn(mask_to_indices(mask), step=step)
+            self.state.select_drawn(indices, step=step)
 
     def _on_tap(self, x: float | None = None, y: float | None = None, **_: Any) -> None:
         if x is None or y is None:
             return
-        self.state.inspected = nearest_index(self.coords, x, y)
+        self.state.inspected = self.backend.nearest(self.key, x, y)
 
     # -- selection out ----------------------------------------------------------------------
     def _on_selection(self, *_: Any) -> None:
-        self.pipe.send(selection_frame(self.frames.frame(self.key), self.state.selection))
+        self.pipe.send(self.backend.highlight(self.key, self.state.selection))
 
     # -- layout -----------------------------------------------------------------------------
     def controls(self) -> pn.Row:
@@ -260,8 +201,8 @@ class LatentView(pn.viewable.Viewer):
 def selection_summary(state: ExplorerState) -> pn.pane.Markdown:
     """A line that always says how many subjects are selected (and out of how many)."""
 
-    def text(selection: np.ndarray) -> str:
-        n, total = len(selection), state.cohort.n_subjects
+    def text(selection: Any) -> str:
+        n, total = state.backend.size(selection), state.cohort.n_subjects
         shown = state.policy.count_text(n, total)
         if shown != f"{n:,}":  # under the floor in aggregate mode: no exact count, nor its percentage
             return f"**{shown}** of {total:,} subjects selected"

@@ -11,7 +11,6 @@ import pandas as pd
 import param
 
 from lse_panel.analysis.privacy import dense_cell_centres
-from lse_panel.analysis.sampling import sample_rows
 from lse_panel.components.latent_view import LatentView
 from lse_panel.components.subgroups import SubgroupManager
 from lse_panel.plotting.latent import create_subgroup_points
@@ -19,6 +18,9 @@ from lse_panel.plotting.latent import create_subgroup_points
 __all__ = ["MAX_OVERLAY_POINTS", "LatentOverlays"]
 
 MAX_OVERLAY_POINTS = 2_000
+
+MAX_CELL_MEMBERS = 200_000
+"""Members binned into map cells per shown subgroup in aggregate mode (a sample beyond that)."""
 """Most subjects of each shown subgroup drawn as points on a latent view (a reproducible sample)."""
 
 
@@ -68,14 +70,16 @@ class LatentOverlays:
         coords = view.coords
         policy = self.subgroups.policy
         parts = []
-        for group, (colour, rows) in self.subgroups.shown_members().items():
+        backend = self.subgroups.state.backend
+        for group, (colour, members) in self.subgroups.shown_members().items():
             if policy.individual_views:
-                rows = sample_rows(rows, MAX_OVERLAY_POINTS)
-                x, y = np.asarray(coords[rows, 0], dtype=np.float64), np.asarray(coords[rows, 1], dtype=np.float64)
+                xy = np.asarray(coords[backend.sample(members, MAX_OVERLAY_POINTS)], dtype=np.float64).reshape(-1, 2)
+                x, y = xy[:, 0], xy[:, 1]
             else:
                 # Aggregate mode: a mark per map cell holding at least the floor's members, none per subject.
-                x, y = dense_cell_centres(coords[rows, 0], coords[rows, 1], view.frames.extent(view.key),
-                                          min_count=policy.min_group_size)  # fmt: skip
+                # A sample can only under-count a cell, so no mark ever stands for fewer than k subjects.
+                xy = np.asarray(coords[backend.sample(members, MAX_CELL_MEMBERS)], dtype=np.float64).reshape(-1, 2)
+                x, y = dense_cell_centres(xy[:, 0], xy[:, 1], backend.extent(view.key), min_count=policy.min_group_size)
             parts.append(pd.DataFrame({"x": x, "y": y, "subgroup": group, "colour": colour}))
         return pd.concat(parts, ignore_index=True) if parts else create_subgroup_points().data
 

@@ -20,9 +20,10 @@ import panel as pn
 from lse_panel.analysis.decode import Decoder
 from lse_panel.analysis.selection import box_mask, lasso_mask
 from lse_panel.cohort.bundle import Cohort, open_bundle
-from lse_panel.components.latent_view import LatentFrames, projection_options
+from lse_panel.cohort.backend import DataBackend, in_process
+from lse_panel.components.latent_view import projection_options
 from lse_panel.digest import checkpoint_digest
-from lse_panel.plotting.latent import create_latent_plot, selection_frame
+from lse_panel.plotting.latent import create_latent_plot
 
 __all__ = ["bundle_from_argv", "cached_cohort", "cached_decoder", "load_decoder", "warm_up"]
 
@@ -91,13 +92,35 @@ def cached_cohort(path: str | os.PathLike[str]) -> Cohort:
     return pn.state.as_cached(f"lse_panel:cohort:{resolved}", open_bundle, path=resolved)
 
 
-def cached_decoder(path: str | os.PathLike[str]) -> Decoder | None:
-    """The bundle's decoder, loaded once per process (``None`` if it has none or it fails to load)."""
+def cached_decoder(path: str | os.PathLike[str], cohort: Cohort | None = None) -> Decoder | None:
+    """The bundle's decoder, loaded once per process (``None`` if it has none or it fails to load).
+
+    ``cohort`` (e.g. a cluster backend's description of it) saves opening the bundle here.
+    """
     resolved = str(Path(path).resolve())
     key = f"lse_panel:decoder:{resolved}"
     if key not in pn.state.cache:
-        pn.state.cache[key] = load_decoder(cached_cohort(resolved))
+        pn.state.cache[key] = load_decoder(cohort if cohort is not None else cached_cohort(resolved))
     return pn.state.cache[key]
+
+
+def cached_backend(path: str | os.PathLike[str], dask: str | None = None) -> DataBackend:
+    """The data backend for ``path``, once per process: on the cluster ``dask`` (or ``$LSE_DASK``) names, else in process.
+
+    On a cluster the cohort is persisted there once for every session of the process, and the
+    process holds only its description.
+    """
+    dask = dask if dask is not None else os.environ.get("LSE_DASK") or None
+    resolved = str(Path(path).resolve())
+    if dask is None:
+        return in_process(cached_cohort(resolved))
+
+    def connect_backend() -> DataBackend:
+        from lse_panel.cohort.dask_backend import DaskBackend, connect
+
+        return DaskBackend(resolved, connect(dask))
+
+    return pn.state.as_cached(f"lse_panel:backend:{resolved}:{dask}", connect_backend)
 
 
 def warm_up(cohort: Cohort) -> dict[str, float]:
@@ -107,7 +130,7 @@ def warm_up(cohort: Cohort) -> dict[str, float]:
     columns have their own types, so this runs on the loaded cohort itself (``panel serve --setup``).
     """
     timings: dict[str, float] = {}
-    frames = LatentFrames.of(cohort)
+    backend = in_process(cohort)
     options = projection_options(cohort)
     if not options:
         return timings
@@ -119,15 +142,15 @@ def warm_up(cohort: Cohort) -> dict[str, float]:
     colourings += [next((n for n, s in specs.items() if s.type != "continuous"), None)]
     for color_by in dict.fromkeys(colourings):
         start = time.perf_counter()
-        pipe = hv.streams.Pipe(data=selection_frame(frames.frame(key), np.arange(min(100, cohort.n_subjects))))
+        pipe = hv.streams.Pipe(data=backend.highlight(key, np.arange(min(100, cohort.n_subjects))))
         plot = create_latent_plot(
-            frames.frame(key, color_by), color_by=color_by, spec=specs.get(color_by) if color_by else None,
-            selection=pipe, extent=frames.extent(key),
+            backend.points(key, color_by), color_by=color_by, spec=specs.get(color_by) if color_by else None,
+            selection=pipe, extent=backend.extent(key),
         )
         plot[()]
         timings[f"rasterize:{color_by or 'density'}"] = time.perf_counter() - start
-    coords = frames.coords(key)
-    (x0, x1), (y0, y1) = frames.extent(key)
+    coords = cohort.projection(key)
+    (x0, x1), (y0, y1) = backend.extent(key)
     start = time.perf_counter()
     box_mask(coords[:, 0], coords[:, 1], (x0, y0, (x0 + x1) / 2, (y0 + y1) / 2), on_nan="exclude")
     theta = np.linspace(0, 2 * np.pi, 50)

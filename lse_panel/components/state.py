@@ -8,11 +8,10 @@ import numpy as np
 import param
 
 from lse_panel.analysis.groups import BUILTIN_COMPARISONS, COMPARISON, GroupSet
-from lse_panel.analysis.phenotype_filters import filter_mask
 from lse_panel.analysis.privacy import PrivacyPolicy
-from lse_panel.analysis.selection import MODES, combine, sorted_unique
+from lse_panel.analysis.selection import MODES, sorted_unique
+from lse_panel.cohort.backend import DataBackend, in_process
 from lse_panel.cohort.bundle import Cohort
-from lse_panel.cohort.derived import latent_sums, metric_sums
 from lse_panel.cohort.rules import IdsStep, UnknownSubgroupError
 from lse_panel.cohort.subgroups import SubgroupStore
 
@@ -24,7 +23,9 @@ class ExplorerState(param.Parameterized):
     """What one user has selected, and the groups it implies; every pane watches this and nothing else.
 
     The cohort itself is process-wide and read-only; this object is per session and small
-    (a sorted index array), so many sessions cost little memory.
+    (a sorted index array, or on a cluster a handle to masks kept on the workers), so many
+    sessions cost little memory. Every selection, filter and statistic goes through
+    :attr:`backend`.
 
     :attr:`groups` is derived by one watcher whenever the selection, the comparison or the
     compared subgroup changes: panes read the selection's and comparison's rows, sizes, privacy
@@ -39,9 +40,15 @@ class ExplorerState(param.Parameterized):
         :class:`SubgroupStore` on ``cohort``. Every pane reaches the store through the state.
     policy
         The privacy policy (:attr:`policy`) whose verdicts :attr:`groups` carries.
+    backend
+        Where the data lives (:mod:`lse_panel.cohort.backend`); default: the cohort's in-process backend.
     """
 
-    selection = param.Array(default=EMPTY, doc="Sorted, unique int64 row indices of the selected subjects.")
+    selection = param.Parameter(
+        default=EMPTY,
+        doc="The selected subjects as the backend holds them: sorted, unique int64 row indices in "
+        "process, a handle to masks on the workers on a cluster (its size: n_selected).",
+    )
     comparison = param.Selector(
         default="rest",
         objects=["rest", "all"],
@@ -61,11 +68,10 @@ class ExplorerState(param.Parameterized):
         doc="How a new box or lasso combines with the current region: replace it, add to it, "
         "intersect with it or subtract from it.",
     )
-    region = param.Array(
+    region = param.Parameter(
         default=None,
-        allow_None=True,
-        doc="Sorted int64 indices chosen by geometry or by id, before phenotype filters; "
-        "None when nothing has been drawn (then the filters alone define the selection).",
+        doc="The subjects chosen by geometry or by id, before phenotype filters (as the backend holds "
+        "them, like the selection); None when nothing has been drawn (then the filters alone define the selection).",
     )
     filters = param.Dict(
         default={},
@@ -79,10 +85,18 @@ class ExplorerState(param.Parameterized):
     )
 
     def __init__(
-        self, cohort: Cohort, *, store: SubgroupStore | None = None, policy: PrivacyPolicy | None = None, **params: Any
+        self,
+        cohort: Cohort,
+        *,
+        store: SubgroupStore | None = None,
+        policy: PrivacyPolicy | None = None,
+        backend: DataBackend | None = None,
+        **params: Any,
     ) -> None:
         super().__init__(**params)
         self.cohort = cohort
+        self.backend = backend if backend is not None else in_process(cohort)
+        self._store_version: Any = None
         self.store = store if store is not None else SubgroupStore(cohort)
         self.policy = policy if policy is not None else PrivacyPolicy()
         # How the region was made, step by step (a box, a lasso, ids), so a saved subgroup keeps its rule.
@@ -97,7 +111,7 @@ class ExplorerState(param.Parameterized):
 
     @property
     def n_selected(self) -> int:
-        return int(len(self.selection))
+        return self.backend.size(self.selection)
 
     def comparison_indices(self) -> np.ndarray:
         """Row indices of the comparison group (sorted int64): ``groups.rows("comparison")``."""
@@ -128,8 +142,8 @@ class ExplorerState(param.Parameterized):
         if self.comparison not in objects:
             self.comparison = "rest"  # the watcher re-derives the groups
         elif self.groups is not None and self.groups.comparison_kind == "subgroup":
-            if self.store.members(self.comparison) is not self.groups.comparison_rows:
-                self._sync_groups()  # the compared subgroup was saved again
+            if self.store.version() != self._store_version:
+                self._sync_groups()  # the compared subgroup may have been saved again
         return names
 
     def select(self, indices: np.ndarray, mode: str = "new", *, step: Any = None) -> None:
@@ -139,19 +153,20 @@ class ExplorerState(param.Parameterized):
         ``step`` is the geometry that produced them (a ``BoxStep`` or ``LassoStep`` from
         :mod:`lse_panel.cohort.subgroups`); without one, the rule records the subjects' ids.
         """
-        indices = sorted_unique(np.asarray(indices, dtype=np.int64), "selection")
-        if indices.size and (indices[0] < 0 or indices[-1] >= self.cohort.n_subjects):
-            raise IndexError(
-                f"selection indices must lie in 0..{self.cohort.n_subjects - 1}; "
-                f"got {indices[0]}..{indices[-1]}"
-            )
         if mode not in MODES:
             raise ValueError(f"unknown selection mode {mode!r}; use one of {MODES}")
-        current = self.region if self.region is not None else EMPTY
+        if isinstance(indices, np.ndarray) or not hasattr(indices, "complement"):  # rows, not a backend's handle
+            indices = sorted_unique(np.asarray(indices, dtype=np.int64), "selection")
+            if indices.size and (indices[0] < 0 or indices[-1] >= self.cohort.n_subjects):
+                raise IndexError(
+                    f"selection indices must lie in 0..{self.cohort.n_subjects - 1}; "
+                    f"got {indices[0]}..{indices[-1]}"
+                )
+            indices = self.backend.from_rows(indices)
         if mode == "new":
             self._region_steps = []
         self._region_steps.append((step, indices, mode))
-        self.region = combine(current, indices, mode)
+        self.region = self.backend.combine(self.region, indices, mode)
 
     def select_drawn(self, indices: np.ndarray, *, step: Any = None) -> None:
         """Combine a box or lasso result with the region using the current :attr:`mode`."""
@@ -159,9 +174,9 @@ class ExplorerState(param.Parameterized):
 
     def region_rule(self) -> list[Any]:
         """The steps that rebuild the region: recorded geometry where drawn, subject ids otherwise."""
-        ids = np.asarray(self.cohort.ids)
+        ids = self.cohort.ids
         return [
-            step if step is not None else IdsStep(ids[indices], mode=mode)
+            step if step is not None else IdsStep(np.asarray(ids[self.backend.rows(indices)]), mode=mode)
             for step, indices, mode in self._region_steps
         ]
 
@@ -173,25 +188,19 @@ class ExplorerState(param.Parameterized):
 
     def _sync_groups(self, *_: Any) -> None:
         rows = None
+        self._store_version = self.store.version()
         if self.comparison not in BUILTIN_COMPARISONS:
             try:
-                rows = self.store.members(self.comparison)
+                rows = self.backend.subgroup(self.store, self.comparison)
             except UnknownSubgroupError:  # deleted in another session: compare with the rest instead
                 self.comparison = "rest"
                 return
         groups = GroupSet(
             self.cohort.n_subjects, self.selection, self.comparison, rows,
-            policy=self.policy, sums=latent_sums(self.cohort), metric_sums=metric_sums(self.cohort),
+            policy=self.policy, sums=self.backend.latent_sums(), metric_sums=self.backend.metric_sums(),
         )  # fmt: skip
         with param.edit_constant(self):
             self.groups = groups
 
     def _sync_selection(self, *_: Any) -> None:
-        mask = filter_mask(self.cohort.phenotype_columns, self.cohort.phenotype_specs, self.filters)
-        if mask is None:
-            selection = EMPTY if self.region is None else self.region
-        elif self.region is None:
-            selection = np.flatnonzero(mask).astype(np.int64)
-        else:
-            selection = self.region[mask[self.region]]
-        self.selection = selection
+        self.selection = self.backend.restrict(self.region, self.filters)

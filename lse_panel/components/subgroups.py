@@ -15,9 +15,8 @@ import pandas as pd
 import panel as pn
 import param
 
-from lse_panel.analysis.conditions import EXAMPLE, ConditionError, condition_from_json
+from lse_panel.analysis.conditions import EXAMPLE, ConditionError
 from lse_panel.analysis.groups import BUILTIN_COMPARISONS
-from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.analysis.privacy import PrivacyError
 from lse_panel.cohort.rules import FilterStep, IdsStep, Step, SubgroupError
 from lse_panel.cohort.subgroups import Subgroup, SubgroupStore
@@ -60,7 +59,11 @@ def selection_rule(state: ExplorerState) -> list[Step]:
         if recorded:
             return list(recorded)
     cohort = state.cohort
-    ids = np.asarray(cohort.ids)
+    backend = getattr(state, "backend", None)
+
+    def ids(members: Any) -> np.ndarray:
+        return backend.ids_at(backend.rows(members)) if backend is not None else np.asarray(cohort.ids)[members]
+
     # The same no-op rule filter_mask skips: every category kept.
     ranges = {
         name: tuple(rule)
@@ -71,11 +74,11 @@ def selection_rule(state: ExplorerState) -> list[Step]:
     steps: list[Step] = []
     if state.region is not None:
         recorded = state.region_rule() if hasattr(state, "region_rule") else []
-        steps.extend(recorded or [IdsStep(ids[state.region])])
+        steps.extend(recorded or [IdsStep(ids(state.region))])
     if ranges:
         steps.append(FilterStep(ranges=ranges, mode="intersect" if steps else "new"))
     if not steps and state.n_selected:
-        steps.append(IdsStep(ids[state.selection]))
+        steps.append(IdsStep(ids(state.selection)))
     return steps
 
 
@@ -218,8 +221,8 @@ class SubgroupManager(pn.viewable.Viewer):
         self._check_name(name)
         if self.state.n_selected == 0:
             raise SubgroupError("nothing is selected: draw a box or lasso, or set filters, then save.")
-        group = self.store.save(name, self.state.selection, selection_rule(self.state), colour, overwrite=overwrite,
-                                owner=self.user)  # fmt: skip
+        rows = self.state.backend.rows(self.state.selection)  # on a cluster: gathered for this explicit save only
+        group = self.store.save(name, rows, selection_rule(self.state), colour, overwrite=overwrite, owner=self.user)
         self.refresh()
         return group
 
@@ -234,7 +237,9 @@ class SubgroupManager(pn.viewable.Viewer):
             A reserved or taken name, a malformed colour.
         """
         self._check_name(name)
-        group = self.store.save_condition(name, text, colour=colour, overwrite=overwrite, owner=self.user)
+        backend = self.state.backend
+        group = self.store.save_condition(name, text, colour=colour, overwrite=overwrite, owner=self.user,
+                                          rows_of=lambda steps: backend.rows(backend.apply_rule(steps)))
         self.refresh()
         return group
 
@@ -263,7 +268,7 @@ class SubgroupManager(pn.viewable.Viewer):
 
     def select(self, name: str) -> np.ndarray:
         """Make subgroup ``name``'s members the selection (phenotype filters are cleared); returns them."""
-        members = self.store.members(name)
+        members = self.state.backend.subgroup(self.store, name)
         self.state.param.update(region=members, filters={})
         return self.state.selection
 
@@ -281,7 +286,7 @@ class SubgroupManager(pn.viewable.Viewer):
         saved = set(self.store.names())
         for name in self.shown:
             if name in saved:
-                out[name] = (self.store.get(name).colour, self.store.members(name))
+                out[name] = (self.store.get(name).colour, self.state.backend.subgroup(self.store, name))
         return out
 
     def export_bytes(self, name: str, fmt: str | None = None) -> bytes:
@@ -447,8 +452,7 @@ class SubgroupManager(pn.viewable.Viewer):
             return
         try:
             step = FilterStep.from_text(text, self.state.cohort)
-            cohort = self.state.cohort
-            n = int(evaluate(condition_from_json(step.condition), cohort.phenotype_columns, cohort.phenotype_specs).sum())
+            n = self.state.backend.size(self.state.backend.apply_rule([step]))
         except ConditionError as exc:
             self._condition_feedback.object = str(exc)
             return
@@ -480,7 +484,7 @@ class SubgroupManager(pn.viewable.Viewer):
     def _on_select(self, name: str, _: Any) -> None:
         rows = self._attempt(f"Selected the subjects of {name!r}.", self.select, name)
         if rows is not None:
-            self._report(f"Selected the {self._count(rows.size)} subjects of {name!r}.")
+            self._report(f"Selected the {self._count(self.state.backend.size(rows))} subjects of {name!r}.")
 
     def _on_compare(self, name: str, _: Any) -> None:
         self._attempt(f"Every pane now compares with {name!r}.", self.use_as_comparison, name)

@@ -30,15 +30,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from lse_panel.cohort.bundle import (
-    file_stem,
-    open_bundle,
-    open_npy_for_writing,
-    read_manifest,
-    remove_build_temporaries,
-    update_bundle,
-    write_bundle,
-)
+from lse_panel.cohort.bundle import file_stem, open_bundle, read_manifest
+from lse_panel.cohort.bundle_writer import open_npy_for_writing, remove_build_temporaries, update_bundle, write_bundle
 from lse_panel.cohort.raw_files import FILES_SOURCE, FileRecordSource, write_records_table
 from lse_panel.cohort.records import RecordError, read_record
 from lse_panel.cohort.schema import BundleError, ImageSequenceModality, Modality, SignalModality
@@ -64,6 +57,8 @@ def import_cohort(
     until: str = "complete",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    dask: Any = None,
+    partitions: int | None = None,
 ) -> dict[str, float]:
     """Import a cohort into a bundle at ``out``; returns each step's seconds (0 when skipped).
 
@@ -81,23 +76,42 @@ def import_cohort(
         Progress bars and step times.
     log
         Where the join and phenotype reports go.
+    dask
+        ``"local"``, a scheduler address or a ``distributed.Client``: encoding raw records (the
+        spec's ``[encoders]``) runs as one task per partition there. Reading and joining the
+        tables is one streaming pass in this process (disk-bound), and cross-fitting and mapping
+        run here as in ``lse build``.
+    partitions
+        Lay the bundle out as this many Parquet parts per table (``lse import --partitions``), as
+        ``lse build --partitions`` does; latents are streamed to ``.npy`` first (their rows arrive
+        in the input's order) and then written part by part.
 
     Raises
     ------
     BundleError
         Any problem with the inputs (its subclasses name the file, row or key and the fix).
     """
+    from lse_panel.cohort.dask_backend import connect
+
     out = Path(out)
+    client = connect(dask) if dask is not None else None
     with build_lock(out, command="lse import"):
         run: dict[str, bool] = {"created": False}
         try:
-            return _import(spec, out, run, overwrite=overwrite, until=until, progress=progress, log=log)
+            return _import(spec, out, run, overwrite=overwrite, until=until, progress=progress, log=log, client=client,
+                           partitions=partitions)
         except Exception:
             # A failed import leaves no half bundle: what this run created goes unless already servable.
             # Ctrl-C is not a failure: the bundle stays (refused by the app) and a rerun resumes.
             if run["created"] and read_manifest(out).get("build", {}).get("status") == "in_progress":
                 shutil.rmtree(out, ignore_errors=True)
             raise
+        finally:
+            if client is not None and client is not dask:  # a cluster this import started
+                cluster = client.cluster
+                client.close()
+                if cluster is not None:
+                    cluster.close()
 
 
 def finish_import(out: str | Path, *, until: str = "complete", progress: bool = True) -> dict[str, float]:
@@ -142,9 +156,9 @@ def _spec_record(spec: ImportSpec) -> dict[str, Any]:
 
 
 def _import(spec: ImportSpec, out: Path, run: dict[str, bool], *, overwrite: bool, until: str, progress: bool,
-            log: Callable[[str], None]) -> dict[str, float]:
+            log: Callable[[str], None], client: Any = None, partitions: int | None = None) -> dict[str, float]:
     steps = StepRunner(out, progress)
-    ingest_key = step_key("import", INGEST_VERSION, _spec_record(spec), _fingerprints(spec))
+    ingest_key = step_key("import", INGEST_VERSION, _spec_record(spec), _fingerprints(spec), partitions)
     if (out / "manifest.json").exists() and not steps.up_to_date("ingest", ingest_key) and not overwrite:
         raise BundleError(
             f"{out}: exists and was not imported from these inputs (or they changed since). Pass --overwrite to "
@@ -159,13 +173,14 @@ def _import(spec: ImportSpec, out: Path, run: dict[str, bool], *, overwrite: boo
         steps.skipped("ingest")
     else:
         start = time.perf_counter()
-        _ingest(spec, out, ingest_key=ingest_key, progress=progress, log=log)
+        _ingest(spec, out, ingest_key=ingest_key, progress=progress, log=log, partitions=partitions)
         run["created"] = True
         steps.record("ingest", ingest_key, time.perf_counter() - start)
     encode_keys = []
     for encoder in spec.encoders:
         key = step_key(ingest_key, "encode", encoder.kind, file_digest(encoder.file))
-        steps.run(f"encode:{encoder.kind}", key, lambda encoder=encoder: _encode(out, encoder, spec, progress=progress))
+        steps.run(f"encode:{encoder.kind}", key,
+                  lambda encoder=encoder: _encode(out, encoder, spec, progress=progress, client=client))
         encode_keys.append(key)
     settings = {
         "producer": "import", "spec": str(spec.source) if spec.source else None, "projections": list(spec.projections),
@@ -184,7 +199,8 @@ def _import(spec: ImportSpec, out: Path, run: dict[str, bool], *, overwrite: boo
 
 
 # -- ingest ---------------------------------------------------------------------------------------
-def _ingest(spec: ImportSpec, out: Path, *, ingest_key: str, progress: bool, log: Callable[[str], None]) -> None:
+def _ingest(spec: ImportSpec, out: Path, *, ingest_key: str, progress: bool, log: Callable[[str], None],
+            partitions: int | None = None) -> None:
     readers = {x.kind: EmbeddingReader(x, spec.id_column) for x in spec.latents}
     labels = {kind: f"latents.{kind} ({r.file.name})" for kind, r in readers.items()}
     inputs: dict[str, np.ndarray] = {}
@@ -213,11 +229,13 @@ def _ingest(spec: ImportSpec, out: Path, *, ingest_key: str, progress: bool, log
             phenotype_specs=phenotypes.specs, modalities=modalities, targets=phenotypes.targets,
             provenance={"producer": "lse import", "spec": str(spec.source) if spec.source else "flags",
                         "name": spec.name, "join": join.report(), "inputs": _fingerprints(spec)},
-            build_status="in_progress",
+            build_status="in_progress", partitions=partitions,
         )
         bundle = staging / "bundle"
         dims = {kind: _stream_latent(bundle, kind, reader, join.rows[labels[kind]], inputs[labels[kind]], progress)
                 for kind, reader in readers.items()}
+        for kind in readers:
+            _into_layout(bundle, kind)
         dims |= {e.kind: _check_encoder(e, modalities) for e in spec.encoders}
         raw_entries = {r.modality: _write_records(bundle, r, raw_tables[r.modality], matched[r.modality], modalities[r.modality], log)
                        for r in spec.raw}
@@ -298,6 +316,18 @@ def _stream_latent(bundle: Path, kind: str, reader: EmbeddingReader, rows: np.nd
     with update_bundle(bundle) as update:
         update.register_latent(kind, relative, reader.dim, source=str(reader.file), format=reader.source.format)
     return int(reader.dim)
+
+
+def _into_layout(bundle: Path, kind: str) -> None:
+    """A latent block streamed to ``.npy`` moved into the bundle's layout: Parquet parts when it has them."""
+    with update_bundle(bundle) as update:
+        if update.layout["format"] != "parquet":
+            return
+        meta = dict(update.manifest["latents"][kind])
+        file = bundle / meta.pop("file")
+        meta.pop("dim", None)
+        update.add_latent(kind, np.load(file, mmap_mode="r"), **meta)  # written part by part from the memory map
+    file.unlink()
 
 
 # -- raw records ----------------------------------------------------------------------------------
@@ -446,43 +476,79 @@ def _check_encoder(encoder: Any, modalities: dict[str, Modality]) -> int:
                            latent=encoder.kind).latent_dim
 
 
-def _encode(out: Path, encoder: Any, spec: ImportSpec, *, progress: bool) -> dict[str, Any]:
-    """Encode every subject's raw record of ``encoder.modality`` into the latent block ``encoder.kind``."""
+ENCODE_PARTITION_ROWS = 50_000
+"""Subjects per encode task (a partition): about a minute of reading and encoding raw records per
+core at the example cohort's cost, small enough that a lost worker costs little and a cluster of
+many workers has a partition each."""
+
+
+def _encode(out: Path, encoder: Any, spec: ImportSpec, *, progress: bool, client: Any = None) -> dict[str, Any]:
+    """Encode every subject's raw record of ``encoder.modality`` into the latent block ``encoder.kind``.
+
+    One task per partition of :data:`ENCODE_PARTITION_ROWS` subjects: on the Dask cluster
+    ``client`` (each worker reads the records its partition names and encodes them on one torch
+    thread) or, without one, one after another here on every core. Finished partitions wait in
+    ``<bundle>/.staging/encode-<kind>-<tag>/``, so a rerun after a kill encodes only the others.
+    """
+    from lse_panel.cohort.dask_backend import run_tasks
+    from lse_panel.cohort.partitions import row_bounds
+    from lse_panel.model.embedding import STAGING, concatenate_npy, hashlib_key
+
+    n = open_bundle(out, allow_incomplete=True).n_subjects
+    bounds = row_bounds(n, max(1, -(-n // ENCODE_PARTITION_ROWS)))
+    staging = out / STAGING / f"encode-{file_stem(encoder.kind)}-{hashlib_key(file_digest(encoder.file), bounds)}"
+    staging.mkdir(parents=True, exist_ok=True)
+    parts = [staging / f"part-{i:05d}.npy" for i in range(len(bounds) - 1)]
+    todo = [i for i, part in enumerate(parts) if not part.exists()]
+    calls = [((str(out), str(encoder.file), encoder.modality, encoder.kind, bounds[i], bounds[i + 1], str(parts[i])),
+              {"batch_size": encoder.batch_size, "threads": 1 if client is not None else None}) for i in todo]  # fmt: skip
+    figures = run_tasks(encode_partition, calls, client=client, progress=progress,
+                        desc=f"encode {encoder.modality} → {encoder.kind}", sizes=[bounds[i + 1] - bounds[i] for i in todo])
+    relative = f"latents/{file_stem(encoder.kind)}.npy"
+    latent_dim = int(np.load(parts[0], mmap_mode="r").shape[1])
+    concatenate_npy(parts, out / relative, (n, latent_dim))
+    shutil.rmtree(staging, ignore_errors=True)
+    read_s, encode_s = sum(f["read_s"] for f in figures), sum(f["encode_s"] for f in figures)
+    with update_bundle(out) as update:
+        update.register_latent(encoder.kind, relative, latent_dim, encoder=str(encoder.file),
+                               encoder_sha256=file_digest(encoder.file), modality=encoder.modality)
+    _into_layout(out, encoder.kind)
+    return {"read_s": round(read_s, 2), "encode_s": round(encode_s, 2), "partitions": len(parts),
+            "partitions_done_before": len(parts) - len(todo)}
+
+
+def encode_partition(out: str, encoder_file: str, modality_name: str, kind: str, start: int, stop: int, target: str,
+                     *, batch_size: int, threads: int | None) -> dict[str, float]:  # fmt: skip
+    """Encode subjects ``start:stop`` (one task): their raw records read and conformed, the TorchScript encoder run.
+
+    Writes the ``(stop - start, d)`` block to ``target`` atomically; returns the seconds spent
+    reading and encoding.
+    """
     from lse_panel.cohort.records import conform
     from lse_panel.model.embedding import torch_threads
     from lse_panel.model.torchscript import ScriptedEncoder
 
     cohort = open_bundle(out, allow_incomplete=True)
-    modality = cohort.modalities[encoder.modality]
-    source = FileRecordSource(out, cohort.manifest["raw"], cohort.modalities, cohort.ids)
-    model = ScriptedEncoder(encoder.file, modality=encoder.modality, shape=modality.shape, latent=encoder.kind)
-    n = cohort.n_subjects
-    relative = f"latents/{file_stem(encoder.kind)}.npy"
-    tmp = out / "latents" / f".{file_stem(encoder.kind)}.{uuid.uuid4().hex[:8]}.npy"
-    block = open_npy_for_writing(tmp, (n, model.latent_dim))
+    modality = cohort.modalities[modality_name]
+    source = FileRecordSource(Path(out), cohort.manifest["raw"], cohort.modalities, cohort.ids)
+    model = ScriptedEncoder(Path(encoder_file), modality=modality_name, shape=modality.shape, latent=kind)
+    block = np.empty((stop - start, model.latent_dim), dtype=np.float32)
     read_s = encode_s = 0.0
-    try:
-        with torch_threads(), tqdm(total=n, desc=f"encode {encoder.modality} → {encoder.kind}", unit="rec",
-                                   disable=not progress) as bar:
-            for start in range(0, n, encoder.batch_size):
-                t0 = time.perf_counter()
-                batch = np.empty((min(encoder.batch_size, n - start), *modality.shape), dtype=np.float32)
-                for i in range(len(batch)):
-                    record = source.record(encoder.modality, start + i)
-                    if record is None:
-                        raise RecordError(f"subject {shown(cohort.ids[start + i])} has no {encoder.modality} record to encode.")
-                    batch[i] = conform(record, modality)
-                t1 = time.perf_counter()
-                block[start : start + len(batch)] = model(batch)
-                read_s += t1 - t0
-                encode_s += time.perf_counter() - t1
-                bar.update(len(batch))
-        block.flush()
-        del block
-        os.replace(tmp, out / relative)
-    finally:
-        tmp.unlink(missing_ok=True)
-    with update_bundle(out) as update:
-        update.register_latent(encoder.kind, relative, model.latent_dim, encoder=str(encoder.file),
-                               encoder_sha256=file_digest(encoder.file), modality=encoder.modality)
-    return {"read_s": round(read_s, 2), "encode_s": round(encode_s, 2)}
+    with torch_threads(threads):
+        for lo in range(start, stop, batch_size):
+            t0 = time.perf_counter()
+            batch = np.empty((min(batch_size, stop - lo), *modality.shape), dtype=np.float32)
+            for i in range(len(batch)):
+                record = source.record(modality_name, lo + i)
+                if record is None:
+                    raise RecordError(f"subject {shown(cohort.ids[lo + i])} has no {modality_name} record to encode.")
+                batch[i] = conform(record, modality)
+            t1 = time.perf_counter()
+            block[lo - start : lo - start + len(batch)] = model(batch)
+            read_s += t1 - t0
+            encode_s += time.perf_counter() - t1
+    tmp = Path(target).with_name(f".{Path(target).name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, block, allow_pickle=False)
+    os.replace(tmp, target)
+    return {"read_s": read_s, "encode_s": encode_s}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import time
 import uuid
 from contextlib import contextmanager
@@ -10,10 +12,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lse_panel.cohort.bundle import open_bundle, open_npy_for_writing, update_bundle
+from lse_panel.cohort.bundle import open_bundle, read_manifest
+from lse_panel.cohort.bundle_writer import open_npy_for_writing, update_bundle
+from lse_panel.cohort.partitions import latent_columns, layout_of, row_bounds, table_dir, write_part
 from lse_panel.digest import checkpoint_digest
 from lse_panel.model.checkpoint import ModelError, check_compatible, load_model
 from lse_panel.model.networks import CrossModalAutoencoder, inference_copy
@@ -99,6 +104,8 @@ def embed_bundle(
     batch_size: int = 2048,
     progress: bool = True,
     threads: int | None = None,
+    client: Any = None,
+    partition_rows: int = 250_000,
 ) -> dict[str, Any]:
     """Encode every subject of a bundle and store the ``ecg``, ``mri`` and ``fused`` latent blocks.
 
@@ -118,7 +125,12 @@ def embed_bundle(
     progress
         Show a tqdm bar with subjects/s.
     threads
-        Torch threads (default: every CPU this process may use).
+        Torch threads (default: every CPU this process may use; one per task on a cluster).
+    client
+        A ``distributed.Client``: every partition is encoded as one task on the cluster
+        (:func:`embed_partitions`). A Parquet bundle is always embedded partition by partition.
+    partition_rows
+        Rows per partition of an ``.npy`` bundle embedded on a cluster.
 
     Returns
     -------
@@ -132,6 +144,11 @@ def embed_bundle(
         The model's shapes differ from the bundle's modalities, or the bundle has no raw source.
     """
     bundle_path = Path(bundle_path)
+    if client is not None or layout_of(read_manifest(bundle_path))["format"] == "parquet":
+        return embed_partitions(
+            bundle_path, model_path, client=client, batch_size=batch_size, progress=progress,
+            threads=threads, partition_rows=partition_rows,
+        )
     cohort = open_bundle(bundle_path, allow_incomplete=True)  # `lse build` embeds before the bundle is complete
     model, config = load_model(model_path)
     names = check_compatible(config, cohort.modalities)
@@ -197,3 +214,181 @@ def embed_bundle(
         "subjects_per_s": n / max(seconds, 1e-9),
         "encode_subjects_per_s": n / max(enc_s, 1e-9),
     }
+
+
+# -- partition by partition (a cluster, or a Parquet bundle) ------------------------------------------
+STAGING = ".staging"
+"""Directory inside the bundle where finished partitions wait until every one is done."""
+
+
+@functools.lru_cache(maxsize=2)
+def _inference_net(model_path: str, digest: str) -> tuple[CrossModalAutoencoder, Any]:
+    """The model for inference, loaded once per process (a worker encodes many partitions with it)."""
+    model, config = load_model(model_path)
+    return inference_copy(model), config
+
+
+def embed_partition(
+    bundle_path: str, model_path: str, index: int, start: int, stop: int, staging: str, fmt: str,
+    *, batch_size: int = 2048, threads: int | None = 1,
+) -> dict[str, float]:
+    """Encode rows ``start:stop`` of a bundle into ``staging``; skipped if that partition is already done.
+
+    Writes each latent kind's rows (one ``.npy`` or Parquet part each, atomically), then the
+    partition's ``.done`` marker: a build killed at any point resumes with the partitions that
+    have no marker. Runs as one task on a cluster's worker, or in the builder's process.
+
+    Returns
+    -------
+    dict
+        ``rows``, ``raw_seconds``, ``encode_seconds`` (0 rows when it was already done).
+    """
+    staging_dir = Path(staging)
+    marker = staging_dir / f"part-{index:05d}.done"
+    if marker.exists():
+        return {"rows": 0, "raw_seconds": 0.0, "encode_seconds": 0.0}
+    cohort = open_bundle(bundle_path, allow_incomplete=True)
+    net, config = _inference_net(str(model_path), checkpoint_digest(model_path))
+    names = check_compatible(config, cohort.modalities)
+    source = open_raw_source(cohort)
+    ids = np.asarray(cohort.ids[start:stop])
+    phenotypes = pd.DataFrame({name: np.asarray(column[start:stop]) for name, column in cohort.phenotype_columns.items()})
+    out = {k: np.empty((stop - start, config.latent_dim), dtype=np.float32) for k in LATENT_KINDS}
+    raw_s = enc_s = 0.0
+    with torch_threads(threads):
+        for lo in range(0, stop - start, batch_size):
+            hi = min(lo + batch_size, stop - start)
+            t = time.perf_counter()
+            raw = source.raw(ids[lo:hi], phenotypes.iloc[lo:hi])
+            raw = {config.ecg_name: raw[names["ecg"]], config.mri_name: raw[names["mri"]]}
+            t1 = time.perf_counter()
+            latents = encode_arrays(net, raw, batch_size=batch_size)
+            for k in LATENT_KINDS:
+                out[k][lo:hi] = latents[k]
+            raw_s += t1 - t
+            enc_s += time.perf_counter() - t1
+    for k in LATENT_KINDS:
+        if fmt == "parquet":
+            write_part(staging_dir / f"latents__{k}" / f"part-{index:05d}.parquet",
+                       {c: out[k][:, j] for j, c in enumerate(latent_columns(config.latent_dim))})
+        else:
+            final = staging_dir / f"{k}-{index:05d}.npy"
+            tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, out[k], allow_pickle=False)
+            os.replace(tmp, final)
+    marker.touch()
+    return {"rows": stop - start, "raw_seconds": raw_s, "encode_seconds": enc_s}
+
+
+def embed_partitions(
+    bundle_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str],
+    *,
+    client: Any = None,
+    batch_size: int = 2048,
+    progress: bool = True,
+    threads: int | None = None,
+    partition_rows: int = 250_000,
+) -> dict[str, Any]:
+    """Encode a bundle partition by partition (one cluster task each), resumable per partition.
+
+    Finished partitions wait in ``<bundle>/.staging/embed-<key>/``, named by the model and the
+    partitioning, so a rerun after a kill (of the builder or of a worker: Dask reruns the lost
+    task elsewhere) encodes only the partitions not yet done. When all are, the blocks are
+    assembled in the bundle's layout (Parquet parts moved in place; ``.npy`` parts streamed into
+    one file, never held whole in memory) and the manifest names them.
+
+    Parameters
+    ----------
+    bundle_path, model_path, batch_size, progress
+        As :func:`embed_bundle`.
+    client
+        A ``distributed.Client``; ``None`` encodes the partitions one after another here.
+    threads
+        Torch threads per partition (default: 1 on a cluster, every core here).
+    partition_rows
+        Rows per partition of an ``.npy`` bundle (a Parquet bundle keeps its parts).
+
+    Returns
+    -------
+    dict
+        As :func:`embed_bundle`, plus ``partitions``, ``partitions_done_before`` and
+        ``seconds_per_partition`` (mean over the partitions encoded in this run).
+    """
+    from lse_panel.cohort.dask_backend import run_tasks
+
+    bundle_path = Path(bundle_path).resolve()
+    manifest = read_manifest(bundle_path)
+    layout = layout_of(manifest)
+    n = int(manifest["n_subjects"])
+    bounds = layout.get("bounds") or row_bounds(n, max(1, -(-n // partition_rows)))
+    digest = checkpoint_digest(model_path)
+    _, config = _inference_net(str(Path(model_path).resolve()), digest)
+    check_compatible(config, open_bundle(bundle_path, allow_incomplete=True).modalities)
+    tag = hashlib_key(digest, bounds, layout["format"])
+    staging = bundle_path / STAGING / f"embed-{tag}"
+    staging.mkdir(parents=True, exist_ok=True)
+    todo = [i for i in range(len(bounds) - 1) if not (staging / f"part-{i:05d}.done").exists()]
+    t0 = time.perf_counter()
+    calls = [
+        ((str(bundle_path), str(Path(model_path).resolve()), i, bounds[i], bounds[i + 1], str(staging), layout["format"]),
+         {"batch_size": batch_size, "threads": threads if threads is not None else (1 if client is not None else None)})
+        for i in todo
+    ]
+    figures = run_tasks(embed_partition, calls, client=client, progress=progress, desc="embed",
+                        sizes=[bounds[i + 1] - bounds[i] for i in todo])
+    seconds = time.perf_counter() - t0
+    dim = config.latent_dim
+    with update_bundle(bundle_path) as update:
+        for k in LATENT_KINDS:
+            if layout["format"] == "parquet":
+                target = table_dir(bundle_path, f"latents__{k}")
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(staging / f"latents__{k}", target)
+                relative = f"parts/latents__{k}"
+            else:
+                relative = f"latents/{k}.npy"
+                concatenate_npy([staging / f"{k}-{i:05d}.npy" for i in range(len(bounds) - 1)],
+                                 bundle_path / relative, (n, dim))  # fmt: skip
+            extra = {"fusion": FUSION} if k == "fused" else {"modality": k}
+            update.register_latent(k, relative, dim, model=str(model_path), model_sha256=digest, latent_dim=dim,
+                                   seconds=round(seconds, 2), **extra)  # fmt: skip
+        update.record_step("embed", model=str(model_path), seconds=round(seconds, 2), n_subjects=n)
+    shutil.rmtree(staging, ignore_errors=True)
+    done = [f for f in figures if f["rows"]]
+    raw_s = sum(f["raw_seconds"] for f in done)
+    enc_s = sum(f["encode_seconds"] for f in done)
+    return {
+        "n_subjects": n,
+        "seconds": seconds,
+        "raw_seconds": raw_s,
+        "encode_seconds": enc_s,
+        "subjects_per_s": sum(f["rows"] for f in done) / max(seconds, 1e-9),
+        "partitions": len(bounds) - 1,
+        "partitions_done_before": len(bounds) - 1 - len(todo),
+        "seconds_per_partition": (raw_s + enc_s) / max(len(done), 1),
+    }
+
+
+def concatenate_npy(parts: list[Path], target: Path, shape: tuple[int, int]) -> None:
+    """One ``.npy`` of ``shape`` from row blocks, streamed part by part (bounded memory), written atomically."""
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": np.dtype(np.float32).str, "fortran_order": False,
+                                                      "shape": shape})  # fmt: skip
+            for part in parts:
+                fh.write(np.ascontiguousarray(np.load(part), dtype=np.float32).tobytes())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def hashlib_key(*parts: Any) -> str:
+    """A short digest of ``parts`` (names a staging directory by what it holds)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]

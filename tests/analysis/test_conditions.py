@@ -277,7 +277,8 @@ def test_stored_conditions_are_rechecked_against_another_cohort(cohort: Cohort) 
 
 
 def test_evaluation_is_vectorised_over_memory_mapped_columns(tmp_path: Path) -> None:
-    from lse_panel.cohort.bundle import open_bundle, write_bundle
+    from lse_panel.cohort.bundle import open_bundle
+    from lse_panel.cohort.bundle_writer import write_bundle
 
     source = tiny_cohort(3_000)
     write_bundle(tmp_path / "b", ids=source.ids, phenotypes=source.phenotypes, phenotype_specs=source.phenotype_specs)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lse_panel.cohort.bundle import Cohort, open_bundle, update_bundle, write_bundle
+from lse_panel.cohort.bundle import Cohort, open_bundle
+from lse_panel.cohort.bundle_writer import update_bundle, write_bundle
 from lse_panel.cohort.schema import SCHEMA_VERSION, BundleError
 from lse_panel.testing import TINY_MODALITIES, TINY_PHENOTYPES, tiny_cohort
 

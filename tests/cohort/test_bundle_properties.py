@@ -225,7 +225,7 @@ def test_manifest_may_not_name_files_outside_the_bundle(fresh, file: str) -> Non
 
 def test_build_temporaries_are_removed_but_not_the_subgroup_store_s(fresh) -> None:
     """What a SIGKILL leaves (tests/benchmarks/faults_build.py found 30 such files in 40 kills on 941f057)."""
-    from lse_panel.cohort.bundle import remove_build_temporaries
+    from lse_panel.cohort.bundle_writer import remove_build_temporaries
 
     bundle = fresh()
     stale = [bundle / "latents" / ".ecg.1a2b3c4d.npy", bundle / "projections" / ".fused__pca.npy.99.tmp",

@@ -17,7 +17,8 @@ from lse_panel.analysis.conditions import ConditionError
 from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.analysis.privacy import PrivacyError, PrivacyPolicy
 from lse_panel.cohort import subgroups as subgroups_module
-from lse_panel.cohort.bundle import Cohort, open_bundle, update_bundle, write_bundle
+from lse_panel.cohort.bundle import Cohort, open_bundle
+from lse_panel.cohort.bundle_writer import update_bundle, write_bundle
 from lse_panel.cohort.rules import (
     FilterStep,
     IdsStep,

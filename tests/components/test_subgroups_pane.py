@@ -13,7 +13,8 @@ import pytest
 from lse_panel.analysis.conditions import parse_condition
 from lse_panel.analysis.phenotype_filters import evaluate
 from lse_panel.analysis.privacy import PrivacyError, PrivacyPolicy
-from lse_panel.cohort.bundle import Cohort, open_bundle, update_bundle, write_bundle
+from lse_panel.cohort.bundle import Cohort, open_bundle
+from lse_panel.cohort.bundle_writer import update_bundle, write_bundle
 from lse_panel.cohort.rules import FilterStep, IdsStep, SubgroupError
 from lse_panel.cohort.subgroups import SubgroupStore
 from lse_panel.components.state import ExplorerState

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lse_panel.cohort.bundle import open_bundle, write_bundle
+from lse_panel.cohort.bundle import open_bundle
+from lse_panel.cohort.bundle_writer import write_bundle
 from lse_panel.model.checkpoint import ModelError, save_checkpoint
 from lse_panel.model.embedding import FUSION, LATENT_KINDS, embed_bundle, encode_arrays
 from lse_panel.model.networks import CrossModalAutoencoder, ModelConfig

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lse_panel.cohort.bundle import update_bundle
+from lse_panel.cohort.bundle_writer import update_bundle
 from lse_panel.components import build_progress
 from lse_panel.components.explorer import Explorer
 from lse_panel.testing import tiny_cohort, write_cohort_bundle
