@@ -55,7 +55,6 @@ from bench_serve import (  # noqa: E402  (a sibling benchmark script, not a pack
     MB,
     PAINTED_JS,
     REPO,
-    build_bundle,
     cpu_s,
     free_port,
     serve,
@@ -64,6 +63,7 @@ from bench_serve import (  # noqa: E402  (a sibling benchmark script, not a pack
 )
 
 from lse_panel.figures.app import densest_point, drag_box, frame_box, lasso, select_tool, to_screen  # noqa: E402
+from lse_panel.testing import tiny_cohort, write_cohort_bundle  # noqa: E402
 
 TITLE = "ecg latent space"
 """The plot every page draws on (the first latent view)."""
@@ -432,7 +432,7 @@ def main() -> None:
         if args.bundle is None:
             demo = REPO / "data" / "demo"
             # A generated bundle has no decoder: the visible pane is then timed by the count alone.
-            args.bundle = demo if (demo / "manifest.json").exists() else build_bundle(args.n, Path(tmp))
+            args.bundle = demo if (demo / "manifest.json").exists() else write_cohort_bundle(tiny_cohort(args.n), Path(tmp) / f"tiny_{args.n}")
         elif not (args.bundle / "manifest.json").exists():
             sys.exit(f"no bundle at {args.bundle}: build one with `lse build --out {args.bundle}` or leave out --bundle")
         ok = run(args)
