@@ -435,6 +435,7 @@ def main() -> None:
             args.bundle = demo if (demo / "manifest.json").exists() else write_cohort_bundle(tiny_cohort(args.n), Path(tmp) / f"tiny_{args.n}")
         elif not (args.bundle / "manifest.json").exists():
             sys.exit(f"no bundle at {args.bundle}: build one with `lse build --out {args.bundle}` or leave out --bundle")
+        args.bundle = Path(args.bundle).resolve()  # the server runs in another folder
         ok = run(args)
     sys.exit(0 if ok else 1)
 
