@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -115,7 +113,7 @@ def test_degenerate_lassos_select_nothing(vertices) -> None:
 
 @pytest.mark.parametrize("shape", ["star", "comb"])
 def test_hundred_thousand_vertices(shape: str) -> None:
-    """A 100k-vertex lasso (a shaky hand on a long drag): exact, and still fast."""
+    """A 100k-vertex lasso (a shaky hand on a long drag) is exact; its speed is bench_selection.py's business."""
     n = 100_000
     rng = np.random.default_rng(7)
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
@@ -128,10 +126,6 @@ def test_hundred_thousand_vertices(shape: str) -> None:
         py = np.tile([0, 1, 1, 0], n // 4).astype(float)
     x = rng.uniform(px.min() - 0.1, px.max() + 0.1, 1_000)
     y = rng.uniform(py.min() - 0.1, py.max() + 0.1, 1_000)
-    lasso_mask(x[:10], y[:10], px, py)  # compile outside the timing
-    start = time.perf_counter()
     got = lasso_mask(x, y, px, py)
-    elapsed = time.perf_counter() - start
     np.testing.assert_array_equal(got, reference(x, y, px, py))
     assert 0 < got.sum() < len(x)
-    assert elapsed < 5.0, f"{elapsed:.2f} s for 100k vertices"  # a hang guard on a loaded machine, not a benchmark
