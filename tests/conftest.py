@@ -36,3 +36,13 @@ def blobs() -> np.ndarray:
     """(3000, 16) float32 latents in 8 clusters, for the projection tests."""
     x, _ = make_blobs(n_samples=BLOBS_N, n_features=BLOBS_D, centers=8, cluster_std=2.0, random_state=0)
     return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A Dask client on a LocalCluster of threads in this process: starts in well under a second on 2 loaded cores."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
+    with distributed.Client(cluster) as dask_client:
+        yield dask_client
+    cluster.close()

@@ -26,15 +26,6 @@ LASSO = np.array([[-8.0, -8.0], [6.0, -7.0], [7.0, 5.0], [0.0, 8.0], [-7.0, 2.0]
 
 
 @pytest.fixture(scope="module")
-def client():
-    # Threads in this process: a cluster that starts in well under a second on 2 loaded cores.
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
-    with distributed.Client(cluster) as client:
-        yield client
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
     cohort = tiny_cohort(N)
     root = tmp_path_factory.mktemp("layouts")

@@ -16,14 +16,6 @@ LASSO = np.array([[-8.0, -8.0], [6.0, -7.0], [7.0, 5.0], [0.0, 8.0], [-7.0, 2.0]
 
 
 @pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
-    with distributed.Client(cluster) as client:
-        yield client
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     return write_cohort_bundle(tiny_cohort(2_000), tmp_path_factory.mktemp("dask") / "tiny", partitions=3)
 
