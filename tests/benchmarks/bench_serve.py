@@ -21,6 +21,7 @@ session.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -69,13 +70,15 @@ BASELINE_APP = textwrap.dedent('''
 ''')
 
 
-def serve(app: Path, port: int, extra: list[str], cwd: Path, timeout: float = 180.0) -> tuple[subprocess.Popen, float]:
+def serve(
+    app: Path, port: int, extra: list[str], cwd: Path, timeout: float = 180.0, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, float]:
     """``panel serve app`` on 127.0.0.1:port; returns the process and seconds until it answered.
 
     Closed sessions are dropped after about a second (instead of Bokeh's 15 s) so the memory
     figures count open sessions only. Run from ``cwd`` (not the checkout, which ``-m`` would put
     first on ``sys.path``), so ``PYTHONPATH`` can point the server at another copy of the package
-    to compare before/after.
+    to compare before/after. ``env`` adds to this process's environment.
     """
     cmd = [
         sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", "127.0.0.1",
@@ -83,7 +86,8 @@ def serve(app: Path, port: int, extra: list[str], cwd: Path, timeout: float = 18
         "--check-unused-sessions", "1000", "--unused-session-lifetime", "1000", *extra,
     ]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}/{app.stem}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

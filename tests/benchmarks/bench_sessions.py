@@ -1,32 +1,40 @@
 """Many users on one ``panel serve``: concurrent sessions making selections, and memory over open/close cycles.
 
 Run: ``.venv/bin/python tests/benchmarks/bench_sessions.py [--bundle data/demo] [--sessions 20]
-[--selections 20] [--cycles 200] [--phase load|cycles|all]``. Targets (issue "Beyond one machine",
-DESIGN.md): at 500k, 20 concurrent sessions × 20 selections with no error and the 95th-percentile
-selection → visible-pane latency reported; ≤ 50 MB RSS per extra session; after 200 open/close
-cycles the server RSS within 5 % of its level after the first 10.
+[--selections 20] [--cycles 200] [--phase load|cycles|all] [--client websocket|browser]``. Targets
+(issue "Beyond one machine", DESIGN.md): at 500k, 20 concurrent sessions × 20 selections with no
+error and the 95th-percentile selection → visible-pane latency reported; ≤ 50 MB RSS per extra
+session; after 200 open/close cycles the server RSS within 5 % of its level after the first 10.
 
 The server is ``panel serve apps/explorer.py --setup apps/setup.py --args BUNDLE``, closed sessions
-dropped after about a second (as in ``bench_serve.py``). Pages are real Playwright pages in one
-headless Debian Chromium, each in its own browser context (its own user), driven by one thread
-that draws on each page in turn; so the load is bounded by the number of pages and by how fast one
-thread draws (a box ≈ 0.3 s, a lasso ≈ 0.8 s of mouse moves), and selections of different pages
-overlap on the server.
+dropped after about a second (as in ``bench_serve.py``). Users are one of:
 
-**Load.** A baseline first: one page makes the same selections alone. Then ``--sessions`` pages,
-all open at once, each makes ``--selections`` selections (the first half boxes, the rest lassos,
-around the projection's densest region, sizes alternating so each changes the count), pausing
-``--think`` s after each answer. Latency is timed inside the page (its own clock, so the driver's
-round-robin adds nothing): from the mouse-up to (a) the selection count's text changing and (b) the
-visible pane done: the Decode tab (shown first) saying the new count with no loading spinner left.
-Errors: page errors, console errors, a selection not answered in time or selecting nobody, and
-tracebacks in the server log (a write to a page already closed, tornado's ``WebSocketClosedError``,
-is counted apart: it is the server finishing an update nobody waits for). RSS with 1 and with all
-pages open gives the cost per extra session.
+* ``websocket`` (default): Bokeh websocket clients, one thread and IO loop each, no browser
+  (``_websocket_users.py``). The server does what it does for a page (builds the document and the
+  explorer, runs the box/lasso streams on BokehJS's ``selectiongeometry`` event, recomputes the
+  visible pane, sends the patches); the client only applies them, so 20 users leave the cores to
+  the server. Selections are exact data-space geometry, so each shown count is checked against the
+  in-process backend's box/lasso on the same bundle. All sessions select at once, each pausing
+  ``--think`` s after each answer.
+* ``browser``: real Playwright pages in one headless Debian Chromium, each in its own browser
+  context, driven by one thread that draws on each page in turn (a box ≈ 0.3 s, a lasso ≈ 0.8 s of
+  mouse moves). On 2 cores 20 renderers redrawing Bokeh canvases compete with the server (measured:
+  240 of 400 selections answered in 1,524 s), so use it for few pages, or with more cores.
 
-**Cycles.** A fresh server; ``--cycles`` times: open a page, wait for the latent raster, draw one
-box (unless ``--no-select``), close it, wait ``--settle`` s; the server's RSS after each cycle.
-Passes when the last RSS is within 5 % of the RSS after cycle 10. RSS counts the bundle's
+**Load.** A baseline first: one session makes the same selections alone. Then ``--sessions``
+sessions, all open at once, each makes ``--selections`` selections (the first half boxes, the rest
+lassos, around the projection's densest region, sizes alternating so each changes the count).
+Latency is timed on the client (in the page, on its own clock, in browser mode): from sending the
+selection to (a) the selection count's text changing and (b) the visible pane done: the Decode tab
+(shown first) saying the new count with no loading spinner left. Errors: page or client errors, a
+selection not answered in time, selecting nobody or (websocket) a count other than the backend's,
+and tracebacks in the server log (a write to a page already closed, tornado's
+``WebSocketClosedError``, is counted apart: it is the server finishing an update nobody waits
+for). RSS with 1 and with all sessions open gives the cost per extra session.
+
+**Cycles.** A fresh server; ``--cycles`` times: open a session, wait for the latent raster, make one
+box selection (unless ``--no-select``), close it, wait ``--settle`` s; the server's RSS after each
+cycle. Passes when the last RSS is within 5 % of the RSS after cycle 10. RSS counts the bundle's
 memory-mapped pages the server has touched; "anon" (RSS less file-backed pages) is what sessions
 allocate.
 """
@@ -36,7 +44,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -62,11 +69,10 @@ from bench_serve import (  # noqa: E402  (a sibling benchmark script, not a pack
     stop,
 )
 
+from _websocket_users import TITLE, Tally, WebsocketClient, backend_count, progress, selection_shape  # noqa: E402
+
 from lse_panel.figures.app import densest_point, drag_box, frame_box, lasso, select_tool, to_screen  # noqa: E402
 from lse_panel.testing import tiny_cohort, write_cohort_bundle  # noqa: E402
-
-TITLE = "ecg latent space"
-"""The plot every page draws on (the first latent view)."""
 
 # Many pages in one browser: none of them may be throttled as a background tab.
 BROWSER_ARGS = [
@@ -136,6 +142,7 @@ class Server:
         self.proc, self.started = serve(
             REPO / "apps" / "explorer.py", self.port,
             ["--setup", str(REPO / "apps" / "setup.py"), "--args", str(bundle)], cwd,
+            env={"PANEL_LOG_LEVEL": "info"},  # "Session N launching/destroyed": what sessions() counts
         )
         self.url = f"http://127.0.0.1:{self.port}/explorer"
         self.lines: list[str] = []
@@ -161,6 +168,13 @@ class Server:
                 found.append("\n      ".join(block))
         return found, closed
 
+    def sessions(self) -> tuple[int, int]:
+        """How many sessions the server has made, and how many it has destroyed (after their websocket
+        closed and the unused-session lifetime passed): a closed session not destroyed is leaked."""
+        launched = sum(" - Session " in line and line.endswith(" launching") for line in self.lines)
+        destroyed = sum(" - Session " in line and line.endswith(" destroyed") for line in self.lines)
+        return launched, destroyed
+
     def memory(self) -> tuple[float, float]:
         """(RSS, anonymous RSS) of the server and its children, MB."""
         rss = anon = 0
@@ -181,20 +195,16 @@ class Server:
         stop(self.proc)
 
 
-# -- pages ----------------------------------------------------------------------------------------
-@dataclass
-class Session:
+# -- pages (browser mode) ---------------------------------------------------------------------
+@dataclass(kw_only=True)
+class Session(Tally):
     """One user: a page in its own browser context, and what its selections measured."""
 
     context: Any
     page: Any
     box: dict[str, Any] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    results: list[dict[str, Any]] = field(default_factory=list)
     tool: str = ""
-    made: int = 0
     answered: int = 0  # of the page's recorded answers, how many were collected
-    lost: int = 0  # drags the page did not read as a gesture (drawn again)
     pending: bool = False
     next_at: float = 0.0
 
@@ -202,7 +212,7 @@ class Session:
 def open_session(browser: Any, url: str, timeout_ms: int = 300_000) -> Session:
     context = browser.new_context(viewport={"width": 1600, "height": 1200})
     page = context.new_page()
-    session = Session(context, page)
+    session = Session(context=context, page=page)
     page.on("pageerror", lambda exc: session.errors.append(f"page error: {exc}"))
     page.on("console", lambda msg: session.errors.append(f"console: {msg.text}") if msg.type == "error"
             # The template's web fonts: this machine has no network; nothing the server sent.
@@ -213,21 +223,16 @@ def open_session(browser: Any, url: str, timeout_ms: int = 300_000) -> Session:
     return session
 
 
-def close_session(session: Session) -> None:
-    session.context.close()
-
-
 def selection_drag(session: Session, index: int, total: int, centre: tuple[float, float]) -> None:
-    """Draw selection ``index`` of ``total``: boxes first, then lassos, sizes alternating around ``centre``."""
-    tool = "box-select" if index < math.ceil(total / 2) else "lasso-select"
+    """Draw selection ``index`` of ``total`` (:func:`selection_shape`) around ``centre``."""
+    shape, fraction = selection_shape(index, total)
+    tool = f"{shape}-select"
     if session.tool != tool:
         select_tool(session.page, 0, tool)
         session.tool = tool
     box = session.box
     cx, cy = to_screen(box, *centre)
-    side = min(box["width"], box["height"])
-    # Alternate small and large, with a drift, so consecutive selections differ in size.
-    r = side * ((0.05 if index % 2 == 0 else 0.11) + 0.004 * (index % 5))
+    r = min(box["width"], box["height"]) * fraction
     session.page.evaluate("() => window.__lse.arm()")
     if tool == "box-select":
         drag_box(session.page, (cx - r, cy - r), (cx + r, cy + r))
@@ -257,41 +262,63 @@ def collect(session: Session) -> str | None:
     return "done"
 
 
-def drive(sessions: list[Session], selections: int, centre: tuple[float, float], think: float) -> float:
-    """Every session makes ``selections`` selections, the pages taken in turn; returns the wall time."""
-    start = time.perf_counter()
-    total, step, reported = selections * len(sessions), max(1, selections * len(sessions) // 10), 0
-    while any(s.made < selections or s.pending for s in sessions):
-        answered = sum(len(s.results) for s in sessions)
-        if len(sessions) > 1 and answered >= reported + step:
-            reported = answered - answered % step
-            print(f"    {answered}/{total} answered after {time.perf_counter() - start:.0f} s", flush=True)
-        if stopping.is_set():
-            raise KeyboardInterrupt
-        issued = False
-        for s in sessions:
-            if s.pending:
-                answer = collect(s)
-                if answer is not None:
-                    s.pending = False
-                    s.next_at = time.perf_counter() + (think if answer == "done" else 0.5)
-                    if answer == "lost":
-                        s.made -= 1  # draw that one again
-            elif s.made < selections and time.perf_counter() >= s.next_at:
-                selection_drag(s, s.made, selections, centre)
-                s.made += 1
-                s.pending = True
-                issued = True
-        if not issued:
-            time.sleep(0.02)
-    return time.perf_counter() - start
+class BrowserClient:
+    """Users as Playwright pages in one headless Chromium, drawn on by this thread in turn."""
+
+    name = "browser"
+
+    def __init__(self, centre: tuple[float, float], timeout: float = 300.0) -> None:
+        from playwright.sync_api import sync_playwright
+
+        self.centre, self.timeout_ms = centre, int(timeout * 1000)
+        self.errors: list[str] = []
+        self._playwright = sync_playwright().start()
+        self.browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+
+    def open(self, url: str) -> Session:
+        return open_session(self.browser, url, self.timeout_ms)
+
+    def wait_painted(self, session: Session) -> None:
+        session.page.wait_for_function(PAINTED_JS, arg=TITLE, timeout=self.timeout_ms, polling=100)
+
+    def close(self, session: Session) -> None:
+        session.context.close()
+
+    def shutdown(self) -> None:
+        self.browser.close()
+        self._playwright.stop()
+
+    def drive(self, sessions: list[Session], selections: int, think: float) -> float:
+        """Every session makes ``selections`` selections, the pages taken in turn; returns the wall time."""
+        start, reported = time.perf_counter(), 0
+        while any(s.made < selections or s.pending for s in sessions):
+            reported = progress(sessions, selections * len(sessions), start, reported)
+            if stopping.is_set():
+                raise KeyboardInterrupt
+            issued = False
+            for s in sessions:
+                if s.pending:
+                    answer = collect(s)
+                    if answer is not None:
+                        s.pending = False
+                        s.next_at = time.perf_counter() + (think if answer == "done" else 0.5)
+                        if answer == "lost":
+                            s.made -= 1  # draw that one again
+                elif s.made < selections and time.perf_counter() >= s.next_at:
+                    selection_drag(s, s.made, selections, self.centre)
+                    s.made += 1
+                    s.pending = True
+                    issued = True
+            if not issued:
+                time.sleep(0.02)
+        return time.perf_counter() - start
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def latency_line(label: str, sessions: list[Session]) -> tuple[str, float]:
+def latency_line(label: str, sessions: list[Tally]) -> tuple[str, float]:
     done = [r for s in sessions for r in s.results if not r.get("timeout")]
     count = [r["count_ms"] for r in done]
     pane = [r["pane_ms"] for r in done]
@@ -304,54 +331,60 @@ def latency_line(label: str, sessions: list[Session]) -> tuple[str, float]:
 
 
 # -- the two phases -----------------------------------------------------------------------------
-def load_phase(browser: Any, bundle: Path, cwd: Path, args: argparse.Namespace, centre: tuple[float, float]) -> bool:
-    server = Server(bundle, cwd)
+def load_phase(client: Any, bundle: Path, cwd: Path, args: argparse.Namespace) -> bool:
+    """The baseline and the load with ``client``'s users (a :class:`BrowserClient` or a ``WebsocketClient``)."""
+    server, logged = Server(bundle, cwd), len(client.errors)
     try:
         rss_idle, anon_idle = server.memory()
         print(f"server up in {server.started:.1f} s; RSS idle {rss_idle:.0f} MB (anon {anon_idle:.0f})", flush=True)
 
         # Baseline: the first session alone (it also fills the process-wide caches).
-        first = open_session(browser, server.url)
+        first = client.open(server.url)
         c0 = server.cpu()
-        solo_wall = drive([first], args.selections, centre, args.think)
+        solo_wall = client.drive([first], args.selections, args.think)
         solo_cpu = server.cpu() - c0
-        solo = Session(first.context, first.page, results=first.results, errors=list(first.errors), lost=first.lost)
+        solo = Tally(results=first.results, errors=list(first.errors), lost=first.lost)
         rss_one, anon_one = server.memory()
         print(f"baseline: 1 session × {args.selections} selections in {solo_wall:.1f} s (server cpu {solo_cpu:.1f} s); "
               f"RSS {rss_one:.0f} MB (anon {anon_one:.0f})", flush=True)
 
         # The load: the others join it, then every session makes its selections at once.
         t0 = time.perf_counter()
-        sessions = [first] + [open_session(browser, server.url) for _ in range(args.sessions - 1)]
-        time.sleep(2)  # the last page's remaining panes
+        sessions = [first] + [client.open(server.url) for _ in range(args.sessions - 1)]
+        time.sleep(2)  # the last session's remaining panes
         rss_all, anon_all = server.memory()
         print(f"{args.sessions} sessions open ({time.perf_counter() - t0:.1f} s to open the others); "
               f"RSS {rss_all:.0f} MB (anon {anon_all:.0f})", flush=True)
         first.results, first.errors, first.made, first.lost = [], [], 0, 0
-        c0 = server.cpu()
-        wall = drive(sessions, args.selections, centre, args.think)
-        load_cpu = server.cpu() - c0
+        c0, k0 = server.cpu(), time.process_time()
+        wall = client.drive(sessions, args.selections, args.think)
+        load_cpu, users_cpu = server.cpu() - c0, time.process_time() - k0
         rss_sel, anon_sel = server.memory()
         for s in sessions:
-            close_session(s)
+            client.close(s)
         time.sleep(args.settle + 6)  # expiry, then Panel's garbage collection (5 s after the last session ends)
         rss_after, anon_after = server.memory()
+        launched, destroyed = server.sessions()
     finally:
         server.close()
 
     n = args.sessions * args.selections
     server_errors, closed_writes = server.errors()
-    errors = [e for s in [solo, *sessions] for e in s.errors] + [f"server: {e}" for e in server_errors]
+    errors = [e for s in [solo, *sessions] for e in s.errors] + client.errors[logged:] + [f"server: {e}" for e in server_errors]
+    if destroyed < launched:
+        errors.append(f"server: {launched - destroyed} of {launched} sessions not destroyed {args.settle + 6:.0f} s after closing")
     solo_line, solo_p95 = latency_line("1 session (baseline)", [solo])
     load_line, load_p95 = latency_line(f"{args.sessions} sessions", sessions)
     extra = args.sessions - 1
-    print(f"\n== load: {args.sessions} sessions × {args.selections} selections ({n} in all) in {wall:.1f} s, "
+    print(f"\n== load ({client.name} users): {args.sessions} sessions × {args.selections} selections ({n} in all) in {wall:.1f} s, "
           f"{n / wall:.2f} selections/s; server cpu {load_cpu:.1f} s ({load_cpu / n * 1000:.0f} ms per selection; "
-          f"baseline {solo_cpu / args.selections * 1000:.0f} ms)")
+          f"baseline {solo_cpu / args.selections * 1000:.0f} ms); this process (the users; not Chromium's "
+          f"renderers) cpu {users_cpu:.1f} s")
     print(solo_line)
     print(load_line)
     print(f"  p95 visible pane, {args.sessions} sessions / 1 session: {load_p95 / solo_p95:5.1f}×")
-    print(f"  errors: {len(errors)}; writes to closed pages: {closed_writes}" + "".join(f"\n    {e}" for e in errors[:20]))
+    print(f"  errors: {len(errors)}; writes to closed pages: {closed_writes}; sessions made {launched}, "
+          f"destroyed {destroyed}" + "".join(f"\n    {e}" for e in errors[:20]))
     print(f"  RSS idle {rss_idle:.0f} MB; 1 session (with its selection) {rss_one:.0f}; {args.sessions} open "
           f"{rss_all:.0f}; after all their selections {rss_sel:.0f}; all closed {rss_after:.0f} MB "
           f"(anon {anon_idle:.0f}, {anon_one:.0f}, {anon_all:.0f}, {anon_sel:.0f}, {anon_after:.0f})")
@@ -361,25 +394,25 @@ def load_phase(browser: Any, bundle: Path, cwd: Path, args: argparse.Namespace, 
     return not errors
 
 
-def cycles_phase(browser: Any, bundle: Path, cwd: Path, args: argparse.Namespace, centre: tuple[float, float]) -> bool:
-    server = Server(bundle, cwd)
+def cycles_phase(client: Any, bundle: Path, cwd: Path, args: argparse.Namespace) -> bool:
+    server, logged = Server(bundle, cwd), len(client.errors)
     curve: list[tuple[int, float, float]] = []
     errors: list[str] = []
     c0, t0 = server.cpu(), time.perf_counter()
     used_cpu = float("nan")
     try:
-        print(f"\n== {args.cycles} open/close cycles (server up in {server.started:.1f} s; RSS "
+        print(f"\n== {args.cycles} open/close cycles of {client.name} users (server up in {server.started:.1f} s; RSS "
               f"{server.memory()[0]:.0f} MB)", flush=True)
         for cycle in range(1, args.cycles + 1):
             if stopping.is_set():
                 print(f"  stopped after {cycle - 1} cycles", flush=True)
                 break
-            session = open_session(browser, server.url)
-            session.page.wait_for_function(PAINTED_JS, arg=TITLE, timeout=300_000, polling=100)
+            session = client.open(server.url)
+            client.wait_painted(session)
             if args.select:
-                drive([session], 1, centre, 0.0)
+                client.drive([session], 1, 0.0)
+            client.close(session)
             errors += [f"cycle {cycle}: {e}" for e in session.errors]
-            close_session(session)
             time.sleep(args.settle)
             rss, anon = server.memory()
             curve.append((cycle, rss, anon))
@@ -390,10 +423,13 @@ def cycles_phase(browser: Any, bundle: Path, cwd: Path, args: argparse.Namespace
         time.sleep(8)  # Panel's garbage collection after the last session
         final, final_anon = server.memory()
         used_cpu = server.cpu() - c0
+        launched, destroyed = server.sessions()
     finally:
         server.close()
     server_errors, closed_writes = server.errors()
-    errors += [f"server: {e}" for e in server_errors]
+    errors += client.errors[logged:] + [f"server: {e}" for e in server_errors]
+    if destroyed < launched:
+        errors.append(f"server: {launched - destroyed} of {launched} sessions not destroyed 8 s after the last cycle")
     ref_cycle = min(10, len(curve))
     ref = curve[ref_cycle - 1][1]
     ok = final <= 1.05 * ref and not errors
@@ -402,7 +438,8 @@ def cycles_phase(browser: Any, bundle: Path, cwd: Path, args: argparse.Namespace
           f"{100 * (final / ref - 1):+.1f} % (pass ≤ +5 %): {'PASS' if ok else 'FAIL'}; "
           f"slope {per_cycle * 1024:+.0f} KB per cycle after cycle {ref_cycle}")
     print(f"  {len(curve)} cycles in {time.perf_counter() - t0:.0f} s; server cpu {used_cpu:.0f} s; "
-          f"errors: {len(errors)}; writes to closed pages: {closed_writes}" + "".join(f"\n    {e}" for e in errors[:20]))
+          f"errors: {len(errors)}; writes to closed pages: {closed_writes}; sessions made {launched}, "
+          f"destroyed {destroyed}" + "".join(f"\n    {e}" for e in errors[:20]))
     return ok
 
 
@@ -420,12 +457,15 @@ def main() -> None:
                         help="the bundle to serve (default: data/demo if built, else a tiny_cohort bundle of --n)")
     parser.add_argument("--n", type=int, default=500_000, help="subjects in the generated bundle")
     parser.add_argument("--phase", choices=["load", "cycles", "all"], default="all")
-    parser.add_argument("--sessions", type=int, default=20, help="pages open at once in the load phase")
+    parser.add_argument("--client", choices=["websocket", "browser"], default="websocket",
+                        help="users as Bokeh websocket clients (no browser) or as Chromium pages")
+    parser.add_argument("--sessions", type=int, default=20, help="sessions open at once in the load phase")
     parser.add_argument("--selections", type=int, default=20, help="selections each session makes")
     parser.add_argument("--think", type=float, default=1.0, help="seconds a user waits after each answer")
     parser.add_argument("--cycles", type=int, default=200, help="open/close cycles in the memory phase")
     parser.add_argument("--settle", type=float, default=3.0,
-                        help="seconds after closing a page (closed sessions are dropped after about 2 s)")
+                        help="seconds after closing a session (closed sessions are dropped after about 2 s)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to open a session or answer a selection")
     parser.add_argument("--no-select", dest="select", action="store_false", help="cycles only open and close")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lse-bench-sessions-") as tmp:
@@ -442,8 +482,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> bool:
     """Both phases (or the one asked for) on ``args.bundle``; whether every check passed."""
-    from playwright.sync_api import sync_playwright
-
+    from lse_panel.cohort.backend import in_process
     from lse_panel.cohort.bundle import open_bundle
     from lse_panel.components.latent_view import default_pair
 
@@ -454,18 +493,21 @@ def run(args: argparse.Namespace) -> bool:
     print(f"bundle {args.bundle} ({cohort.n_subjects:,} subjects); selections around {centre} on {key}")
     print(f"machine: {os.cpu_count()} cores; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"(other work on the machine slows every figure)")
-    del cohort
     cwd = Path("/tmp") if Path("/tmp").is_dir() else REPO
+    if args.client == "websocket":
+        backend = in_process(cohort)  # the counts each selection must show
+        client: Any = WebsocketClient(centre, backend.extent(key), count=backend_count(backend, key),
+                                      timeout=args.timeout, stopping=stopping)
+    else:
+        client = BrowserClient(centre, args.timeout)
     ok = True
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            if args.phase in ("load", "all"):
-                ok &= load_phase(browser, args.bundle, cwd, args, centre)
-            if args.phase in ("cycles", "all"):
-                ok &= cycles_phase(browser, args.bundle, cwd, args, centre)
-        finally:
-            browser.close()
+    try:
+        if args.phase in ("load", "all"):
+            ok &= load_phase(client, args.bundle, cwd, args)
+        if args.phase in ("cycles", "all"):
+            ok &= cycles_phase(client, args.bundle, cwd, args)
+    finally:
+        client.shutdown()
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return ok
 
