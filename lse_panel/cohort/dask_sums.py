@@ -112,8 +112,9 @@ class DaskMetricSums:
         client, path, manifest = backend.client, str(backend.path), backend._manifest
         self.layout = client.submit(tasks.metric_layout_on_worker, path, manifest, pure=False).result()
         layout = client.scatter(self.layout, broadcast=True, hash=False)
-        self.prepared = [client.submit(tasks.prepare_partition_metrics, path, manifest, i, backend.bounds, layout, pure=False)
-                         for i in range(len(backend.parts))]  # fmt: skip
+        self.prepared = [client.submit(tasks.prepare_partition_metrics, path, manifest, i, backend.bounds, layout, pure=False,
+                                       workers=backend.home(i), allow_other_workers=True)
+                         for i in range(len(backend.parts))]  # beside partition i's masks  # fmt: skip
         wait(self.prepared)
         self._total = None
 

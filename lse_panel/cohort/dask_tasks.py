@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lse_panel.analysis.compare import PhenotypeSums
-from lse_panel.analysis.histograms import bin_codes, count_bins
+from lse_panel.analysis.histograms import CodeMatrix, bin_codes, count_bins
 from lse_panel.analysis.metric_statistics import group_sufficient_statistics, metric_layout, prepare_metrics
 from lse_panel.analysis.phenotype_filters import filter_mask
 from lse_panel.analysis.privacy import PrivacyPolicy
@@ -93,18 +93,27 @@ def finite_min_max(part: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     return out
 
 
-def bin_counts(part: pd.DataFrame, mask: np.ndarray | None = None, *, name: str, edges: np.ndarray | None, n_bins: int) -> np.ndarray:
+def phenotype_codes(part: pd.DataFrame, name: str, edges: np.ndarray | None) -> np.ndarray:
+    """Bin codes of phenotype ``name`` in one partition: on ``edges`` when continuous, its category codes otherwise."""
     values = part[name].to_numpy()
     if edges is not None:
-        codes = bin_codes(values, edges)
-    else:
-        codes = np.where(np.isfinite(values), values, -1).astype(np.int64) if values.dtype.kind == "f" else values
-    return count_bins(codes, mask, n_bins)
+        return bin_codes(values, edges)
+    return np.where(np.isfinite(values), values, -1).astype(np.int64) if values.dtype.kind == "f" else values
 
 
-def bin_counts_all(part: pd.DataFrame, mask: np.ndarray | None, *, bins: Mapping[str, tuple[np.ndarray | None, int]]) -> dict[str, np.ndarray]:
-    """:func:`bin_counts` of every phenotype in ``bins`` (name → edges or ``None``, bins) in one task."""
-    return {name: bin_counts(part, mask, name=name, edges=edges, n_bins=n) for name, (edges, n) in bins.items()}
+def bin_counts(part: pd.DataFrame, mask: np.ndarray | None = None, *, name: str, edges: np.ndarray | None, n_bins: int) -> np.ndarray:
+    return count_bins(phenotype_codes(part, name, edges), mask, n_bins)
+
+
+def code_matrix(part: pd.DataFrame, *, bins: Mapping[str, tuple[np.ndarray | None, int]]) -> CodeMatrix:
+    """Every phenotype in ``bins`` (name → edges or ``None``, bins) binned once, kept on the worker for every selection."""
+    return CodeMatrix.build({name: phenotype_codes(part, name, edges) for name, (edges, _) in bins.items()},
+                            {name: n for name, (_, n) in bins.items()})  # fmt: skip
+
+
+def count_codes(matrix: CodeMatrix, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """A group's counts per bin of every phenotype in one partition's :class:`CodeMatrix`."""
+    return matrix.counts(mask)
 
 
 def phenotype_layout(part: pd.DataFrame, *, specs: Mapping[str, str]) -> dict[str, Any]:
