@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from lse_panel.cohort.subgroups import SubgroupStore
 
-__all__ = ["DaskBackend", "DaskGroup", "RemoteColumn", "connect", "run_tasks"]
+__all__ = ["ClusterPoints", "DaskBackend", "DaskGroup", "RemoteColumn", "connect", "run_tasks"]
 
 MIN_PARTITION_ROWS = 100_000
 """Fewest rows per partition of an ``.npy`` bundle served on a cluster, unless ``partition_rows`` says otherwise."""
@@ -188,8 +188,27 @@ class DaskGroup:
 PARTS_ATTRIBUTE = "lse_parts"
 """Attribute of a map frame holding its partitions' futures (:mod:`lse_panel.plotting.dask_raster` aggregates them)."""
 
-ROWS_ATTRIBUTE = "lse_rows"
-"""Attribute of a highlight frame holding its length, known on the client (``len()`` would ask the workers)."""
+class ClusterPoints:
+    """A group's points on one projection, left on the cluster: what the map's highlight counts where they live.
+
+    ``len()`` is the group's size, known here without a round trip;
+    :func:`lse_panel.plotting.dask_raster.aggregate_cluster_points` counts the points on a canvas
+    with one task per partition holding any (each picks its rows by the group's mask and
+    aggregates them), so no frame of the selected points is ever built as a task of its own.
+    """
+
+    def __init__(self, backend: DaskBackend, group: DaskGroup, kx: str, ky: str) -> None:
+        self.client = backend.client
+        self.parts = backend.parts
+        self.masks = group.masks
+        self.counts = group.counts
+        self.x, self.y = kx, ky
+
+    def __len__(self) -> int:
+        return int(self.counts.sum())
+
+    def __repr__(self) -> str:
+        return f"ClusterPoints({len(self):,} points of {self.x!r}, {self.y!r})"
 
 
 def collection(parts: list[Future], meta: pd.DataFrame) -> Any:
@@ -386,15 +405,11 @@ class DaskBackend(DataBackend):
 
         return self._cached(("extent", key), compute)
 
-    def highlight(self, key: str, members: Any) -> Any:
+    def highlight(self, key: str, members: Any) -> ClusterPoints:
         group = self.group(members)
         found = group.highlights.get(key)
         if found is None:
-            parts = self._map(tasks.selected_xy, self.parts, group.masks, kx=f"{key}:x", ky=f"{key}:y")
-            meta = pd.DataFrame({"x": np.empty(0, np.float32), "y": np.empty(0, np.float32)})
-            frame = collection(parts, meta)
-            object.__setattr__(frame, ROWS_ATTRIBUTE, group.size)  # no round trip to learn it is empty
-            found = group.highlights[key] = frame  # released with the group
+            found = group.highlights[key] = ClusterPoints(self, group, f"{key}:x", f"{key}:y")  # released with the group
         return found
 
     def nearest(self, key: str, x: float, y: float) -> int:
@@ -440,7 +455,10 @@ class DaskBackend(DataBackend):
         with self._lock:
             matrices = self._cache.get(("code_matrices", bins))
         if matrices is not None and ("bins", bins) not in group.cache:
-            group.cache.setdefault(("counting", bins), self._map(tasks.count_codes, matrices, group.masks))
+            # After the maps' highlights on each worker (lower priority): they are drawn first.
+            counting = [self.client.submit(tasks.count_codes, m, mask, pure=False, priority=-1)
+                        for m, mask in zip(matrices, group.masks)]  # fmt: skip
+            group.cache.setdefault(("counting", bins), counting)
 
     def size(self, members: Any) -> int:
         if isinstance(members, DaskGroup):
