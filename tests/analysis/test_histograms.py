@@ -94,3 +94,4 @@ def test_code_matrix_refuses_a_mask_of_another_length() -> None:
     matrix = CodeMatrix.build({"sex": np.array([0, 1, 1])}, {"sex": 2})
     with pytest.raises(ValueError, match="mask has .*3 rows"):
         matrix.counts(np.ones(4, bool))
+
