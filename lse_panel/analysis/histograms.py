@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_BINS",
     "HISTOGRAM_COLUMNS",
     "Binning",
+    "CodeMatrix",
     "bin_codes",
     "bin_phenotype",
     "category_frame",
@@ -143,6 +144,74 @@ class Binning:
         if self.edges is not None:
             return histogram_frame(counts, self.edges)
         return category_frame(counts, self.categories)
+
+
+@dataclass(frozen=True, eq=False)
+class CodeMatrix:
+    """Several phenotypes' bin codes side by side, one row per subject, so one pass counts a group's histograms of all.
+
+    Where a group lives as a mask beside its rows (a partition on a Dask worker), counting each
+    phenotype apart reads the mask and gathers a column per phenotype; this counts every phenotype
+    in one pass over the selected rows (:mod:`lse_panel.analysis.mask_kernels`), over the
+    complement when the group holds more than half the rows. Measured on 5M rows and 19 phenotypes
+    (a 30 % group): 2.4 s re-binning the values for each selection, 0.036 s here.
+
+    Attributes
+    ----------
+    names
+        The phenotypes, in column order.
+    n_bins
+        Bins (or categories) of each phenotype.
+    codes
+        ``(rows, len(names))`` int16 codes; ``-1`` for a missing or out-of-range value.
+    totals
+        Counts of every row, all phenotypes' bins one after another.
+    """
+
+    names: tuple[str, ...]
+    n_bins: tuple[int, ...]
+    codes: np.ndarray
+    totals: np.ndarray
+
+    @classmethod
+    def build(cls, codes: Mapping[str, np.ndarray], n_bins: Mapping[str, int]) -> CodeMatrix:
+        """The matrix of ``codes`` (name → one code per row, negative for missing) with ``n_bins[name]`` bins each."""
+        names = tuple(codes)
+        if any(n_bins[name] >= 32_000 for name in names):
+            raise ValueError("CodeMatrix holds int16 codes: use fewer than 32,000 bins per phenotype.")
+        rows = len(next(iter(codes.values()))) if names else 0
+        matrix = np.full((rows, len(names)), -1, dtype=np.int16)
+        for j, name in enumerate(names):
+            column = np.asarray(codes[name])
+            valid = (column >= 0) & (column < n_bins[name])
+            matrix[valid, j] = column[valid]
+        sizes = tuple(int(n_bins[name]) for name in names)
+        made = cls(names, sizes, matrix, np.zeros(sum(sizes), dtype=np.int64))
+        made._count(np.ones(rows, dtype=bool), made.totals)
+        return made
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.n_bins)[:-1]]).astype(np.int64)
+
+    def _count(self, mask: np.ndarray, out: np.ndarray) -> None:
+        from lse_panel.analysis.mask_kernels import count_selected_codes  # numba loads on first use
+
+        count_selected_codes(self.codes, np.ascontiguousarray(mask, dtype=np.bool_), self.offsets, out)
+
+    def counts(self, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """Per phenotype, the group's int64 counts per bin (``mask``: one bool per row)."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(self.codes),):
+            raise ValueError(f"mask has {mask.shape} entries; this matrix has {len(self.codes)} rows.")
+        flat = np.zeros_like(self.totals)
+        if 2 * np.count_nonzero(mask) > mask.size:
+            self._count(~mask, flat)
+            flat = self.totals - flat
+        else:
+            self._count(mask, flat)
+        pieces = np.split(flat, np.cumsum(self.n_bins)[:-1])
+        return dict(zip(self.names, pieces))
 
 
 def bin_phenotype(

@@ -74,14 +74,16 @@ class DaskPhenotypeSums:
         self.n_codes = {name: 2 if kind == "binary" else max(1, max(p[name] for p in parts))
                         for name, kind in specs.items() if kind != "continuous"}  # fmt: skip
         self.specs = specs
+        # Each partition's columns checked and converted once, kept on its worker: rebuilt for
+        # every selection, a group's sums took 0.55 s at 10M on 2 workers; kept, 0.07 s.
+        self.prepared = backend._map(tasks.prepare_phenotype_sums, backend.parts, specs=specs, shift=self.shift,
+                                     n_codes=self.n_codes)  # fmt: skip
         self._total = None
 
     def rows_sum(self, members: Any) -> PhenotypeStatistics:
         backend = self._backend
         group = backend.group(members)
-        parts = backend._gather(tasks.phenotype_rows_sum, backend.parts, group.masks,
-                                specs=self.specs, shift=self.shift, n_codes=self.n_codes)  # fmt: skip
-        return functools.reduce(operator.add, parts)
+        return functools.reduce(operator.add, backend._gather(tasks.phenotype_rows_sum, self.prepared, group.masks))
 
     def total(self) -> PhenotypeStatistics:
         if self._total is None:
@@ -112,8 +114,9 @@ class DaskMetricSums:
         client, path, manifest = backend.client, str(backend.path), backend._manifest
         self.layout = client.submit(tasks.metric_layout_on_worker, path, manifest, pure=False).result()
         layout = client.scatter(self.layout, broadcast=True, hash=False)
-        self.prepared = [client.submit(tasks.prepare_partition_metrics, path, manifest, i, backend.bounds, layout, pure=False)
-                         for i in range(len(backend.parts))]  # fmt: skip
+        self.prepared = [client.submit(tasks.prepare_partition_metrics, path, manifest, i, backend.bounds, layout, pure=False,
+                                       workers=backend.home(i), allow_other_workers=True)
+                         for i in range(len(backend.parts))]  # beside partition i's masks  # fmt: skip
         wait(self.prepared)
         self._total = None
 

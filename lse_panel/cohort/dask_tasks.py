@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from lse_panel.analysis.compare import PhenotypeSums
-from lse_panel.analysis.histograms import bin_codes, count_bins
+from lse_panel.analysis.histograms import CodeMatrix, bin_codes, count_bins
+from lse_panel.analysis.mask_kernels import sum_selected_rows
 from lse_panel.analysis.metric_statistics import group_sufficient_statistics, metric_layout, prepare_metrics
 from lse_panel.analysis.phenotype_filters import filter_mask
 from lse_panel.analysis.privacy import PrivacyPolicy
@@ -79,8 +80,13 @@ def isin_ids(part: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
 
 
 def masked_sum(block: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    picked = block if mask is None else block[mask]
-    return picked.sum(axis=0, dtype=np.float64)
+    """float64 column sums of a latent block's rows in a group (``None``: every row).
+
+    Summed in place over the mask: gathering 1.5M of 5M 64-d rows first took 223 ms, this 60 ms.
+    """
+    if mask is None:
+        return block.sum(axis=0, dtype=np.float64)
+    return sum_selected_rows(block, np.ascontiguousarray(mask, dtype=np.bool_))
 
 
 def finite_min_max(part: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
@@ -93,18 +99,27 @@ def finite_min_max(part: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     return out
 
 
-def bin_counts(part: pd.DataFrame, mask: np.ndarray | None = None, *, name: str, edges: np.ndarray | None, n_bins: int) -> np.ndarray:
+def phenotype_codes(part: pd.DataFrame, name: str, edges: np.ndarray | None) -> np.ndarray:
+    """Bin codes of phenotype ``name`` in one partition: on ``edges`` when continuous, its category codes otherwise."""
     values = part[name].to_numpy()
     if edges is not None:
-        codes = bin_codes(values, edges)
-    else:
-        codes = np.where(np.isfinite(values), values, -1).astype(np.int64) if values.dtype.kind == "f" else values
-    return count_bins(codes, mask, n_bins)
+        return bin_codes(values, edges)
+    return np.where(np.isfinite(values), values, -1).astype(np.int64) if values.dtype.kind == "f" else values
 
 
-def bin_counts_all(part: pd.DataFrame, mask: np.ndarray | None, *, bins: Mapping[str, tuple[np.ndarray | None, int]]) -> dict[str, np.ndarray]:
-    """:func:`bin_counts` of every phenotype in ``bins`` (name → edges or ``None``, bins) in one task."""
-    return {name: bin_counts(part, mask, name=name, edges=edges, n_bins=n) for name, (edges, n) in bins.items()}
+def bin_counts(part: pd.DataFrame, mask: np.ndarray | None = None, *, name: str, edges: np.ndarray | None, n_bins: int) -> np.ndarray:
+    return count_bins(phenotype_codes(part, name, edges), mask, n_bins)
+
+
+def code_matrix(part: pd.DataFrame, *, bins: Mapping[str, tuple[np.ndarray | None, int]]) -> CodeMatrix:
+    """Every phenotype in ``bins`` (name → edges or ``None``, bins) binned once, kept on the worker for every selection."""
+    return CodeMatrix.build({name: phenotype_codes(part, name, edges) for name, (edges, _) in bins.items()},
+                            {name: n for name, (_, n) in bins.items()})  # fmt: skip
+
+
+def count_codes(matrix: CodeMatrix, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """A group's counts per bin of every phenotype in one partition's :class:`CodeMatrix`."""
+    return matrix.counts(mask)
 
 
 def phenotype_layout(part: pd.DataFrame, *, specs: Mapping[str, str]) -> dict[str, Any]:
@@ -120,11 +135,16 @@ def phenotype_layout(part: pd.DataFrame, *, specs: Mapping[str, str]) -> dict[st
     return out
 
 
-def phenotype_rows_sum(part: pd.DataFrame, mask: np.ndarray, *, specs: Mapping[str, str], shift: Mapping[str, float],
-                       n_codes: Mapping[str, int]) -> Any:  # fmt: skip
-    """One partition's :class:`~lse_panel.analysis.compare.PhenotypeStatistics` of a group, with the cohort's shifts and codes."""
+def prepare_phenotype_sums(part: pd.DataFrame, *, specs: Mapping[str, str], shift: Mapping[str, float],
+                           n_codes: Mapping[str, int]) -> PhenotypeSums:  # fmt: skip
+    """One partition's :class:`~lse_panel.analysis.compare.PhenotypeSums` with the cohort's shifts and codes (kept on the worker)."""
     sums = PhenotypeSums.build({name: part[name].to_numpy() for name in specs}, specs)
-    return replace(sums, shift=dict(shift), n_codes=dict(n_codes)).rows_sum(mask)
+    return replace(sums, shift=dict(shift), n_codes=dict(n_codes))
+
+
+def phenotype_rows_sum(sums: PhenotypeSums, mask: np.ndarray) -> Any:
+    """One partition's :class:`~lse_panel.analysis.compare.PhenotypeStatistics` of a group."""
+    return sums.rows_sum(mask)
 
 
 def metric_layout_on_worker(path: str, manifest: Mapping[str, Any]) -> Any:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import datashader as ds
 import numpy as np
 import pandas as pd
 
-from lse_panel.cohort.dask_backend import PARTS_ATTRIBUTE
+from lse_panel.cohort.dask_backend import PARTS_ATTRIBUTE, ClusterPoints
 
-__all__ = ["aggregate_part", "combine_aggregates", "register_cluster_pipeline"]
+__all__ = ["aggregate_cluster_points", "aggregate_part", "aggregate_selected", "combine_aggregates", "register_cluster_pipeline"]
 
 
 def _cluster_pipeline(df: Any, schema: Any, canvas: Any, glyph: Any, summary: Any, **kwargs: Any) -> Any:
@@ -31,17 +32,35 @@ def _cluster_pipeline(df: Any, schema: Any, canvas: Any, glyph: Any, summary: An
     if parts is None or kwargs.get("antialias") or kwargs.get("cuda") or not _mergeable(summary):
         return _DASK_PIPELINE[0](df, schema, canvas, glyph, summary, **kwargs)
     client = get_client()
-    level = [client.submit(aggregate_part, part, canvas, glyph.x, glyph.y, summary, pure=False) for part in parts]
-    while len(level) > 1:
-        level = [client.submit(combine_aggregates, *level[i : i + 4], pure=False) for i in range(0, len(level), 4)]
-    return level[0].result()
+    return _added(client, [client.submit(aggregate_part, part, canvas, glyph.x, glyph.y, summary, pure=False) for part in parts])
+
+
+def aggregate_cluster_points(points: ClusterPoints, canvas: Any) -> Any:
+    """The count image (``canvas.points`` with ``ds.count()``) of a group's points left on the cluster: the map's highlight.
+
+    One task per partition holding any of the group (:func:`aggregate_selected`), images added.
+    """
+    held = [i for i, count in enumerate(points.counts) if count]
+    if not held:
+        empty = pd.DataFrame({"x": np.empty(0, np.float32), "y": np.empty(0, np.float32)})
+        return canvas.points(empty, "x", "y", agg=ds.count())
+    client = points.client
+    return _added(client, [
+        client.submit(aggregate_selected, points.parts[i], points.masks[i], canvas, points.x, points.y, pure=False)
+        for i in held
+    ])  # fmt: skip
+
+
+def _added(client: Any, images: list[Any]) -> Any:
+    """Partition images added: four at a time on the workers while many, the last few here (one round trip fewer)."""
+    while len(images) > 4:
+        images = [client.submit(combine_aggregates, *images[i : i + 4], pure=False) for i in range(0, len(images), 4)]
+    return combine_aggregates(*client.gather(images))
 
 
 def _mergeable(agg: Any) -> bool:
     """Whether :func:`combine_aggregates` adds partition results of ``agg`` exactly: counts, counts by category,
     and a ``summary`` of a count with means (weighted by it); anything else goes through datashader's pipeline."""
-    import datashader as ds
-
     if type(agg) is ds.count:
         return True
     if isinstance(agg, ds.by):
@@ -72,6 +91,17 @@ def register_cluster_pipeline() -> None:
 def aggregate_part(part: pd.DataFrame, canvas: Any, x: str, y: str, agg: Any) -> Any:
     """One partition's image (a worker task)."""
     return canvas.points(part, x, y, agg=agg)
+
+
+def aggregate_selected(part: pd.DataFrame, mask: np.ndarray, canvas: Any, x: str, y: str) -> Any:
+    """The count image of one partition's rows in a group (a worker task).
+
+    Picking the rows costs more than counting them (5M rows, 1.5M in the group: 38 ms to pick,
+    4 ms to count); counting every row with the others weighted NaN took 36 ms in all, too
+    little gained to keep a second path.
+    """
+    picked = pd.DataFrame({"x": part[x].to_numpy()[mask], "y": part[y].to_numpy()[mask]}, copy=False)
+    return canvas.points(picked, "x", "y", agg=ds.count())
 
 
 def combine_aggregates(*aggs: Any) -> Any:

@@ -14,6 +14,7 @@ from bokeh.palettes import interp_palette
 from holoviews.operation.datashader import aggregate, rasterize
 
 from lse_panel.cohort.backend import data_extent, points_frame, selection_frame
+from lse_panel.cohort.dask_backend import ClusterPoints
 from lse_panel.cohort.schema import PhenotypeSpec
 from lse_panel.palette import CATEGORY_COLORS, COHORT_COLOUR, HIGHLIGHT
 
@@ -223,7 +224,7 @@ def _pixel_ratio() -> float:
 
 
 def highlight_image(
-    frame: pd.DataFrame | None,
+    frame: pd.DataFrame | ClusterPoints | None,
     *,
     x: str,
     y: str,
@@ -250,11 +251,14 @@ def highlight_image(
     ys = np.linspace(y0, y1, height + 1)
     xs, ys = (xs[:-1] + xs[1:]) / 2, (ys[:-1] + ys[1:]) / 2
     counts = None
-    # A cluster's frame carries its length: len() would be a round trip to the workers.
-    n_rows = 0 if frame is None else getattr(frame, "lse_rows", None)
-    if frame is not None and (len(frame) if n_rows is None else n_rows) and width > 0 and height > 0 and x1 > x0 and y1 > y0:
+    if frame is not None and len(frame) and width > 0 and height > 0 and x1 > x0 and y1 > y0:
         canvas = ds.Canvas(plot_width=width, plot_height=height, x_range=(x0, x1), y_range=(y0, y1))
-        agg = canvas.points(frame, x, y, agg=ds.count())
+        if isinstance(frame, ClusterPoints):  # the Dask backend's: counted where the points live
+            from lse_panel.plotting.dask_raster import aggregate_cluster_points
+
+            agg = aggregate_cluster_points(frame, canvas)
+        else:
+            agg = canvas.points(frame, x, y, agg=ds.count())
         if min_count > 1:
             agg.data[agg.data < min_count] = 0
         occupied = int(np.count_nonzero(agg.data))

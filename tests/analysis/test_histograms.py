@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lse_panel.analysis.histograms import (
+    CodeMatrix,
     bin_codes,
     bin_phenotype,
     category_frame,
@@ -66,3 +68,30 @@ def test_categories_are_their_own_bins_and_missing_codes_are_left_out() -> None:
     assert binning.cohort_counts.tolist() == [1, 2, 1]
     frame = binning.frame({"g": binning.counts(np.array([1, 2, 3]))})
     assert frame["proportion"].tolist() == [0.0, 1.0, 0.0]
+
+
+def test_code_matrix_counts_every_phenotype_like_count_bins_on_each() -> None:
+    rng = np.random.default_rng(3)
+    n = 5_001
+    age = rng.normal(60, 8, n)
+    age[rng.random(n) < 0.05] = np.nan
+    sex = rng.integers(0, 2, n)
+    site = rng.integers(-1, 6, n)  # -1 missing, 5 beyond the 5 declared categories
+    edges = histogram_edges(age, 30)
+    codes = {"age": bin_codes(age, edges), "sex": sex, "site": site}
+    n_bins = {"age": 30, "sex": 2, "site": 5}
+    matrix = CodeMatrix.build(codes, n_bins)
+    for share in (0.0, 0.1, 0.5, 0.9, 1.0):  # both sides of one half: the complement is counted past it
+        mask = rng.random(n) < share
+        counted = matrix.counts(mask)
+        assert list(counted) == ["age", "sex", "site"]
+        for name in codes:
+            np.testing.assert_array_equal(counted[name], count_bins(codes[name], mask, n_bins[name]))
+    np.testing.assert_array_equal(matrix.counts(np.ones(n, bool))["site"], count_bins(site, None, 5))
+
+
+def test_code_matrix_refuses_a_mask_of_another_length() -> None:
+    matrix = CodeMatrix.build({"sex": np.array([0, 1, 1])}, {"sex": 2})
+    with pytest.raises(ValueError, match="mask has .*3 rows"):
+        matrix.counts(np.ones(4, bool))
+

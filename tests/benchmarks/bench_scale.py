@@ -18,7 +18,9 @@ run and on the same selections:
 - lasso → indices: a 200-vertex lasso holding about 30 % of the subjects (on Dask: the masks on the
   workers and their count), against ``matplotlib.path.Path.contains_points`` on the same points;
 - box → views: a box selection redrawn in two linked views, against ``hv.link_selections``
-  (whose lasso needs spatialpandas; the like-for-like comparison is a box, as bench_explorer.py);
+  (whose lasso needs spatialpandas; the like-for-like comparison is a box, as bench_explorer.py):
+  in process for both backends, and for the Dask backend also on the same cluster (the points as
+  a persisted dask DataFrame, HoloViews and datashader's own dask path);
 - selection → visible pane: what a served session recomputes (the maps, the filters and the
   decode tab); selection → all panes: a notebook, every pane live;
 - memory: the serving process's RSS, and each worker's (each backend measured in a fresh process).
@@ -220,6 +222,37 @@ def baselines(path: Path, key: str, poly: np.ndarray, box: tuple[float, ...], re
     return out
 
 
+def cluster_baseline(path: Path, key: str, box: tuple[float, ...], client: Any, repeat: int) -> dict[str, float]:
+    """``hv.link_selections`` on the same box with the points as a dask DataFrame persisted on the same cluster.
+
+    The like-for-like reference of the Dask backend: HoloViews and datashader's own dask path on
+    the cluster the backend uses (one partition per worker).
+    """
+    import dask.dataframe as dd
+    import holoviews as hv
+    import pandas as pd
+    from holoviews.operation.datashader import rasterize
+
+    from lse_panel.cohort.bundle import open_bundle
+
+    kind = key.split("/")[0]
+    other = key.replace(kind, "mri" if kind != "mri" else "ecg", 1)
+    cohort = open_bundle(path)
+    first, second = np.asarray(cohort.projection(key)), np.asarray(cohort.projection(other))
+    table = pd.DataFrame({"ax": first[:, 0], "ay": first[:, 1], "bx": second[:, 0], "by": second[:, 1]})
+    del first, second
+    frame = dd.from_pandas(table, npartitions=len(client.scheduler_info()["workers"])).persist()
+    del table
+    a, b = hv.Points(frame, ["ax", "ay"]), hv.Points(frame, ["bx", "by"])
+    linked = hv.link_selections.instance()
+    hv.renderer("bokeh").get_plot(linked(rasterize(a, width=460, height=420) + rasterize(b, width=460, height=420)))
+
+    def select(i: int) -> None:
+        linked.selection_expr = a._get_selection_expr_for_stream_value(bounds=(box[0] + 1e-4 * i, *box[1:]))[0]
+
+    return {"link_selections_cluster_box_s": timed(select, max(1, repeat // 2))}
+
+
 def build_steps(path: Path) -> dict[str, float]:
     from lse_panel.cohort.bundle import read_manifest
 
@@ -246,11 +279,14 @@ def child(args: argparse.Namespace) -> None:
         result = baselines(args.path, args.on, poly, box, args.repeat)
     else:
         client = None
-        if args.child == "dask":
+        if args.child in ("dask", "dask-baseline"):
             from lse_panel.cohort.dask_backend import connect
 
             client = connect("local")
-        result = measure(args.path, args.on, poly, box, client, args.repeat)
+        if args.child == "dask-baseline":
+            result = cluster_baseline(args.path, args.on, box, client, args.repeat)
+        else:
+            result = measure(args.path, args.on, poly, box, client, args.repeat)
         if client is not None:
             cluster = client.cluster
             client.close()
@@ -260,7 +296,7 @@ def child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", choices=["baselines", "in-process", "dask"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["baselines", "in-process", "dask", "dask-baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--poly", help=argparse.SUPPRESS)
@@ -297,6 +333,9 @@ def main() -> None:
         for backend in args.backends:
             print(f"  {n:,} {backend} ...", flush=True)
             row = {**base, "backend": backend, **in_child(backend, args, *where)}
+            if backend == "dask":
+                row |= in_child("dask-baseline", args, *where)
+                row["x_link_selections_cluster"] = row["link_selections_cluster_box_s"] / row["box_views_s"]
             row["x_link_selections"] = row["link_selections_box_s"] / row["box_views_s"]
             row["x_contains_points"] = row["mpl_lasso_s"] / row["lasso_s"]
             rows.append(row)
@@ -314,14 +353,16 @@ def print_row(row: dict[str, Any]) -> None:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = ("subjects", "backend", "origin", "build (embed s)", "re-raster ms", "lasso ms", "× contains_points",
-              "box→views ms", "× link_selections", "→visible s", "→all panes s", "client MB", "worker MB")
+              "box→views ms", "× link_selections", "× link_selections on the cluster", "→visible s", "→all panes s", "client MB", "worker MB")
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
         embed = r["build_s"].get("embed")
         cells = (f"{r['subjects']:,}", r["backend"], r["origin"], f"{embed:.0f}" if embed else "—",
                  f"{r['rerasterise_s'] * 1e3:.0f}", f"{r['lasso_s'] * 1e3:.0f}", f"{r['x_contains_points']:.0f}×",
-                 f"{r['box_views_s'] * 1e3:.0f}", f"{r['x_link_selections']:.1f}×", f"{r['visible_pane_s']:.2f}",
+                 f"{r['box_views_s'] * 1e3:.0f}", f"{r['x_link_selections']:.1f}×",
+                 f"{r['x_link_selections_cluster']:.1f}×" if "x_link_selections_cluster" in r else "—",
+                 f"{r['visible_pane_s']:.2f}",
                  f"{r['all_panes_s']:.2f}", f"{r['client_rss_mb']:.0f}",
                  f"{r['worker_rss_mb']:.0f}" if "worker_rss_mb" in r else "—")  # fmt: skip
         print("| " + " | ".join(cells) + " |")
