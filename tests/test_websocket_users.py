@@ -57,7 +57,6 @@ def test_websocket_users_select_through_the_served_explorer(
     centre = densest_point(np.asarray(backend.cohort.projection(key)))
     extent = backend.extent(key)
     expected = []
-    import importlib; importlib.reload(users)
     for i in range(2):  # a box, then a lasso
         g = users.selection_geometry(i, 2, centre, extent)
         if g["type"] == "rect":
