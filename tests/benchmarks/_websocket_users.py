@@ -286,9 +286,12 @@ class WsSession(Tally):
                                f"the in-process backend selects {expected:,}")
 
     async def selections(self, plan: list[tuple[dict[str, Any], int | None]], think: float, timeout: float) -> None:
-        for geometry, expected in plan:
+        for i, (geometry, expected) in enumerate(plan):
             self.made += 1
             await self.select(geometry, expected, timeout)
+            if self.results[-1].get("timeout"):  # its document no longer follows: the rest would time out too
+                self.errors.append(f"stopped after selection {i + 1} of {len(plan)}: it was not answered")
+                return
             await asyncio.sleep(think)
 
     # -- from the driver's thread --------------------------------------------------------------
