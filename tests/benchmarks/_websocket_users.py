@@ -100,6 +100,26 @@ def progress(sessions: list[Tally], total: int, start: float, reported: int) -> 
 
 
 # -- the websocket client ----------------------------------------------------------------------
+CLIENT_STACK_BYTES = 256 * 2**20
+CLIENT_RECURSION_LIMIT = 200_000
+
+
+def allow_deep_message_loops() -> None:
+    """Let a user's thread receive many thousand messages.
+
+    ``bokeh.client`` awaits each next message from inside the handler of the one before
+    (``ClientConnection._next`` → ``_handle_messages`` → ``_next``), so its await chain grows by two
+    frames per message received: the 500k load run's longest-lived user (the baseline's session,
+    then 9 of its 20 load selections, about 1,000 patches) hit Python's recursion limit of 1,000,
+    its message loop died and its selections went unanswered. Users' threads get a larger stack
+    (made after this call) and the interpreter a higher limit; the server is not affected.
+    """
+    import sys
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), CLIENT_RECURSION_LIMIT))
+    threading.stack_size(CLIENT_STACK_BYTES)
+
+
 def load_client_models() -> None:
     """Import every Bokeh model the explorer's documents hold, so the client can decode them
     (Panel's models load lazily on the server as extensions ask; the client asks for none)."""
@@ -342,6 +362,7 @@ class WebsocketClient:
         stopping: threading.Event | None = None,
     ) -> None:
         load_client_models()
+        allow_deep_message_loops()
         self.centre, self.extent, self.count, self.timeout = centre, extent, count, timeout
         self._plans: dict[int, list[tuple[dict[str, Any], int | None]]] = {}
         self.stopping = stopping or threading.Event()
