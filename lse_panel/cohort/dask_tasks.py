@@ -207,6 +207,17 @@ def xy_frame(part: pd.DataFrame, kx: str, ky: str, color_by: str | None, categor
     return pd.DataFrame(columns, copy=False)
 
 
+def count_on_canvas(part: pd.DataFrame, mask: np.ndarray, canvas: Any, x: str, y: str, agg: Any) -> Any:
+    """``canvas.points`` (a datashader canvas) of one partition's rows in a group, aggregated with ``agg``.
+
+    Picking the rows costs more than counting them (5M rows, 1.5M in the group: 38 ms to pick,
+    4 ms to count); counting every row with the others weighted NaN took 36 ms in all, too
+    little gained to keep a second path.
+    """
+    picked = pd.DataFrame({"x": part[x].to_numpy()[mask], "y": part[y].to_numpy()[mask]}, copy=False)
+    return canvas.points(picked, "x", "y", agg=agg)
+
+
 def concat(*masks: np.ndarray) -> np.ndarray:
     return np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
 

@@ -129,6 +129,22 @@ def test_map_queries_match(local, remote) -> None:
     np.testing.assert_array_equal(remote.cohort.latent("mri")[[5, 0, 2_999]], local.cohort.latent("mri")[[5, 0, 2_999]])
 
 
+def test_a_new_selections_highlight_starts_on_the_canvas_drawn_twice(local, remote) -> None:
+    grid = dict(x="x", y="y", x_range=(-8, 8), y_range=(-6, 6), width=50, height=30)
+    for box in ((-5.0, -5.0, 3.0, 3.0), (-4.0, -4.0, 2.0, 2.0)):  # the same canvas twice: steady
+        highlight_image(remote.highlight("ecg/umap", remote.select_box("ecg/umap", box)), **grid)
+    assert [key for key, _, _ in remote.canvases.steady()] == ["ecg/umap"]
+    selection = remote.restrict(remote.select_box("ecg/umap", (-3.0, -2.0, 4.0, 5.0)), {})
+    started = remote.highlight("ecg/umap", selection)
+    assert len(started._started) == 1  # counting began when the selection was made
+    far = highlight_image(started, **grid)
+    assert started._started == {}  # ...and the map used it
+    near = highlight_image(local.highlight("ecg/umap", local.select_box("ecg/umap", (-3.0, -2.0, 4.0, 5.0))), **grid)
+    np.testing.assert_array_equal(far.dimension_values("selected"), near.dimension_values("selected"))
+    highlight_image(started, **{**grid, "width": 40})  # another zoom: nothing is started for the next one
+    assert remote.canvases.steady() == []
+
+
 @pytest.mark.parametrize("comparison", ["rest", "all", "subgroup"])
 def test_statistics_match(local, remote, comparison) -> None:
     # Counts, decoded means' latent sums, comparisons, metrics and histograms: the same analysis
