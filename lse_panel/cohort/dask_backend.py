@@ -199,7 +199,7 @@ class ClusterPoints:
     """
 
     def __init__(self, backend: DaskBackend, group: DaskGroup, key: str) -> None:
-        self._backend = backend
+        self._canvases = backend.canvases
         self.client = backend.client
         self.parts = backend.parts
         self.masks = group.masks
@@ -216,7 +216,7 @@ class ClusterPoints:
 
     def count_on(self, canvas: Any, agg: Any) -> list[Future]:
         """Futures of ``canvas.points(..., agg=agg)`` of each partition's points, for the partitions holding any."""
-        self._backend.canvases.drawn(self.key, canvas, agg)
+        self._canvases.drawn(self.key, canvas, agg)
         found = self._started.pop(canvas_key(canvas), None)
         return found if found is not None else self._submit(canvas, agg)
 
@@ -239,8 +239,9 @@ class SteadyCanvases:
 
     A new selection's highlights are started on these (:meth:`DaskBackend.restrict`) so the two
     maps' counts run on the workers at once while the client draws the first; measured at 10M, a
-    box redrawn in two views went from 177 to 132 ms (2 workers, quiet 2-core machine). Only a canvas used twice running counts, so
-    sessions of one server at different zooms start nothing that would go unused.
+    box redrawn in two views went from 177 to 132 ms (2 workers, quiet 2-core machine). Only a
+    canvas used twice running counts, so sessions of one server at different zooms start nothing
+    that would go unused.
     """
 
     def __init__(self) -> None:

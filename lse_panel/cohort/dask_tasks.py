@@ -193,10 +193,6 @@ def take_block(block: np.ndarray, local: np.ndarray) -> np.ndarray:
     return block[local]
 
 
-def selected_xy(part: pd.DataFrame, mask: np.ndarray, *, kx: str, ky: str) -> pd.DataFrame:
-    return pd.DataFrame({"x": part[kx].to_numpy()[mask], "y": part[ky].to_numpy()[mask]})
-
-
 def xy_frame(part: pd.DataFrame, kx: str, ky: str, color_by: str | None, categories: Sequence[str] | None) -> pd.DataFrame:
     columns: dict[str, Any] = {"x": part[kx].to_numpy(), "y": part[ky].to_numpy()}
     if color_by is not None:

@@ -3,6 +3,8 @@
 The Dask backend (:mod:`lse_panel.cohort.dask_backend`) hands the map a persisted dask frame that
 carries its partitions' futures; :func:`register_cluster_pipeline` (called by the map factory when
 it meets such a frame) routes datashader's aggregation of it through :func:`_cluster_pipeline`.
+A selection's highlight is a :class:`~lse_panel.cohort.dask_backend.ClusterPoints` instead (masks
+and partitions, no frame): :func:`aggregate_cluster_points` adds its partitions' count images.
 """
 
 from __future__ import annotations
